@@ -1,0 +1,193 @@
+"""Environment settings: one folder per environment under `deployments/`, ecspresso-style.
+
+`load_env("local")` reads `deployments/local/config.toml` into a frozen `Settings`; every
+missing or mistyped key is a `ConfigError` naming the file and the key. Templates beside the
+config are rendered by `render_template`, which substitutes `${name}` in string values of the
+parsed JSON (a string that is exactly `${name}` takes the value's own type, so templates stay
+valid JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOYMENTS = Path(os.environ.get("PAPYRUS_DEPLOYMENTS_DIR", ROOT / "deployments"))
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A bad or missing setting; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    folder: Path
+    region: str
+    cluster: str
+    service: str
+    family: str
+    container: str
+    container_port: int
+    task_definition: str
+    service_definition: str
+    task_role: str
+    execution_role: str
+    log_group: str
+    ecr_repository: str
+    db_secret_id: str
+    rds_instance: str
+    parameter_group: str
+    db_ssl_root_cert: str
+    db_hostaddr: str
+    vpc_name: str
+    rds_security_group: str
+    task_security_group: str
+    subnets: tuple[str, ...]
+    evidence_bucket: str
+    evidence_root: Path
+    probe_mode: str
+    probe_base_url: str
+    token_secret_id: str
+    deploy_timeout_seconds: int
+    deploy_poll_seconds: float
+
+    def template_path(self, which: str) -> Path:
+        return self.folder / (self.task_definition if which == "task" else self.service_definition)
+
+
+# (section, key, field, type, required)
+_SCHEMA: list[tuple[str, str, str, type, bool]] = [
+    ("aws", "region", "region", str, True),
+    ("ecs", "cluster", "cluster", str, True),
+    ("ecs", "service", "service", str, True),
+    ("ecs", "family", "family", str, True),
+    ("ecs", "container", "container", str, True),
+    ("ecs", "container_port", "container_port", int, True),
+    ("ecs", "task_definition", "task_definition", str, True),
+    ("ecs", "service_definition", "service_definition", str, True),
+    ("ecs", "task_role", "task_role", str, True),
+    ("ecs", "execution_role", "execution_role", str, True),
+    ("ecs", "log_group", "log_group", str, True),
+    ("ecr", "repository", "ecr_repository", str, True),
+    ("db", "secret_id", "db_secret_id", str, True),
+    ("db", "rds_instance", "rds_instance", str, True),
+    ("db", "parameter_group", "parameter_group", str, True),
+    ("db", "ssl_root_cert", "db_ssl_root_cert", str, False),
+    ("db", "hostaddr", "db_hostaddr", str, False),
+    ("network", "vpc_name", "vpc_name", str, True),
+    ("network", "rds_security_group", "rds_security_group", str, True),
+    ("network", "task_security_group", "task_security_group", str, True),
+    ("network", "subnets", "subnets", list, False),
+    ("evidence", "bucket", "evidence_bucket", str, True),
+    ("evidence", "root", "evidence_root", str, True),
+    ("probe", "mode", "probe_mode", str, True),
+    ("probe", "base_url", "probe_base_url", str, False),
+    ("probe", "token_secret_id", "token_secret_id", str, True),
+    ("deploy", "timeout_seconds", "deploy_timeout_seconds", int, True),
+    ("deploy", "poll_seconds", "deploy_poll_seconds", float, True),
+]
+_DEFAULTS = {str: "", list: ()}
+
+
+def _expand(value: str, where: str) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    return _VAR.sub(sub, value)
+
+
+def available_envs() -> list[str]:
+    return sorted(p.parent.name for p in DEPLOYMENTS.glob("*/config.toml"))
+
+
+def load_env(env: str) -> Settings:
+    if not isinstance(env, str) or not _ENV_NAME.match(env):
+        raise ConfigError(f"unknown environment {env!r}: expected one of {available_envs()}")
+    folder = DEPLOYMENTS / env
+    path = folder / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown environment {env!r}: expected one of {available_envs()}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    values: dict[str, Any] = {"env": env, "folder": folder}
+    for section, key, field, typ, required in _SCHEMA:
+        where = f"{path} [{section}] {key}"
+        sect = raw.get(section, {})
+        if key not in sect:
+            if required:
+                raise ConfigError(f"{where}: missing")
+            values[field] = _DEFAULTS[typ]
+            continue
+        val = sect[key]
+        if typ is float and isinstance(val, int) and not isinstance(val, bool):
+            val = float(val)
+        if not isinstance(val, typ) or isinstance(val, bool):
+            raise ConfigError(f"{where}: expected {typ.__name__}, got {type(val).__name__}")
+        if typ is str:
+            val = _expand(val, where)
+            if required and not val.strip():
+                raise ConfigError(f"{where}: empty")
+        if typ is list:
+            if not all(isinstance(v, str) for v in val):
+                raise ConfigError(f"{where}: expected a list of strings")
+            val = tuple(val)
+        values[field] = val
+    if values["probe_mode"] not in ("task-ip", "url"):
+        raise ConfigError(f"{path} [probe] mode: expected 'task-ip' or 'url'")
+    if values["probe_mode"] == "url" and not values["probe_base_url"]:
+        raise ConfigError(f"{path} [probe] base_url: required when mode = 'url'")
+    if values["container_port"] <= 0 or values["container_port"] > 65535:
+        raise ConfigError(f"{path} [ecs] container_port: out of range")
+    if values["deploy_poll_seconds"] <= 0 or values["deploy_timeout_seconds"] <= 0:
+        raise ConfigError(f"{path} [deploy]: timeout_seconds and poll_seconds must be positive")
+    root = Path(values["evidence_root"])
+    values["evidence_root"] = root if root.is_absolute() else ROOT / root
+    for name in ("task_definition", "service_definition"):
+        if not (folder / values[name]).is_file():
+            raise ConfigError(f"{path} [ecs] {name}: file {folder / values[name]} not found")
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})
+
+
+def render_template(path: Path, variables: dict[str, Any]) -> dict:
+    """Parse the JSON template at `path` and substitute `${name}` from `variables`."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str):
+            whole = _VAR.fullmatch(node)
+            if whole and whole.group(1) in variables:
+                return variables[whole.group(1)]
+
+            def sub(m: re.Match) -> str:
+                if m.group(1) not in variables:
+                    raise ConfigError(f"{path}: template variable {m.group(1)} has no value")
+                return str(variables[m.group(1)])
+
+            return _VAR.sub(sub, node)
+        return node
+
+    return walk(doc)

@@ -1,0 +1,138 @@
+"""Seed the sandbox's AWS from `deployments/local/`, with plain boto3 calls, like production.
+
+Everything an operator would find in the Papyrus account: the VPC and its two security groups
+(RDS 5432 only from the ECS task group), the RDS instance and its parameter group with
+`rds.force_ssl=1`, the DB secret matching RDS, the probe token secret, the roles, the ECR image
+of `service/`, the cluster and service (ECS Exec on, circuit breaker with rollback) running a
+first revision, and a versioned, encrypted evidence bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+from papyrus_ops.config import Settings, render_template
+from sandbox import image
+
+ACCOUNT_ID = "123456789012"
+_TRUST = json.dumps({
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+})
+
+
+@dataclass
+class Seeded:
+    vpc_id: str
+    subnets: list[str]
+    rds_sg_id: str
+    task_sg_id: str
+    db_secret_arn: str
+    token_secret_arn: str
+    image_uri: str  # repo@sha256:...
+    task_definition_arn: str
+
+
+def create_rds(clients, s: Settings, port: int, username: str, dbname: str,
+               sg_id: str) -> str:
+    """The parameter group and instance; returns the endpoint address."""
+    rds = clients("rds")
+    rds.create_db_parameter_group(
+        DBParameterGroupName=s.parameter_group, DBParameterGroupFamily="postgres15",
+        Description="Papyrus PostgreSQL 15 (SSL forced)",
+    )
+    rds.modify_db_parameter_group(
+        DBParameterGroupName=s.parameter_group,
+        Parameters=[{"ParameterName": "rds.force_ssl", "ParameterValue": "1",
+                     "ApplyMethod": "immediate"}],
+    )
+    inst = rds.create_db_instance(
+        DBInstanceIdentifier=s.rds_instance, Engine="postgres", EngineVersion="15.8",
+        DBInstanceClass="db.t4g.micro", AllocatedStorage=20, MasterUsername=username,
+        MasterUserPassword="sandbox-not-used", DBName=dbname, Port=port,
+        DBParameterGroupName=s.parameter_group, VpcSecurityGroupIds=[sg_id],
+        PubliclyAccessible=False, StorageEncrypted=True,
+    )["DBInstance"]
+    return inst["Endpoint"]["Address"]
+
+
+def create_network(clients, s: Settings) -> tuple[str, list[str], str, str]:
+    ec2 = clients("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16", TagSpecifications=[
+        {"ResourceType": "vpc", "Tags": [{"Key": "Name", "Value": s.vpc_name}]}])["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24",
+                          AvailabilityZone=f"{s.region}{az}")["Subnet"]["SubnetId"]
+        for i, az in ((1, "a"), (2, "b"))
+    ]
+    task_sg = ec2.create_security_group(
+        GroupName=s.task_security_group, Description="Papyrus ECS tasks", VpcId=vpc)["GroupId"]
+    rds_sg = ec2.create_security_group(
+        GroupName=s.rds_security_group, Description="Papyrus RDS", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=rds_sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "UserIdGroupPairs": [{"GroupId": task_sg, "Description": "Papyrus ECS tasks"}]}])
+    return vpc, subnets, rds_sg, task_sg
+
+
+def create_secrets(clients, s: Settings, db_secret: dict) -> tuple[str, str, str]:
+    sm = clients("secretsmanager")
+    db_arn = sm.create_secret(Name=s.db_secret_id, SecretString=json.dumps(db_secret))["ARN"]
+    token = secrets.token_urlsafe(24)
+    token_arn = sm.create_secret(Name=s.token_secret_id, SecretString=token)["ARN"]
+    return db_arn, token_arn, token
+
+
+def create_roles(clients, s: Settings) -> dict[str, str]:
+    iam = clients("iam")
+    return {
+        name: iam.create_role(RoleName=name, AssumeRolePolicyDocument=_TRUST)["Role"]["Arn"]
+        for name in (s.task_role, s.execution_role)
+    }
+
+
+def create_bucket(clients, s: Settings) -> None:
+    s3 = clients("s3")
+    s3.create_bucket(Bucket=s.evidence_bucket,
+                     CreateBucketConfiguration={"LocationConstraint": s.region})
+    s3.put_bucket_versioning(Bucket=s.evidence_bucket,
+                             VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(Bucket=s.evidence_bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+    s3.put_public_access_block(Bucket=s.evidence_bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True})
+
+
+def push_image(clients, s: Settings) -> str:
+    ecr = clients("ecr")
+    repo = ecr.create_repository(repositoryName=s.ecr_repository,
+                                 imageTagMutability="MUTABLE")["repository"]
+    digest = image.push(ecr, s.ecr_repository, ["latest", f"src-{image.tree_hash()[:12]}"])
+    return f"{repo['repositoryUri']}@{digest}"
+
+
+def task_definition_vars(s: Settings, image_uri: str, roles: dict[str, str], db_arn: str,
+                         token_arn: str, task_sg: str, subnets: list[str]) -> dict:
+    return {
+        "family": s.family, "container": s.container, "container_port": s.container_port,
+        "image": image_uri, "region": s.region, "log_group": s.log_group,
+        "task_role_arn": roles[s.task_role], "execution_role_arn": roles[s.execution_role],
+        "db_secret_arn": db_arn, "token_secret_arn": token_arn,
+        "task_security_group_id": task_sg, "subnets": subnets,
+    }
+
+
+def create_service(clients, s: Settings, variables: dict) -> str:
+    ecs = clients("ecs")
+    clients("logs").create_log_group(logGroupName=s.log_group)
+    ecs.create_cluster(clusterName=s.cluster, settings=[
+        {"name": "containerInsights", "value": "enabled"}])
+    td = render_template(s.template_path("task"), variables)
+    arn = ecs.register_task_definition(**td)["taskDefinition"]["taskDefinitionArn"]
+    svc = render_template(s.template_path("service"), variables)
+    ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=arn, **svc)
+    return arn

@@ -1,0 +1,150 @@
+"""The embedded default: moto (server mode) + a real PostgreSQL + the local ECS runtime.
+
+`Sandbox(state_dir).start()` brings everything up on loopback and seeds it from
+`deployments/local/`; `env()` is what a process needs to reach it (the standard
+`AWS_ENDPOINT_URL` and friends — flows have no sandbox branch). Tests use it in-process (one per
+test session) and reach moto's backends and the fault layer directly; `papyrus-ops sandbox up`
+runs the same object in a background process that writes `state_dir/env`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+from papyrus_ops.config import Settings, load_env
+from sandbox import seed
+from sandbox.faults import Faults
+from sandbox.postgres import LocalPostgres, free_port
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIASANDBOXSANDBOX00",
+    "AWS_SECRET_ACCESS_KEY": "sandbox-secret-access-key",
+}
+
+
+class _FaultyMotoServer(ThreadedMotoServer):
+    """moto's threaded server with our recording/fault WSGI layer in front."""
+
+    def __init__(self, faults: Faults, port: int) -> None:
+        super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
+        self.faults = faults
+
+    def _server_entry(self) -> None:
+        app = self.faults.wrap(DomainDispatcherApplication(create_backend_app))
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request lines on stderr
+        self._server = make_server(self._ip_address, self._port, app, True)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+@dataclass
+class Sandbox:
+    state_dir: Path
+    env_name: str = "local"
+    db_password: str | None = None  # a canary in tests; random otherwise
+    cloudtrail_events: int = 3000
+    faults: Faults = field(default_factory=Faults)
+    settings: Settings | None = None
+    pg: LocalPostgres | None = None
+    seeded: seed.Seeded | None = None
+    token: str = ""
+    endpoint: str = ""
+    rds_endpoint: str = ""
+    _moto: _FaultyMotoServer | None = None
+    _runtime: object | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- clients ----------------------------------------------------------------------------
+    def client(self, service: str):
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.settings.region,
+                            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach the sandbox (and nothing secret)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": self.settings.region,
+            "AWS_REGION": self.settings.region,
+            **CREDENTIALS,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        self.state_dir = Path(self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = load_env(self.env_name)
+        self._moto = _FaultyMotoServer(self.faults, free_port())
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self._seed()
+        return self
+
+    def _seed(self) -> None:
+        s, c = self.settings, self.client
+        vpc, subnets, rds_sg, task_sg = seed.create_network(c, s)
+        pg_port = free_port()
+        kwargs = {"app_password": self.db_password} if self.db_password else {}
+        # The RDS instance is created first: its endpoint name goes into the server certificate,
+        # so `verify-full` against the RDS name really verifies.
+        self.rds_endpoint = seed.create_rds(c, s, pg_port, "papyrus_app", "papyrus", rds_sg)
+        pg_dir = self.state_dir / "postgres"
+        shutil.rmtree(pg_dir, ignore_errors=True)
+        self.pg = LocalPostgres(base_dir=pg_dir, port=pg_port, hostnames=[self.rds_endpoint],
+                                **kwargs).start()
+        db_arn, token_arn, self.token = seed.create_secrets(
+            c, s, self.pg.secret_dict(host=self.rds_endpoint) | {"engine": "postgres"})
+        roles = seed.create_roles(c, s)
+        seed.create_bucket(c, s)
+        image_uri = seed.push_image(c, s)
+        variables = seed.task_definition_vars(s, image_uri, roles, db_arn, token_arn, task_sg,
+                                              subnets)
+        self._install_extensions()
+        td_arn = seed.create_service(c, s, variables)
+        self.seeded = seed.Seeded(vpc, subnets, rds_sg, task_sg, db_arn, token_arn, image_uri,
+                                  td_arn)
+        self._seed_cloudtrail()
+        self._wait_service_stable()
+
+    def _install_extensions(self) -> None:
+        """Hook point for the ECS runtime (see sandbox.ecs_runtime)."""
+
+    def _seed_cloudtrail(self) -> None:
+        """Hook point for the CloudTrail history (see sandbox.cloudtrail)."""
+
+    def _wait_service_stable(self) -> None:
+        """Hook point: wait for the first deployment to complete."""
+
+    def stop(self) -> None:
+        if self._runtime is not None:
+            self._runtime.uninstall()
+            self._runtime = None
+        if self.pg is not None:
+            self.pg.stop("immediate")
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def write_env_file(self) -> Path:
+        path = self.state_dir / "env"
+        lines = [f"{k}={v}" for k, v in self.env().items()]
+        path.write_text("\n".join(lines) + "\n")
+        (self.state_dir / "sandbox.json").write_text(json.dumps({
+            "endpoint": self.endpoint, "pid": os.getpid(), "postgres_port": self.pg.port,
+            "rds_endpoint": self.rds_endpoint, "image": self.seeded.image_uri,
+        }, indent=2))
+        return path
