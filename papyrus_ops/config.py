@@ -32,6 +32,7 @@ class Settings:
     env: str
     folder: Path
     region: str
+    env_file: str
     cluster: str
     service: str
     family: str
@@ -67,6 +68,7 @@ class Settings:
 # (section, key, field, type, required)
 _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("aws", "region", "region", str, True),
+    ("aws", "env_file", "env_file", str, False),
     ("ecs", "cluster", "cluster", str, True),
     ("ecs", "service", "service", str, True),
     ("ecs", "family", "family", str, True),
@@ -156,6 +158,8 @@ def load_env(env: str) -> Settings:
         raise ConfigError(f"{path} [ecs] container_port: out of range")
     if values["deploy_poll_seconds"] <= 0 or values["deploy_timeout_seconds"] <= 0:
         raise ConfigError(f"{path} [deploy]: timeout_seconds and poll_seconds must be positive")
+    if values["env_file"] and not Path(values["env_file"]).is_absolute():
+        values["env_file"] = str(ROOT / values["env_file"])
     root = Path(values["evidence_root"])
     values["evidence_root"] = root if root.is_absolute() else ROOT / root
     for name in ("task_definition", "service_definition"):
@@ -191,3 +195,16 @@ def render_template(path: Path, variables: dict[str, Any]) -> dict:
         return node
 
     return walk(doc)
+
+
+def apply_env_file(settings: Settings) -> dict[str, str]:
+    """Load the environment's env file (if it has one) into os.environ; never overrides."""
+    path = Path(settings.env_file) if settings.env_file else None
+    if path is None or not path.is_file():
+        return {}
+    loaded = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#") and key not in os.environ:
+            os.environ[key] = loaded[key] = value
+    return loaded

@@ -10,7 +10,6 @@ first revision, and a versioned, encrypted evidence bucket.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 
 from papyrus_ops.config import Settings, render_template
@@ -78,12 +77,11 @@ def create_network(clients, s: Settings) -> tuple[str, list[str], str, str]:
     return vpc, subnets, rds_sg, task_sg
 
 
-def create_secrets(clients, s: Settings, db_secret: dict) -> tuple[str, str, str]:
+def create_secrets(clients, s: Settings, db_secret: dict, token: str) -> tuple[str, str]:
     sm = clients("secretsmanager")
     db_arn = sm.create_secret(Name=s.db_secret_id, SecretString=json.dumps(db_secret))["ARN"]
-    token = secrets.token_urlsafe(24)
     token_arn = sm.create_secret(Name=s.token_secret_id, SecretString=token)["ARN"]
-    return db_arn, token_arn, token
+    return db_arn, token_arn
 
 
 def create_roles(clients, s: Settings) -> dict[str, str]:

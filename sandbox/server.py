@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -54,12 +55,12 @@ class Sandbox:
     state_dir: Path
     env_name: str = "local"
     db_password: str | None = None  # a canary in tests; random otherwise
+    token: str | None = None  # the /dbcheck bearer token; random otherwise
     cloudtrail_events: int = 3000
     faults: Faults = field(default_factory=Faults)
     settings: Settings | None = None
     pg: LocalPostgres | None = None
     seeded: seed.Seeded | None = None
-    token: str = ""
     endpoint: str = ""
     rds_endpoint: str = ""
     _moto: _FaultyMotoServer | None = None
@@ -106,8 +107,9 @@ class Sandbox:
         shutil.rmtree(pg_dir, ignore_errors=True)
         self.pg = LocalPostgres(base_dir=pg_dir, port=pg_port, hostnames=[self.rds_endpoint],
                                 **kwargs).start()
-        db_arn, token_arn, self.token = seed.create_secrets(
-            c, s, self.pg.secret_dict(host=self.rds_endpoint) | {"engine": "postgres"})
+        self.token = self.token or secrets.token_urlsafe(24)
+        db_arn, token_arn = seed.create_secrets(
+            c, s, self.pg.secret_dict(host=self.rds_endpoint) | {"engine": "postgres"}, self.token)
         roles = seed.create_roles(c, s)
         seed.create_bucket(c, s)
         image_uri = seed.push_image(c, s)

@@ -1,0 +1,106 @@
+"""`papyrus-ops`: the flows for people and CI. The exit code is the verdict.
+
+0 success; 1 the flow ran and its verdict is failure; 2 bad input (one line on stderr, nothing
+changed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded default (moto + PostgreSQL).")
+evidence_app = typer.Typer(no_args_is_help=True, help="Evidence bundles.")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(evidence_app, name="evidence")
+
+EnvOpt = typer.Option("local", "--env", "-e", help="Environment folder under deployments/.")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, then exit."""
+    from artifacts.redact import REDACTOR
+
+    line = " ".join(str(message).split())
+    typer.echo(f"papyrus-ops: error: {REDACTOR.redact(line)}", err=True)
+    raise typer.Exit(code)
+
+
+def prepare(env: str):
+    """Settings for `env`, its env file applied, log redaction on. Bad input exits 2."""
+    from artifacts.redact import install_log_redaction
+    from papyrus_ops.config import ConfigError, apply_env_file, load_env
+
+    install_log_redaction()
+    try:
+        settings = load_env(env)
+    except ConfigError as e:
+        fail(str(e))
+    apply_env_file(settings)
+    if settings.env_file and "AWS_ENDPOINT_URL" not in os.environ:
+        fail(f"environment {env!r} runs on the sandbox, which is not up "
+             f"(no {settings.env_file}): run `papyrus-ops sandbox up`")
+    return settings
+
+
+def finish(result: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    raise typer.Exit(0 if result.get("verdict") == "success" else 1)
+
+
+# -- sandbox -------------------------------------------------------------------------------
+@sandbox_app.command("up")
+def sandbox_up() -> None:
+    """Start the sandbox in the background; writes .sandbox/env."""
+    from sandbox import daemon
+
+    try:
+        info = daemon.up()
+    except RuntimeError as e:
+        fail(str(e), 1)
+    typer.echo(f"sandbox up: AWS_ENDPOINT_URL={info['endpoint']} (pid {info['pid']})")
+    typer.echo(f"env file: {daemon.DEFAULT_STATE / 'env'}")
+
+
+@sandbox_app.command("down")
+def sandbox_down() -> None:
+    """Stop the sandbox and every process it started."""
+    from sandbox import daemon
+
+    pids = daemon.down()
+    typer.echo(f"sandbox down ({len(pids)} processes stopped)" if pids else "sandbox not running")
+
+
+@sandbox_app.command("status")
+def sandbox_status() -> None:
+    from sandbox import daemon
+
+    info = daemon.read_state()
+    if not info or not info["running"]:
+        typer.echo("sandbox not running")
+        raise typer.Exit(1)
+    typer.echo(json.dumps(info, indent=2))
+
+
+def _register_commands() -> None:
+    from papyrus_ops.commands import register_all
+
+    register_all(app)
+
+
+_register_commands()
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
+
