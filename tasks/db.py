@@ -1,0 +1,214 @@
+"""The database secret and connections to the environment's PostgreSQL (RDS).
+
+The API other flows use (preflight, deploy, schema_init, insert_check):
+
+- ``read_db_secret(sm, secret_id) -> DbSecret`` (Prefect task; ``.fn`` for unit tests): reads
+  ``papyrus/prd/db`` from Secrets Manager. The password goes to the log redactor before anything
+  else happens with it. A missing or malformed secret is a ``DbSecretError`` whose one-line
+  message names the secret and the problem, never any of its text. AWS being unreachable is a
+  ``DbSecretUnavailable`` (retried).
+- ``parse_db_secret(text, secret_id) -> DbSecret``: the same checks on a string.
+- ``DbSecret``: host/port/username/password/dbname/engine; its repr masks the password and
+  ``public()`` is what may go into evidence (``password_present`` instead of the password).
+- ``connect(secret, settings, **kw)`` -> an open psycopg2 connection, always over SSL:
+  ``sslmode=require``, or ``verify-full`` with ``sslrootcert`` when the environment ships a CA
+  bundle. When ``settings.db_hostaddr`` is set (the sandbox, an SSM port-forward) libpq connects to
+  that address while ``host`` (and TLS verification) stays the RDS endpoint name from the secret:
+  the secret is never edited. A failure is a ``DbConnectError`` with a one-line reason.
+- ``retry_on_connect_error``: a Prefect ``retry_condition_fn`` that retries a task only when it
+  failed before anything reached the database (a ``DbConnectError``), so retries stay safe for
+  tasks that write.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from artifacts.redact import REDACTOR
+from papyrus_ops.config import Settings
+
+REQUIRED_KEYS = ("host", "port", "username", "password", "dbname")
+POSTGRES_ENGINES = ("postgres", "postgresql", "aurora-postgresql")
+
+
+class DbSecretError(ValueError):
+    """The DB secret is missing or malformed (bad input). The message never holds its text."""
+
+
+class DbSecretUnavailable(RuntimeError):
+    """Secrets Manager could not be reached or answered with an error worth retrying."""
+
+
+class DbConnectError(RuntimeError):
+    """No session with the database: nothing was sent, so a retry is safe."""
+
+
+@dataclass(frozen=True)
+class DbSecret:
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    dbname: str
+    engine: str = "postgres"
+    secret_id: str = ""
+
+    def __repr__(self) -> str:
+        return (f"DbSecret(secret_id={self.secret_id!r}, host={self.host!r}, port={self.port}, "
+                f"username={self.username!r}, password='***', dbname={self.dbname!r})")
+
+    __str__ = __repr__
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the password: safe for logs and evidence."""
+        return {"secret_id": self.secret_id, "host": self.host, "port": self.port,
+                "username": self.username, "dbname": self.dbname, "engine": self.engine,
+                "password_present": bool(self.password)}
+
+
+def parse_db_secret(text: Any, secret_id: str) -> DbSecret:
+    """Validate the secret's JSON. Error messages name keys, never values."""
+    where = f"secret {secret_id}"
+    if not isinstance(text, str) or not text.strip():
+        raise DbSecretError(f"{where}: empty or not a string (expected JSON with "
+                            f"{', '.join(REQUIRED_KEYS)})")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        # It may be a bare password pasted in the wrong place: keep it out of every log.
+        REDACTOR.add(text.strip())
+        raise DbSecretError(f"{where}: not valid JSON (expected an object with "
+                            f"{', '.join(REQUIRED_KEYS)})") from None
+    if not isinstance(doc, dict):
+        raise DbSecretError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    password = doc.get("password")
+    if isinstance(password, str) and password:
+        REDACTOR.add(password)  # before anything below could print it
+    missing = [k for k in REQUIRED_KEYS if doc.get(k) in (None, "")]
+    if missing:
+        raise DbSecretError(f"{where}: missing key(s) {', '.join(missing)}")
+    for key in ("host", "username", "password", "dbname"):
+        if not isinstance(doc[key], str) or not doc[key].strip():
+            raise DbSecretError(f"{where}: key {key} must be a non-empty string")
+    port = doc["port"]
+    if isinstance(port, str) and port.strip().isdigit():
+        port = int(port.strip())
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise DbSecretError(f"{where}: key port must be an integer 1-65535")
+    engine = doc.get("engine") or "postgres"
+    if not isinstance(engine, str) or engine not in POSTGRES_ENGINES:
+        raise DbSecretError(f"{where}: key engine must be one of {', '.join(POSTGRES_ENGINES)}")
+    return DbSecret(host=doc["host"].strip(), port=port, username=doc["username"],
+                    password=password, dbname=doc["dbname"], engine=engine, secret_id=secret_id)
+
+
+_NOT_RETRYABLE = {
+    "ResourceNotFoundException": "not found",
+    "AccessDeniedException": "access denied",
+    "DecryptionFailure": "cannot be decrypted",
+    "InvalidRequestException": "not readable (deleted or scheduled for deletion?)",
+    "InvalidParameterException": "invalid secret id",
+}
+
+
+def _failure(state) -> BaseException | None:
+    try:
+        state.result()
+    except BaseException as e:  # noqa: BLE001 - we only look at its type
+        return e
+    return None
+
+
+def _retry_unless_bad_secret(task, task_run, state) -> bool:
+    return isinstance(_failure(state), DbSecretUnavailable)
+
+
+@task(name="read-db-secret", retries=2, retry_delay_seconds=[1, 3],
+      retry_condition_fn=_retry_unless_bad_secret, cache_policy=NO_CACHE, persist_result=False)
+def read_db_secret(sm, secret_id: str) -> DbSecret:
+    """The DB secret from Secrets Manager, validated; the password registered for redaction."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        resp = sm.get_secret_value(SecretId=secret_id)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in _NOT_RETRYABLE:
+            raise DbSecretError(f"secret {secret_id}: {_NOT_RETRYABLE[code]}") from None
+        raise DbSecretUnavailable(f"secret {secret_id}: Secrets Manager error {code}") from None
+    except BotoCoreError as e:
+        raise DbSecretUnavailable(
+            f"secret {secret_id}: Secrets Manager unreachable ({type(e).__name__})") from None
+    if "SecretString" not in resp:
+        raise DbSecretError(f"secret {secret_id}: has no SecretString (binary secret?)")
+    return parse_db_secret(resp["SecretString"], secret_id)
+
+
+def sslmode(settings: Settings) -> str:
+    return "verify-full" if settings.db_ssl_root_cert else "require"
+
+
+def connect_params(secret: DbSecret, settings: Settings, *, dbname: str | None = None,
+                   application_name: str = "papyrus-ops", connect_timeout: int = 5,
+                   **extra: Any) -> dict[str, Any]:
+    """libpq keywords for `secret` in `settings`' environment (includes the password)."""
+    params: dict[str, Any] = {
+        "host": secret.host,
+        "port": secret.port,
+        "user": secret.username,
+        "password": secret.password,
+        "dbname": dbname or secret.dbname,
+        "sslmode": sslmode(settings),
+        "connect_timeout": connect_timeout,
+        "application_name": application_name,
+    }
+    if settings.db_ssl_root_cert:
+        params["sslrootcert"] = settings.db_ssl_root_cert
+    if settings.db_hostaddr:
+        params["hostaddr"] = settings.db_hostaddr
+    params.update(extra)
+    return params
+
+
+def describe(secret: DbSecret, settings: Settings, dbname: str | None = None) -> str:
+    """One line for logs: where we connect and how, without the password."""
+    via = f" hostaddr={settings.db_hostaddr}" if settings.db_hostaddr else ""
+    root = f" sslrootcert={settings.db_ssl_root_cert}" if settings.db_ssl_root_cert else ""
+    return (f"host={secret.host}{via} port={secret.port} dbname={dbname or secret.dbname} "
+            f"user={secret.username} sslmode={sslmode(settings)}{root}")
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a driver error, redacted: safe for a log line or a verdict."""
+    text = str(getattr(exc, "pgerror", None) or exc).strip()
+    first = text.splitlines()[0].strip() if text else type(exc).__name__
+    return REDACTOR.redact(first)
+
+
+def connect(secret: DbSecret, settings: Settings, **kw: Any):
+    """An open psycopg2 connection over SSL (see `connect_params` for the keywords)."""
+    import psycopg2
+
+    try:
+        return psycopg2.connect(**connect_params(secret, settings, **kw))
+    except psycopg2.Error as e:
+        raise DbConnectError(
+            f"cannot connect to {describe(secret, settings, kw.get('dbname'))}: {one_line(e)}"
+        ) from None
+
+
+def retry_on_connect_error(task, task_run, state) -> bool:
+    """Prefect retry_condition_fn: retry only failures that happened before any statement."""
+    return isinstance(_failure(state), DbConnectError)
+
+
+def ssl_status(cur) -> dict[str, Any]:
+    """The server's view of this session's TLS (what psql's `\\conninfo` would tell)."""
+    cur.execute("SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    row = cur.fetchone() or (None, None, None)
+    return {"ssl": row[0] is True, "ssl_version": row[1], "cipher": row[2]}
