@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from papyrus_ops.config import Settings, render_template
 from sandbox import image
+from tasks.taskdef import render_task_definition
 
 ACCOUNT_ID = "123456789012"
 _TRUST = json.dumps({
@@ -113,23 +114,12 @@ def push_image(clients, s: Settings) -> str:
     return f"{repo['repositoryUri']}@{digest}"
 
 
-def task_definition_vars(s: Settings, image_uri: str, roles: dict[str, str], db_arn: str,
-                         token_arn: str, task_sg: str, subnets: list[str]) -> dict:
-    return {
-        "family": s.family, "container": s.container, "container_port": s.container_port,
-        "image": image_uri, "region": s.region, "log_group": s.log_group,
-        "task_role_arn": roles[s.task_role], "execution_role_arn": roles[s.execution_role],
-        "db_secret_arn": db_arn, "token_secret_arn": token_arn,
-        "task_security_group_id": task_sg, "subnets": subnets,
-    }
-
-
 def create_service(clients, s: Settings, variables: dict) -> str:
     ecs = clients("ecs")
     clients("logs").create_log_group(logGroupName=s.log_group)
     ecs.create_cluster(clusterName=s.cluster, settings=[
         {"name": "containerInsights", "value": "enabled"}])
-    td = render_template(s.template_path("task"), variables)
+    td = render_task_definition(s, variables)
     arn = ecs.register_task_definition(**td)["taskDefinition"]["taskDefinitionArn"]
     svc = render_template(s.template_path("service"), variables)
     ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=arn, **svc)

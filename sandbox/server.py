@@ -28,6 +28,7 @@ from papyrus_ops.config import Settings, load_env
 from sandbox import seed
 from sandbox.faults import Faults
 from sandbox.postgres import LocalPostgres, free_port
+from tasks.taskdef import task_definition_vars
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIASANDBOXSANDBOX00",
@@ -113,7 +114,7 @@ class Sandbox:
         roles = seed.create_roles(c, s)
         seed.create_bucket(c, s)
         image_uri = seed.push_image(c, s)
-        variables = seed.task_definition_vars(s, image_uri, roles, db_arn, token_arn, task_sg,
+        variables = task_definition_vars(s, image_uri, roles, db_arn, token_arn, task_sg,
                                               subnets)
         self._install_extensions()
         td_arn = seed.create_service(c, s, variables)

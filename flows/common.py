@@ -1,0 +1,47 @@
+"""What every flow does first: settings, redaction, clients, and (for deploys) the lock."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prefect.concurrency.sync import concurrency
+
+from papyrus_ops import aws
+from papyrus_ops.config import Settings, load_env
+
+
+class BadInput(ValueError):
+    """The operator's input is wrong; nothing was changed."""
+
+
+def open_run(env: str) -> Settings:
+    from artifacts.redact import install_log_redaction
+
+    install_log_redaction()
+    return load_env(env)
+
+
+def aws_clients(settings: Settings, *services: str) -> dict:
+    return {name: aws.client(name, settings.region) for name in services}
+
+
+def ensure_limit(name: str, limit: int = 1) -> None:
+    """Global concurrency limits must exist on the server before `strict=True` works."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+
+
+@contextlib.contextmanager
+def deploy_lock(settings: Settings, wait_seconds: float | None = None):
+    """One deploy per service at a time, across every run that shares this Prefect API; later
+    ones wait their turn (they queue, they are not dropped)."""
+    name = f"deploy-{settings.cluster}-{settings.service}".replace("/", "-")
+    ensure_limit(name)
+    timeout = wait_seconds if wait_seconds is not None else 2 * settings.deploy_timeout_seconds
+    with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True,
+                     lease_duration=max(300, 2 * settings.deploy_timeout_seconds)):
+        yield

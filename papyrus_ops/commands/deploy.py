@@ -1,0 +1,60 @@
+"""`papyrus-ops deploy`: the exit code is the verdict (0 worked, 1 did not, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def run_flow_state(flow_fn, **params) -> dict:
+    """Run a flow; return its summary dict whether it Completed or Failed."""
+    state = flow_fn(**params, return_state=True)
+    try:
+        result = state.result(raise_on_failure=False)
+    except Exception as e:  # noqa: BLE001 - a crashed flow still gets a one-line verdict
+        result = {"verdict": "failed", "error": f"{type(e).__name__}: {e}"}
+    if not isinstance(result, dict):
+        result = {"verdict": "failed", "error": state.message or str(result)}
+    return result
+
+
+def register(app) -> None:
+    from papyrus_ops.cli import EnvOpt, fail, prepare
+
+    @app.command("deploy")
+    def deploy_cmd(
+        image: str = typer.Option(..., "--image", "-i",
+                                  help="tag, repo:tag, repo@sha256:…, or full ECR URI"),
+        env: str = EnvOpt,
+        plan: bool = typer.Option(False, "--plan", help="Show the plan and diff; change nothing."),
+        timeout: float = typer.Option(None, "--timeout", min=1,
+                                      help="Seconds to wait for a verdict."),
+        poll: float = typer.Option(None, "--poll", min=0.1, help="Seconds between polls."),
+        no_rollback: bool = typer.Option(False, "--no-rollback"),
+        skip_preflight: bool = typer.Option(False, "--skip-preflight"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Deploy an image to the environment's ECS service and judge the result."""
+        settings = prepare(env)
+        from tasks.image_ref import parse_image_ref
+
+        try:
+            parse_image_ref(image, settings.ecr_repository)
+        except ValueError as e:
+            fail(str(e))
+        from flows.deploy import deploy
+
+        result = run_flow_state(deploy, env=env, image=image, plan=plan, timeout_seconds=timeout,
+                                poll_seconds=poll, rollback=not no_rollback,
+                                skip_preflight=skip_preflight)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+        verdict = result.get("verdict")
+        if verdict == "bad_input":
+            fail(result.get("error", "bad input"))
+        from artifacts.redact import REDACTOR
+
+        line = " ".join(str(result.get("reason") or result.get("error") or verdict).split())
+        typer.echo(REDACTOR.redact(f"deploy {verdict}: {line}"), err=verdict != "success")
+        raise typer.Exit(0 if verdict == "success" else 1)

@@ -1,0 +1,200 @@
+"""Update the ECS service and wait for a true verdict.
+
+"Stable" is not "worked": a circuit-breaker rollback also ends stable, on the old revision. A
+deploy succeeded only when OUR deployment is PRIMARY and COMPLETED, running equals desired,
+and every running task of it carries the pinned digest. It failed when our deployment is FAILED,
+when the service is PRIMARY on another task definition (a rollback), or at the timeout; the
+failure names stop codes, stopped reasons, container exit codes and the last service events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from prefect import get_run_logger, task
+
+from papyrus_ops.config import Settings
+
+DEPLOYMENT_CONFIGURATION = {
+    "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+    "maximumPercent": 200,
+    "minimumHealthyPercent": 100,
+}
+
+
+class RolloutInProgress(RuntimeError):
+    """Someone else's rollout is still running on this service: we change nothing."""
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    reason: str
+    deployment_id: str
+    task_definition: str
+    primary_task_definition: str = ""
+    rollout_state: str = ""
+    stopped_tasks: list[dict] = field(default_factory=list)
+    running_tasks: list[dict] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    waited_seconds: float = 0.0
+    decided_at: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def describe_service(ecs, s: Settings) -> dict:
+    services = ecs.describe_services(cluster=s.cluster, services=[s.service])["services"]
+    if not services or services[0].get("status") != "ACTIVE":
+        raise ValueError(f"service {s.service!r} not found in cluster {s.cluster!r}")
+    return services[0]
+
+
+def primary(service: dict) -> dict:
+    return next(d for d in service["deployments"] if d["status"] == "PRIMARY")
+
+
+@task(name="read-current-deployment", retries=3, retry_delay_seconds=[1, 2, 4])
+def read_current(ecs, s: Settings) -> dict:
+    """What runs now: remembered so a rollback returns to it (not "revision minus one")."""
+    svc = describe_service(ecs, s)
+    p = primary(svc)
+    return {"task_definition": p["taskDefinition"], "deployment_id": p["id"],
+            "rollout_state": p.get("rolloutState", ""), "desired": svc["desiredCount"],
+            "in_progress": [d["id"] for d in svc["deployments"]
+                            if d.get("rolloutState") == "IN_PROGRESS"]}
+
+
+@task(name="update-service", retries=2, retry_delay_seconds=[2, 5])
+def update_service(ecs, s: Settings, task_definition: str, not_before: float) -> dict:
+    """Start our deployment. A retry after a lost response finds it instead of starting another."""
+    svc = describe_service(ecs, s)
+    p = primary(svc)
+    if p["taskDefinition"] == task_definition and p["createdAt"].timestamp() >= not_before:
+        return {"deployment_id": p["id"], "task_definition": task_definition, "reused": True}
+    busy = [d["id"] for d in svc["deployments"] if d.get("rolloutState") == "IN_PROGRESS"]
+    if busy:
+        raise RolloutInProgress(f"service {s.service} has a rollout in progress ({busy[0]}); "
+                                "refusing to start another")
+    resp = ecs.update_service(
+        cluster=s.cluster, service=s.service, taskDefinition=task_definition,
+        forceNewDeployment=True, enableExecuteCommand=True,
+        deploymentConfiguration=DEPLOYMENT_CONFIGURATION,
+    )
+    return {"deployment_id": primary(resp["service"])["id"], "task_definition": task_definition,
+            "reused": False}
+
+
+def _tasks(ecs, s: Settings, status: str, started_by: str | None = None) -> list[dict]:
+    kw = {"cluster": s.cluster, "desiredStatus": status}
+    kw |= {"startedBy": started_by} if started_by else {"serviceName": s.service}
+    arns = [a for page in ecs.get_paginator("list_tasks").paginate(**kw) for a in page["taskArns"]]
+    out = []
+    for i in range(0, len(arns), 100):
+        out += ecs.describe_tasks(cluster=s.cluster, tasks=arns[i:i + 100])["tasks"]
+    return out
+
+
+def stopped_summary(t: dict) -> dict:
+    return {
+        "task": t["taskArn"].rsplit("/", 1)[-1],
+        "stop_code": t.get("stopCode", ""),
+        "stopped_reason": t.get("stoppedReason", ""),
+        "exit_codes": {c["name"]: c.get("exitCode") for c in t.get("containers", [])},
+        "container_reasons": {c["name"]: c["reason"] for c in t.get("containers", [])
+                              if c.get("reason")},
+    }
+
+
+def running_summary(t: dict, container: str) -> dict:
+    c = next((c for c in t.get("containers", []) if c["name"] == container), {})
+    return {"task": t["taskArn"].rsplit("/", 1)[-1], "task_definition": t["taskDefinitionArn"],
+            "last_status": t.get("lastStatus"), "image": c.get("image", ""),
+            "image_digest": c.get("imageDigest", ""), "started_at": str(t.get("startedAt", ""))}
+
+
+def failure_reason(head: str, stopped: list[dict]) -> str:
+    if not stopped:
+        return head
+    codes = sorted({str(c) for t in stopped for c in t["exit_codes"].values() if c is not None})
+    first = stopped[-1]
+    return (f"{head}; {len(stopped)} task(s) stopped: {first['stop_code']} "
+            f"'{first['stopped_reason']}', exit code(s) {', '.join(codes) or 'none'}")
+
+
+@task(name="wait-for-verdict")
+def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
+                     digest: str | None, timeout: float, poll: float, since: float = 0.0,
+                     clock: Callable[[], float] = time.monotonic) -> dict:
+    """Poll until a true verdict. `digest=None` skips the image check (used for rollbacks).
+    Service events newer than `since` (epoch seconds) are logged as they come."""
+    log = get_run_logger()
+    start, seen, events, stopped_seen = clock(), set(), [], {}
+    while True:
+        svc = describe_service(ecs, s)
+        for ev in reversed(svc.get("events", [])):
+            if ev["id"] not in seen:
+                seen.add(ev["id"])
+                if ev["createdAt"].timestamp() >= since - 1:
+                    events.append(ev["message"])
+                    log.info("ECS event: %s", ev["message"])
+        for t in _tasks(ecs, s, "STOPPED", started_by=deployment_id):
+            if t["taskArn"] not in stopped_seen:
+                stopped_seen[t["taskArn"]] = stopped_summary(t)
+                log.warning("task stopped: %s", stopped_seen[t["taskArn"]])
+        stopped = list(stopped_seen.values())
+        ours = next((d for d in svc["deployments"] if d["id"] == deployment_id), None)
+        prim = primary(svc)
+        verdict = Verdict(False, "", deployment_id, task_definition, prim["taskDefinition"],
+                          (ours or {}).get("rolloutState", "GONE"), stopped, [], events[-10:])
+        if ours and ours.get("rolloutState") == "FAILED":
+            verdict.reason = failure_reason(
+                f"deployment {deployment_id} FAILED: {ours.get('rolloutStateReason', '')}", stopped)
+        elif prim["taskDefinition"] != task_definition:
+            verdict.reason = failure_reason(
+                f"service is on {prim['taskDefinition'].rsplit('/', 1)[-1]}, not "
+                f"{task_definition.rsplit('/', 1)[-1]}: rolled back", stopped)
+        elif (ours is prim and ours.get("rolloutState") == "COMPLETED"
+              and ours["runningCount"] == ours["desiredCount"] == svc["desiredCount"]):
+            running = [running_summary(t, s.container) for t in _tasks(ecs, s, "RUNNING")
+                       if t["taskDefinitionArn"] == task_definition
+                       and t.get("lastStatus") == "RUNNING"]
+            wrong = [r for r in running if digest and r["image_digest"] != digest]
+            verdict.running_tasks = running
+            if len(running) == svc["desiredCount"] and not wrong:
+                verdict.ok, verdict.reason = True, (
+                    f"deployment {deployment_id} COMPLETED: {len(running)}/{svc['desiredCount']}"
+                    f" running {task_definition.rsplit('/', 1)[-1]}"
+                    + (f" on {digest}" if digest else ""))
+            elif wrong:
+                verdict.reason = f"running tasks carry another image: {wrong[0]['image_digest']}"
+        waited = clock() - start
+        if verdict.reason:
+            verdict.waited_seconds, verdict.decided_at = round(waited, 3), time.time()
+            (log.info if verdict.ok else log.error)("verdict: %s", verdict.reason)
+            return verdict.as_dict()
+        if waited >= timeout:
+            verdict.reason = failure_reason(
+                f"timed out after {timeout:.0f}s waiting for {deployment_id} "
+                f"(rolloutState {verdict.rollout_state})", stopped)
+            verdict.waited_seconds, verdict.decided_at = round(waited, 3), time.time()
+            log.error("verdict: %s", verdict.reason)
+            return verdict.as_dict()
+        time.sleep(poll)
+
+
+@task(name="roll-back", retries=1, retry_delay_seconds=5)
+def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
+    """Back to what was PRIMARY before this deploy. If ECS's circuit breaker already did it,
+    only wait for that rollback; otherwise start one."""
+    svc = describe_service(ecs, s)
+    p = primary(svc)
+    if p["taskDefinition"] == previous_task_definition:
+        return {"deployment_id": p["id"], "started": False}
+    resp = ecs.update_service(cluster=s.cluster, service=s.service,
+                              taskDefinition=previous_task_definition, forceNewDeployment=True,
+                              deploymentConfiguration=DEPLOYMENT_CONFIGURATION)
+    return {"deployment_id": primary(resp["service"])["id"], "started": True}
