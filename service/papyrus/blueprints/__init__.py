@@ -1,0 +1,1 @@
+"""Blueprints that need more than the always-on routes in papyrus.routes."""

@@ -1,0 +1,83 @@
+"""Fixtures: one real, SSL-only PostgreSQL per session; flaskr's app/client/runner; and a
+factory for live gunicorn processes whose output is captured for the canary check."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg2
+import pytest
+from papyrus import create_app, db, schema
+from papyrus_testkit import CANARY, RDS_HOST, TOKEN, Gunicorn
+
+from sandbox.postgres import LocalPostgres
+
+
+def apply_schema(server: LocalPostgres) -> None:
+    # As the application role, like the schema_init flow on RDS: it owns what it creates.
+    with psycopg2.connect(**server.connect_kwargs()) as conn, conn.cursor() as cur:
+        for statement in schema.split_statements(schema.init_sql()):
+            cur.execute(statement)
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = LocalPostgres(app_password=CANARY, hostnames=[RDS_HOST]).start()
+    apply_schema(server)
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def sql(pg):
+    """Run a query as the application role; returns all rows."""
+
+    def run(query: str, params=None):
+        with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            rows = cur.fetchall() if cur.description else []
+        conn.close()
+        return rows
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    # The settings read PG* and PAPYRUS_* from the environment: a developer's shell (or the
+    # sandbox's PGHOSTADDR) must not leak into what a test asserts.
+    for name in list(os.environ):
+        if name.startswith(("PG", "PAPYRUS_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def app(pg):
+    app = create_app({"TESTING": True, "DB_SECRET": pg.secret_dict(), "DBCHECK_TOKEN": TOKEN})
+    yield app
+    db.dispose_engine(app)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def gunicorn(tmp_path):
+    """Start gunicorn with extra environment; every process is stopped after the test."""
+    started: list[Gunicorn] = []
+
+    def start(env: dict[str, str]) -> Gunicorn:
+        started.append(Gunicorn(tmp_path / f"gunicorn{len(started)}", env))
+        return started[-1]
+
+    yield start
+    for g in started:
+        g.stop()
