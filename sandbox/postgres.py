@@ -228,7 +228,7 @@ class LocalPostgres:
             input=sql, capture_output=True, text=True, cwd="/",
         )
         if r.returncode != 0:
-            raise RuntimeError(f"psql failed: {r.stderr.strip()}")
+            raise RuntimeError(f"psql failed: {r.stderr.strip().replace(self.app_password, '***')}")
         return r.stdout.strip()
 
     def _ensure_role_and_db(self) -> None:
@@ -240,7 +240,9 @@ class LocalPostgres:
         pw = self.app_password.replace("'", "''")
         exists = self.psql_admin(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.app_user}'")  # noqa: S608
         verb = "ALTER" if exists else "CREATE"
-        self.psql_admin(f"{verb} ROLE {self.app_user} LOGIN PASSWORD '{pw}'")
+        # Even a failing statement must not put the password into the server log.
+        self.psql_admin("SET log_min_error_statement = panic; SET log_statement = 'none';\n"
+                        f"{verb} ROLE {self.app_user} LOGIN PASSWORD '{pw}'")
         query = f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'"  # noqa: S608
         if not self.psql_admin(query):
             self.psql_admin(f"CREATE DATABASE {self.dbname} OWNER {self.app_user}")
