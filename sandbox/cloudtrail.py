@@ -241,7 +241,7 @@ class EventStore:
         self._times: list[float] = []
         self._ids: list[str] = []
         self._records: list[StoredEvent] = []
-        self._index: dict[str, dict[str, array]] = {}
+        self._index: dict[str, dict[str, int | array]] = {}
         self._bucket: _TokenBucket | None = None
         self._throttle_next = 0
         self.max_rps: float | None = None
@@ -430,19 +430,6 @@ class EventStore:
                 stop = max(lo, hi - max_results)
                 page = records[stop:hi][::-1]
                 more = stop > lo
-            elif attribute[0] == "EventId":
-                found = []
-                i = lo
-                while True:
-                    try:
-                        i = ids.index(attribute[1], i, hi)
-                    except ValueError:
-                        break
-                    found.append(i)
-                    i += 1
-                found.reverse()
-                page = [records[i] for i in found[:max_results]]
-                more = len(found) > max_results
             else:
                 positions = self._positions(*attribute)
                 j = bisect_left(positions, hi)
@@ -458,23 +445,30 @@ class EventStore:
         return out
 
     # -- attribute index -------------------------------------------------------------------
-    def _positions(self, key: str, value: str) -> array:
+    def _positions(self, key: str, value: str) -> array | tuple[int, ...]:
         idx = self._index.get(key)
         if idx is None:
             idx = {}
             with _no_gc():
                 self._index_into(idx, key, 0)
             self._index[key] = idx
-        return idx.get(value) or array("q")
+        found = idx.get(value)
+        if found is None:
+            return ()
+        return (found,) if isinstance(found, int) else found
 
-    def _index_into(self, idx: dict[str, array], key: str, start: int) -> None:
+    def _index_into(self, idx: dict[str, int | array], key: str, start: int) -> None:
+        """value -> position (one event, e.g. an EventId) or ascending array of positions."""
         records = self._records
         for pos in range(start, len(records)):
             for value in _attribute_values(records[pos], key):
-                arr = idx.get(value)
-                if arr is None:
-                    arr = idx[value] = array("q")
-                arr.append(pos)
+                found = idx.get(value)
+                if found is None:
+                    idx[value] = pos
+                elif isinstance(found, int):
+                    idx[value] = array("q", (found, pos))
+                else:
+                    found.append(pos)
 
 
 def _attribute_values(rec: StoredEvent, key: str) -> tuple[str, ...]:
