@@ -1,0 +1,257 @@
+"""Guarded repairs for the drifts preflight finds: plan first, apply only when asked.
+
+Three repairs, each a pair of Prefect tasks (``.fn`` for unit tests):
+
+- ``secret``: rewrite host/port/username/dbname of the DB secret from the RDS truth with
+  ``put_secret_value``; the password and every other key are kept as they are.
+- ``sg``: on the RDS security group, authorize ``tcp 5432`` from the ECS task SG when it is
+  missing, then revoke the open (CIDR / prefix list), foreign-SG, duplicate and too-wide rules
+  that cover 5432 (authorize first, so the service never loses its path to the database).
+- ``exec``: ``update_service(enableExecuteCommand=True)``, no forced deployment.
+
+A plan is plain data::
+
+    {"repair": "sg", "target": "...", "noop": False,
+     "actions": [{"action": "revoke", "rule_id": "sgr-…", "summary": "…"}, …],
+     "before": {...}}                         # redacted view of the current state
+
+`apply_*` never trusts a stale plan: it reads the current state again, recomputes the plan and
+refuses (`RepairConflict`) when it differs from the one that was shown. It returns
+``{"repair", "applied": [actions], "after": {...}}``. Plans and results hold no secret: the
+password is ``present``/``missing`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from artifacts.redact import REDACTOR
+from papyrus_ops.config import Settings
+from tasks.check_result import SECRET_FIELDS
+from tasks.ecs_checks import check_ecs_exec, describe_service
+from tasks.secrets_rds import _same, check_secret_vs_rds, describe_rds
+from tasks.security_groups import (
+    PG_PORT,
+    analyse_rds_ingress,
+    check_rds_sg,
+    describe_rule,
+    ingress_rules,
+    resolve_groups,
+)
+
+REPAIRS = ("secret", "sg", "exec")
+# Reads are retried; writes are not retried by Prefect (botocore retries only what is safe).
+READ_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE,
+             "persist_result": False}
+WRITE_OPTS = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+class RepairError(RuntimeError):
+    """The repair cannot be planned or applied safely; nothing was changed."""
+
+
+class RepairConflict(RepairError):
+    """The state changed between plan and apply; nothing was changed. Plan again."""
+
+
+def _same_actions(a: list[dict], b: list[dict]) -> bool:
+    def key(x):
+        return [{k: v for k, v in d.items() if k != "summary"} for d in x]
+
+    return key(a) == key(b)
+
+
+# -- secret -----------------------------------------------------------------------------------
+def _read_secret_doc(sm, secret_id: str) -> tuple[dict[str, Any], str, str]:
+    """(the secret's JSON object, its VersionId, its ARN); the password registered first."""
+    try:
+        resp = sm.get_secret_value(SecretId=secret_id)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        raise RepairError(f"secret {secret_id}: cannot be read ({code})") from None
+    text = resp.get("SecretString")
+    if text is None:
+        raise RepairError(f"secret {secret_id}: has no SecretString")
+    REDACTOR.add_secret_json(text)
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise RepairError(f"secret {secret_id}: not JSON; refusing to rewrite it") from None
+    if not isinstance(doc, dict):
+        raise RepairError(f"secret {secret_id}: not a JSON object; refusing to rewrite it")
+    return doc, resp.get("VersionId", ""), resp.get("ARN", secret_id)
+
+
+def secret_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """What may be shown of the secret: its non-password fields, password present/missing."""
+    view = {f: doc.get(f) for f in SECRET_FIELDS}
+    # `password_present`, not `password`: values under password-like keys are masked whole.
+    view["password_present"] = bool(doc.get("password"))
+    view["other_keys"] = sorted(k for k in doc if k not in (*SECRET_FIELDS, "password"))
+    return view
+
+
+def _secret_actions(doc: dict[str, Any], truth: dict[str, Any]) -> list[dict[str, Any]]:
+    target = {"host": truth["address"], "port": int(truth["port"]),
+              "username": truth["username"], "dbname": truth["dbname"]}
+    actions = []
+    for f in SECRET_FIELDS:
+        if not _same(f, doc.get(f), target[f]):
+            actions.append({"action": "set", "key": f, "from": doc.get(f), "to": target[f],
+                            "summary": f"{f}: {doc.get(f)!r} -> {target[f]!r} (RDS truth)"})
+    return actions
+
+
+@task(name="plan-repair-secret", **READ_OPTS)
+def plan_secret(sm, rds, settings: Settings) -> dict[str, Any]:
+    doc, version, _ = _read_secret_doc(sm, settings.db_secret_id)
+    truth = describe_rds(rds, settings)
+    actions = _secret_actions(doc, truth)
+    note = "running tasks read the secret at start: deploy (new tasks) to use it"
+    if not doc.get("password"):
+        note += "; the secret has NO password and this repair does not set one"
+    return REDACTOR.redact_obj({
+        "repair": "secret", "target": f"secret {settings.db_secret_id}",
+        "source": f"RDS instance {settings.rds_instance}", "noop": not actions,
+        "actions": actions, "version_id": version, "before": secret_view(doc), "note": note,
+    })
+
+
+@task(name="apply-repair-secret", **WRITE_OPTS)
+def apply_secret(sm, rds, settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
+    doc, version, arn = _read_secret_doc(sm, settings.db_secret_id)
+    truth = describe_rds(rds, settings)
+    actions = _secret_actions(doc, truth)
+    if not _same_actions(actions, plan["actions"]):
+        raise RepairConflict(f"secret {settings.db_secret_id} or RDS changed since the plan; "
+                             "nothing written, plan again")
+    if not actions:
+        return {"repair": "secret", "applied": [], "after": secret_view(doc)}
+    new = dict(doc)  # password and every other key as they are
+    for a in actions:
+        new[a["key"]] = a["to"]
+    # Idempotent on retry: same previous version + same changes -> same request token.
+    token = hashlib.sha256(json.dumps([arn, version, [(a["key"], a["to"]) for a in actions]],
+                                      default=str).encode()).hexdigest()[:64]
+    sm.put_secret_value(SecretId=settings.db_secret_id, SecretString=json.dumps(new),
+                        ClientRequestToken=token)
+    after, _, _ = _read_secret_doc(sm, settings.db_secret_id)
+    return REDACTOR.redact_obj({"repair": "secret", "applied": actions,
+                                "after": secret_view(after)})
+
+
+# -- security group ---------------------------------------------------------------------------
+def _sg_state(ec2, settings: Settings) -> tuple[dict[str, str], list[dict], dict[str, Any]]:
+    ids = resolve_groups(ec2, settings)
+    rules = ingress_rules(ec2, ids["rds_sg_id"])
+    return ids, rules, analyse_rds_ingress(rules, ids["task_sg_id"])
+
+
+def _sg_actions(ids: dict[str, str], rules: list[dict], a: dict[str, Any]) -> list[dict]:
+    by_id = {r["SecurityGroupRuleId"]: r for r in rules}
+    actions: list[dict[str, Any]] = []
+    if a["missing"]:
+        actions.append({"action": "authorize", "group_id": ids["rds_sg_id"], "protocol": "tcp",
+                        "port": PG_PORT, "source_group": ids["task_sg_id"],
+                        "summary": f"authorize tcp {PG_PORT} from {ids['task_sg_id']}"})
+    for reason in ("open", "foreign", "duplicates", "wide"):
+        for rid in a[reason]:
+            actions.append({"action": "revoke", "group_id": ids["rds_sg_id"], "rule_id": rid,
+                            "reason": reason,
+                            "summary": f"revoke {describe_rule(by_id[rid])} ({reason})"})
+    return actions
+
+
+@task(name="plan-repair-sg", **READ_OPTS)
+def plan_sg(ec2, settings: Settings) -> dict[str, Any]:
+    ids, rules, a = _sg_state(ec2, settings)
+    actions = _sg_actions(ids, rules, a)
+    return {"repair": "sg", "target": f"security group {settings.rds_security_group} "
+            f"({ids['rds_sg_id']})", "noop": not actions, "actions": actions,
+            "before": {"group_id": ids["rds_sg_id"], "task_sg_id": ids["task_sg_id"],
+                       "analysis": a, "SecurityGroupRules": rules}}
+
+
+@task(name="apply-repair-sg", **WRITE_OPTS)
+def apply_sg(ec2, settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
+    ids, rules, a = _sg_state(ec2, settings)
+    actions = _sg_actions(ids, rules, a)
+    if not _same_actions(actions, plan["actions"]):
+        raise RepairConflict(f"{settings.rds_security_group} changed since the plan; nothing "
+                             "changed, plan again")
+    done = []
+    # Authorize first: the tasks keep their path to the database throughout.
+    for act in (x for x in actions if x["action"] == "authorize"):
+        ec2.authorize_security_group_ingress(GroupId=act["group_id"], IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": PG_PORT, "ToPort": PG_PORT,
+            "UserIdGroupPairs": [{"GroupId": act["source_group"],
+                                  "Description": "Papyrus ECS tasks"}]}])
+        done.append(act)
+    revoke = [x for x in actions if x["action"] == "revoke"]
+    if revoke:
+        ec2.revoke_security_group_ingress(GroupId=ids["rds_sg_id"],
+                                          SecurityGroupRuleIds=[x["rule_id"] for x in revoke])
+        done.extend(revoke)
+    _, after_rules, after = _sg_state(ec2, settings)
+    return {"repair": "sg", "applied": done,
+            "after": {"group_id": ids["rds_sg_id"], "task_sg_id": ids["task_sg_id"],
+                      "analysis": after, "SecurityGroupRules": after_rules}}
+
+
+# -- ECS Exec ---------------------------------------------------------------------------------
+def _exec_view(svc: dict[str, Any]) -> dict[str, Any]:
+    return {"service": svc.get("serviceName"), "enableExecuteCommand":
+            bool(svc.get("enableExecuteCommand")), "taskDefinition": svc.get("taskDefinition"),
+            "deployments": len(svc.get("deployments", []))}
+
+
+def _exec_actions(settings: Settings, svc: dict[str, Any]) -> list[dict[str, Any]]:
+    if svc.get("enableExecuteCommand"):
+        return []
+    return [{"action": "update_service", "enableExecuteCommand": True,
+             "forceNewDeployment": False,
+             "summary": f"update_service {settings.service}: enableExecuteCommand=true "
+                        "(no forced deployment)"}]
+
+
+@task(name="plan-repair-exec", **READ_OPTS)
+def plan_exec(ecs, settings: Settings) -> dict[str, Any]:
+    svc = describe_service(ecs, settings)
+    actions = _exec_actions(settings, svc)
+    return {"repair": "exec", "target": f"ECS service {settings.service} "
+            f"({settings.cluster})", "noop": not actions, "actions": actions,
+            "before": _exec_view(svc),
+            "note": "running tasks get ECS Exec when they are replaced (the next deploy)"}
+
+
+@task(name="apply-repair-exec", **WRITE_OPTS)
+def apply_exec(ecs, settings: Settings, plan: dict[str, Any]) -> dict[str, Any]:
+    svc = describe_service(ecs, settings)
+    actions = _exec_actions(settings, svc)
+    if not _same_actions(actions, plan["actions"]):
+        raise RepairConflict(f"service {settings.service} changed since the plan; nothing "
+                             "changed, plan again")
+    if actions:
+        ecs.update_service(cluster=settings.cluster, service=settings.service,
+                           enableExecuteCommand=True)
+    return {"repair": "exec", "applied": actions,
+            "after": _exec_view(describe_service(ecs, settings))}
+
+
+# -- registry ---------------------------------------------------------------------------------
+# what -> plan/apply tasks, the clients they take (in order, then settings), the preflight check
+# that proves the repair (same arguments), and the evidence name stem for before/after.
+SPECS: dict[str, dict[str, Any]] = {
+    "secret": {"plan": plan_secret, "apply": apply_secret, "check": check_secret_vs_rds,
+               "clients": ("secretsmanager", "rds"), "evidence": "db_secret"},
+    "sg": {"plan": plan_sg, "apply": apply_sg, "check": check_rds_sg, "clients": ("ec2",),
+           "evidence": "rds_sg_inbound"},
+    "exec": {"plan": plan_exec, "apply": apply_exec, "check": check_ecs_exec,
+             "clients": ("ecs",), "evidence": "ecs_service_exec"},
+}

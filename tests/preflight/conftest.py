@@ -1,0 +1,48 @@
+"""Preflight/repair tests: the session sandbox, drifts injected with boto3 and restored.
+
+`drift` injects drift through plain boto3 (like an operator's console click) and puts everything
+back after the test, so other test modules see a clean sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from preflight_testlib import Drift
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tmp_root_traversable(tmp_root):
+    """tests/conftest.py's tmp root is a mkdtemp (0700); as root, initdb runs as `postgres`,
+    which must traverse it. Autouse + session scope: this runs before `sandbox` starts."""
+    if os.geteuid() == 0:
+        os.chmod(tmp_root, 0o755)  # noqa: S103
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_developer_sandbox(monkeypatch, tmp_path):
+    # `prepare()` loads <PAPYRUS_SANDBOX_DIR>/env: never a developer's running sandbox here.
+    monkeypatch.setenv("PAPYRUS_SANDBOX_DIR", str(tmp_path / "no-sandbox"))
+
+
+@pytest.fixture(scope="session")
+def baseline(sandbox):
+    """The sandbox as preflight expects it. moto's create_service drops enableExecuteCommand
+    (DESIGN.md), so the seeded service may come up with ECS Exec off: switch it on here, in the
+    test setup (production code does not work around it), and remember that we had to."""
+    ecs = sandbox.client("ecs")
+    s = sandbox.settings
+    svc = ecs.describe_services(cluster=s.cluster, services=[s.service])["services"][0]
+    seeded_exec = bool(svc.get("enableExecuteCommand"))
+    if not seeded_exec:
+        ecs.update_service(cluster=s.cluster, service=s.service, enableExecuteCommand=True)
+    return {"seeded_exec": seeded_exec}
+
+
+@pytest.fixture
+def drift(sandbox, baseline, tmp_path):
+    d = Drift(sandbox, tmp_path)
+    yield d
+    d.restore()

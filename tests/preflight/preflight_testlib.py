@@ -1,0 +1,189 @@
+"""Helpers for the preflight/repair tests: boto3 drift injection with undo, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from papyrus_ops.config import ROOT
+
+# A second secret value: the password a drifted secret carries (must never be shown either).
+DRIFT_PASSWORD = "CANARY-drift-pw-93be1d-PAPYRUS"
+
+
+def _rule_key(r: dict) -> tuple:
+    src = (r.get("CidrIpv4") or r.get("CidrIpv6") or r.get("PrefixListId")
+           or (r.get("ReferencedGroupInfo") or {}).get("GroupId"))
+    return (r["IpProtocol"], r.get("FromPort"), r.get("ToPort"), src)
+
+
+def _permission(key: tuple) -> dict:
+    proto, lo, hi, src = key
+    perm: dict = {"IpProtocol": proto}
+    if proto != "-1":
+        perm.update(FromPort=lo, ToPort=hi)
+    if src.startswith("sg-"):
+        perm["UserIdGroupPairs"] = [{"GroupId": src}]
+    elif src.startswith("pl-"):
+        perm["PrefixListIds"] = [{"PrefixListId": src}]
+    elif ":" in src:
+        perm["Ipv6Ranges"] = [{"CidrIpv6": src}]
+    else:
+        perm["IpRanges"] = [{"CidrIp": src}]
+    return perm
+
+
+class Drift:
+    def __init__(self, sandbox, tmp_path: Path):
+        self.sb, self.s, self.tmp = sandbox, sandbox.settings, tmp_path
+        self.sm, self.rds = sandbox.client("secretsmanager"), sandbox.client("rds")
+        self.ec2, self.ecs, self.s3 = (sandbox.client(x) for x in ("ec2", "ecs", "s3"))
+        self.rds_sg, self.task_sg = sandbox.seeded.rds_sg_id, sandbox.seeded.task_sg_id
+        self._undo: list = []
+        self._secret: str | None = None
+        self._rules: list[tuple] | None = None
+
+    # -- the secret ---------------------------------------------------------------------------
+    def secret_doc(self) -> dict:
+        return json.loads(self.sm.get_secret_value(SecretId=self.s.db_secret_id)["SecretString"])
+
+    def secret(self, **changes) -> dict:
+        if self._secret is None:
+            self._secret = self.sm.get_secret_value(SecretId=self.s.db_secret_id)["SecretString"]
+            self._undo.append(lambda: self.sm.put_secret_value(
+                SecretId=self.s.db_secret_id, SecretString=self._secret))
+        doc = self.secret_doc()
+        doc.update(changes)
+        self.sm.put_secret_value(SecretId=self.s.db_secret_id, SecretString=json.dumps(doc))
+        return doc
+
+    # -- RDS ----------------------------------------------------------------------------------
+    def force_ssl(self, value: str) -> None:
+        def set_(v):
+            self.rds.modify_db_parameter_group(
+                DBParameterGroupName=self.s.parameter_group,
+                Parameters=[{"ParameterName": "rds.force_ssl", "ParameterValue": v,
+                             "ApplyMethod": "immediate"}])
+        set_(value)
+        self._undo.append(lambda: set_("1"))
+
+    def last_deploy(self, **fields) -> None:
+        from tasks import state
+
+        before = state.read_last_deploy(self.s3, self.s)
+        state.record_deploy(self.s3, self.s, **fields)
+
+        def undo():
+            if before is None:
+                state.clear_last_deploy(self.s3, self.s)
+            else:
+                state.record_deploy(self.s3, self.s, **before)
+        self._undo.append(undo)
+
+    # -- the RDS security group ----------------------------------------------------------------
+    def inbound(self) -> list[dict]:
+        rules = self.ec2.describe_security_group_rules(Filters=[
+            {"Name": "group-id", "Values": [self.rds_sg]}])["SecurityGroupRules"]
+        return [r for r in rules if not r["IsEgress"]]
+
+    def _snapshot_rules(self) -> None:
+        if self._rules is None:
+            self._rules = [_rule_key(r) for r in self.inbound()]
+            self._undo.append(self._restore_rules)
+
+    def _restore_rules(self) -> None:
+        want = Counter(self._rules)
+        have: Counter = Counter()
+        extra = []
+        for r in self.inbound():
+            k = _rule_key(r)
+            have[k] += 1
+            if have[k] > want[k]:
+                extra.append(r["SecurityGroupRuleId"])
+        if extra:
+            self.ec2.revoke_security_group_ingress(GroupId=self.rds_sg,
+                                                   SecurityGroupRuleIds=extra)
+        for k, n in want.items():
+            for _ in range(n - min(have[k], n)):
+                self.ec2.authorize_security_group_ingress(GroupId=self.rds_sg,
+                                                          IpPermissions=[_permission(k)])
+
+    def sg_allow(self, proto: str = "tcp", lo: int = 5432, hi: int = 5432, **source) -> None:
+        """source: cidr=..., cidr6=..., group=..."""
+        self._snapshot_rules()
+        src = source.get("cidr") or source.get("cidr6") or source.get("group")
+        self.ec2.authorize_security_group_ingress(GroupId=self.rds_sg,
+                                                  IpPermissions=[_permission((proto, lo, hi,
+                                                                              src))])
+
+    def sg_revoke_task_rule(self) -> None:
+        self._snapshot_rules()
+        ids = [r["SecurityGroupRuleId"] for r in self.inbound()
+               if (r.get("ReferencedGroupInfo") or {}).get("GroupId") == self.task_sg]
+        self.ec2.revoke_security_group_ingress(GroupId=self.rds_sg, SecurityGroupRuleIds=ids)
+
+    def other_sg(self) -> str:
+        name = "papyrus-legacy-sg"
+        found = self.ec2.describe_security_groups(Filters=[
+            {"Name": "group-name", "Values": [name]}])["SecurityGroups"]
+        if found:
+            return found[0]["GroupId"]
+        return self.ec2.create_security_group(GroupName=name, Description="legacy",
+                                              VpcId=self.sb.seeded.vpc_id)["GroupId"]
+
+    # -- ECS ----------------------------------------------------------------------------------
+    def exec_enabled(self) -> bool:
+        return bool(self.service().get("enableExecuteCommand"))
+
+    def service(self) -> dict:
+        return self.ecs.describe_services(cluster=self.s.cluster,
+                                          services=[self.s.service])["services"][0]
+
+    def exec_off(self) -> None:
+        self.ecs.update_service(cluster=self.s.cluster, service=self.s.service,
+                                enableExecuteCommand=False)
+        self._undo.append(lambda: self.ecs.update_service(
+            cluster=self.s.cluster, service=self.s.service, enableExecuteCommand=True))
+
+    # -- the service source ---------------------------------------------------------------------
+    def service_without_dbcheck(self) -> Path:
+        """A copy of service/ whose create_app() no longer registers the dbcheck blueprint."""
+        dest = self.tmp / "service-no-dbcheck"
+        shutil.copytree(ROOT / "service" / "papyrus", dest / "papyrus",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        init = dest / "papyrus" / "__init__.py"
+        text = init.read_text()
+        assert "app.register_blueprint(dbcheck.bp)" in text
+        init.write_text(text.replace("    app.register_blueprint(dbcheck.bp)\n", ""))
+        return dest
+
+    def restore(self) -> None:
+        errors = []
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception as e:  # noqa: BLE001 - restore everything we can
+                errors.append(e)
+        self._undo.clear()
+        if errors:
+            raise errors[0]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess; the sandbox and Prefect API reach it through os.environ."""
+    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", *args], cwd=ROOT,
+                          env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
+
+
+def invoke(*args: str):
+    """The CLI in-process (typer's CliRunner): faster, same code path."""
+    from typer.testing import CliRunner
+
+    from papyrus_ops.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
