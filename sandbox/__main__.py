@@ -23,7 +23,8 @@ def main() -> None:
     try:
         sb.write_env_file()
         print(f"sandbox up: {sb.endpoint}", flush=True)
-        stop.wait()
+        while not stop.wait(1.0):
+            sb.write_env_file()  # keeps the recorded child pids current for `down`
     finally:
         sb.stop()
         print("sandbox down", flush=True)

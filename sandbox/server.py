@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Sandbox:
     rds_endpoint: str = ""
     _moto: _FaultyMotoServer | None = None
     _runtime: object | None = None
+    cloudtrail: object | None = None  # sandbox.cloudtrail.StoreRegistry once seeded
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- clients ----------------------------------------------------------------------------
@@ -124,18 +126,68 @@ class Sandbox:
         self._wait_service_stable()
 
     def _install_extensions(self) -> None:
-        """Hook point for the ECS runtime (see sandbox.ecs_runtime)."""
+        """The local ECS runtime: services really run (see sandbox.ecs_runtime)."""
+        from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
+
+        self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
+                                   workdir=self.state_dir / "ecs",
+                                   hostaddr=self.settings.db_hostaddr or None,
+                                   timing=RuntimeTiming()).install()
+
+    @property
+    def runtime(self):
+        return self._runtime
 
     def _seed_cloudtrail(self) -> None:
-        """Hook point for the CloudTrail history (see sandbox.cloudtrail)."""
+        """A realistic 90-day history (some of it Papyrus's) behind LookupEvents."""
+        from sandbox import cloudtrail
 
-    def _wait_service_stable(self) -> None:
-        """Hook point: wait for the first deployment to complete."""
+        s = self.settings
+        self.cloudtrail = cloudtrail.install()
+        names = {"cluster": s.cluster, "service": s.service, "task_family": s.family,
+                 "secret": s.db_secret_id, "db_instance": s.rds_instance,
+                 "db_parameter_group": s.parameter_group,
+                 "rds_security_group": s.rds_security_group,
+                 "task_security_group": s.task_security_group,
+                 "ecr_repository": s.ecr_repository, "evidence_bucket": s.evidence_bucket,
+                 "task_role": s.task_role, "task_execution_role": s.execution_role}
+        store = self.cloudtrail.get(seed.ACCOUNT_ID, s.region)
+        store.add_events(cloudtrail.generate_history(self.cloudtrail_events, names=names,
+                                                     account_id=seed.ACCOUNT_ID,
+                                                     region=s.region))
+
+    def _wait_service_stable(self, timeout: float = 60) -> None:
+        """The seeded service is up (its first deployment COMPLETED) before anyone uses it."""
+        ecs = self.client("ecs")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            svc = ecs.describe_services(cluster=self.settings.cluster,
+                                        services=[self.settings.service])["services"][0]
+            deps = svc["deployments"]
+            if (len(deps) == 1 and deps[0].get("rolloutState") == "COMPLETED"
+                    and svc["runningCount"] == svc["desiredCount"]):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"seeded service did not become stable in {timeout:.0f}s "
+                           f"(task logs: {self.state_dir / 'ecs' / 'tasks'})")
+
+    def child_pids(self) -> list[int]:
+        pids = list(self._runtime.live_pids()) if self._runtime else []
+        pid_file = self.pg.data_dir / "postmaster.pid" if self.pg else None
+        if pid_file and pid_file.exists():
+            pids.append(int(pid_file.read_text().split()[0]))
+        return pids
 
     def stop(self) -> None:
         if self._runtime is not None:
+            self._runtime.stop_all()
             self._runtime.uninstall()
             self._runtime = None
+        if self.cloudtrail is not None:
+            from sandbox import cloudtrail
+
+            cloudtrail.uninstall()
+            self.cloudtrail = None
         if self.pg is not None:
             self.pg.stop("immediate")
         if self._moto is not None:
@@ -149,5 +201,6 @@ class Sandbox:
         (self.state_dir / "sandbox.json").write_text(json.dumps({
             "endpoint": self.endpoint, "pid": os.getpid(), "postgres_port": self.pg.port,
             "rds_endpoint": self.rds_endpoint, "image": self.seeded.image_uri,
+            "children": self.child_pids(),
         }, indent=2))
         return path
