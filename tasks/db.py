@@ -184,8 +184,10 @@ def describe(secret: DbSecret, settings: Settings, dbname: str | None = None) ->
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of a driver error, redacted: safe for a log line or a verdict."""
-    text = str(getattr(exc, "pgerror", None) or exc).strip()
+    """A driver error as one redacted line (the server's primary message when there is one):
+    safe for a log line or a verdict."""
+    diag = getattr(exc, "diag", None)
+    text = (getattr(diag, "message_primary", None) or str(exc) or "").strip()
     first = text.splitlines()[0].strip() if text else type(exc).__name__
     return REDACTOR.redact(first)
 

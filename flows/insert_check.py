@@ -1,0 +1,91 @@
+"""insert_check: the CLI insert route of the runbook (2025-10-21).
+
+psycopg2 straight to the environment's database over SSL: one ``SKU-CLI-...`` row (source
+'cli'), the real command tag and ``pg_stat_ssl`` for the session, written to
+``<ts>_papyrus_psql_insert_cli.log``. Verdict "success" only for ``INSERT 0 1`` with ssl true;
+a failed verdict ends the run Failed with the result dict as data (see flows.schema_init).
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from artifacts.bundle import EvidenceBundle
+from artifacts.redact import REDACTOR, install_log_redaction
+from flows.common import BadInput
+from flows.schema_init import (
+    bad_input_result,
+    evidence_fields,
+    load_settings_and_secret,
+    verdict_state,
+)
+from papyrus_ops.aws import client
+from tasks.db import DbSecretUnavailable
+from tasks.insert_check import (
+    EXPECTED_TAG,
+    base_record,
+    format_insert_log,
+    insert_cli_row,
+    new_cli_sku,
+)
+
+
+@flow(name="insert_check", log_prints=False)
+def insert_check(env: str = "local", database: str | None = None):
+    """Insert an SKU-CLI row with psycopg2 over SSL and keep the evidence.
+
+    database: a database on the same server instead of the secret's dbname (tests).
+    """
+    install_log_redaction()
+    logger = get_run_logger()
+    try:
+        settings, secret = load_settings_and_secret(env)
+    except BadInput as e:
+        logger.error("bad input, nothing attempted: %s", e)
+        return verdict_state(bad_input_result(str(e), env=env))
+    except DbSecretUnavailable as e:
+        logger.error("%s", e)
+        return verdict_state({"verdict": "failed", "bad_input": False, "env": env,
+                              "error": str(e)})
+
+    bundle = EvidenceBundle.open(settings, flow_name="insert_check")
+    sku = new_cli_sku()
+    try:
+        rec = insert_cli_row(secret, settings, sku=sku, database=database)
+    except Exception as e:  # DbConnectError after retries
+        rec = base_record(secret, settings, sku, database=database,
+                          error=REDACTOR.redact(f"{type(e).__name__}: {e}"))
+    bundle.set_context(route="cli (psycopg2)", sku=rec["sku"], database=rec["database"],
+                       connection=rec["connection"], db_secret_id=settings.db_secret_id)
+    bundle.write_text("papyrus_psql_insert_cli", format_insert_log(rec), ext="log")
+    bundle.add_check("CLI insert command tag", EXPECTED_TAG, rec["tag"] or rec["error"],
+                     "pass" if rec["tag"] == EXPECTED_TAG else "fail")
+    bundle.add_check("session over SSL (pg_stat_ssl.ssl)", True,
+                     f"{str(rec['ssl']).lower()} {rec['ssl_version'] or ''}".strip(),
+                     "pass" if rec["ssl"] is True else "fail")
+    verdict = "success" if rec["ok"] else "failed"
+    if rec["ok"]:
+        logger.info("%s: %s over %s (%s)", rec["sku"], rec["tag"], rec["ssl_version"],
+                    rec["cipher"])
+    else:
+        logger.error("CLI insert check failed: %s", rec["error"])
+    result = {
+        "verdict": verdict,
+        "bad_input": False,
+        "env": env,
+        "sku": rec["sku"],
+        "source": "cli",
+        "tag": rec["tag"],
+        "ssl": rec["ssl"],
+        "ssl_version": rec["ssl_version"],
+        "cipher": rec["cipher"],
+        "database": rec["database"],
+        "committed": rec["committed"],
+        "error": rec["error"],
+        "flow_run_id": bundle.run_id,
+    }
+    res = bundle.finish("pass" if rec["ok"] else "fail", s3=client("s3", settings.region))
+    result["evidence"] = evidence_fields(res)
+    if res.pending:
+        logger.warning("evidence upload pending: %s", res.pending_reason)
+    return verdict_state(result)
