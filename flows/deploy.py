@@ -36,6 +36,7 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
     summary: dict = {"verdict": "failed", "env": env, "image": image, "plan": plan}
     try:
         with deploy_lock(settings):
+            summary["lock_acquired_at"] = time.time()
             _deploy(settings, c, bundle, summary, image, plan, rollback, skip_preflight,
                     timeout_seconds or settings.deploy_timeout_seconds,
                     poll_seconds or settings.deploy_poll_seconds, started)
@@ -45,8 +46,11 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
         summary.update(verdict="failed", error=f"{type(e).__name__}: {e}")
         get_run_logger().exception("deploy failed")
     finally:
+        summary["lock_released_at"] = time.time()
         summary["seconds"] = round(time.time() - started, 1)
-        result = bundle.finish(summary["verdict"], s3=c["s3"])
+        # A refused input changes nothing, not even the bucket: its evidence stays local.
+        s3 = None if summary["verdict"] == "bad_input" else c["s3"]
+        result = bundle.finish("pass" if summary["verdict"] == "success" else "fail", s3=s3)
         summary["evidence"] = {"folder": str(result.folder), "s3_uri": result.s3_uri,
                                "upload_pending": result.pending}
         publish_summary(bundle, result)
@@ -148,7 +152,9 @@ def _probe(settings, c, bundle, summary, task_definition: str) -> None:
             for r in records if r))
     secret = read_db_secret(c["secretsmanager"], settings.db_secret_id)
     cli = insert_cli_row(secret, settings)
-    bundle.write_text("papyrus_psql_insert_cli", cli.get("log", str(cli)))
+    bundle.write_text("papyrus_psql_insert_cli", cli["log"])
+    if not cli["ok"]:
+        raise RuntimeError(f"CLI insert failed: {cli['error']}")
     summary["probes"] = {"healthz": records[0]["status"], "dbcheck": records[1]["body"],
                          "cli": {k: cli.get(k) for k in ("tag", "sku", "ssl")}}
 

@@ -138,6 +138,12 @@ class LocalPostgres:
         """initdb, certificates and server settings. Safe to call on an existing cluster."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base_dir, 0o755)  # noqa: S103 - postgres must traverse it
+        if os.geteuid() == 0:
+            # `postgres` must also traverse every folder above (mkdtemp makes them 0700).
+            for parent in self.base_dir.resolve().parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, mode | 0o011)
         if (self.data_dir / "PG_VERSION").exists():
             return
         self.socket_dir.mkdir(exist_ok=True)

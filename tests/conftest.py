@@ -27,6 +27,12 @@ os.environ.update({
 })
 
 
+def pytest_collection_modifyitems(items):
+    # tests/schema owns the sandbox DB's schema lifecycle (it proves the tables are absent
+    # before apply), so it runs first; everything else keeps its order.
+    items.sort(key=lambda item: 0 if "/tests/schema/" in str(item.path) else 1)
+
+
 @pytest.fixture(scope="session")
 def tmp_root() -> Path:
     return _TMP

@@ -15,7 +15,7 @@ ECR = "123456789012.dkr.ecr.us-west-2.amazonaws.com"
     ("latest", "papyrus", "latest", None, None),
     ("papyrus:src-abc", "papyrus", "src-abc", None, None),
     (f"papyrus@{DIGEST}", "papyrus", None, DIGEST, None),
-    (f"team/papyrus:1", "team/papyrus", "1", None, None),
+    ("team/papyrus:1", "team/papyrus", "1", None, None),
     (f"{ECR}/papyrus:latest", "papyrus", "latest", None, ECR),
     (f"{ECR}/papyrus@{DIGEST}", "papyrus", None, DIGEST, ECR),
 ])

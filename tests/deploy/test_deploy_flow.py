@@ -1,0 +1,210 @@
+"""The deploy flow on the sandbox: real moto over HTTP, real PostgreSQL, real gunicorn tasks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+
+import psycopg2
+import pytest
+
+from artifacts import verify_manifest
+from flows.deploy import deploy
+from papyrus_ops.commands.deploy import run_flow_state
+from sandbox import image as sandbox_image
+from tests.conftest import CANARY_PASSWORD, CANARY_TOKEN
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+NAMED_FILES = ("task_definition_diff.log", "running_image.log", "papyrus_psql_insert_app.log",
+               "papyrus_psql_insert_cli.log", "rds_sg_inbound_after.json",
+               "flask_url_map_after.log")
+
+
+def revisions(sb) -> list[str]:
+    return sb.client("ecs").list_task_definitions(familyPrefix=sb.settings.family)[
+        "taskDefinitionArns"]
+
+
+def service(sb) -> dict:
+    return sb.client("ecs").describe_services(cluster=sb.settings.cluster,
+                                              services=[sb.settings.service])["services"][0]
+
+
+def push_variant(sb, tag: str) -> str:
+    """Another image of the same code (a new build): a different manifest, so another digest."""
+    body = json.loads(sandbox_image.manifest())
+    body["annotations"] = {"build": tag}
+    text = json.dumps(body, sort_keys=True)
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    sb.client("ecr").put_image(repositoryName=sb.settings.ecr_repository, imageManifest=text,
+                               imageTag=tag, imageDigest=digest,
+                               imageManifestMediaType=sandbox_image.MANIFEST_MEDIA_TYPE)
+    return digest
+
+
+def db_rows(sb, prefix: str) -> int:
+    sql = f"SELECT count(*) FROM skus WHERE sku LIKE '{prefix}%'"  # noqa: S608 - ours
+    return int(sb.pg.psql_admin(sql,
+                                dbname="papyrus"))
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def schema(sandbox):
+    from flows.schema_init import schema_init
+
+    result = run_flow_state(schema_init, env="local", apply=True)
+    assert result["verdict"] == "success", result
+
+
+def test_happy_path(sandbox, schema):
+    before_app, before_cli = db_rows(sandbox, "SKU-APP-"), db_rows(sandbox, "SKU-CLI-")
+    result = run_flow_state(deploy, env="local", image="latest")
+    assert result["verdict"] == "success", result
+    digest = result["image_digest"]
+    assert digest == sandbox.seeded.image_uri.split("@")[1]
+    svc = service(sandbox)
+    assert svc["taskDefinition"] == result["task_definition"]
+    assert len(svc["deployments"]) == 1 and svc["runningCount"] == 1
+    assert all(t["image_digest"] == digest for t in result["verdict_detail"]["running_tasks"])
+    assert db_rows(sandbox, "SKU-APP-") == before_app + 1
+    assert db_rows(sandbox, "SKU-CLI-") == before_cli + 1
+    assert result["probes"]["dbcheck"]["result"] == "INSERT 0 1"
+    folder = result["evidence"]["folder"]
+    from pathlib import Path
+
+    names = [p.name.split("_", 1)[1] for p in Path(folder).iterdir() if "_" in p.name]
+    for wanted in NAMED_FILES:
+        assert wanted in names, (wanted, names)
+    assert verify_manifest(Path(folder)) == []
+    assert result["evidence"]["s3_uri"] and not result["evidence"]["upload_pending"]
+    for p in Path(folder).iterdir():
+        text = p.read_bytes()
+        assert CANARY_PASSWORD.encode() not in text and CANARY_TOKEN.encode() not in text
+
+
+def test_same_digest_again_registers_no_new_revision(sandbox, schema):
+    before = revisions(sandbox)
+    result = run_flow_state(deploy, env="local", image="latest")
+    assert result["verdict"] == "success", result
+    assert revisions(sandbox) == before
+
+
+def test_plan_changes_nothing(sandbox, schema):
+    push_variant(sandbox, "plan-only")
+    sandbox.faults.reset_calls()
+    result = run_flow_state(deploy, env="local", image="plan-only", plan=True)
+    assert result["verdict"] == "success" and "+" in result["diff"]
+    mutating = [c for c in sandbox.faults.served(mutating=True) if c.service != "s3"]
+    assert mutating == []
+
+
+def test_throttled_ecs_and_ecr_still_deploy_exactly_one_revision(sandbox, schema):
+    digest = push_variant(sandbox, "throttled")
+    before = revisions(sandbox)
+    sandbox.faults.throttle("ecs", "*", times=None, every=3)
+    sandbox.faults.throttle("ecr", "*", times=None, every=2)
+    try:
+        result = run_flow_state(deploy, env="local", image="throttled")
+    finally:
+        sandbox.faults.clear()
+    assert result["verdict"] == "success", result
+    assert result["image_digest"] == digest
+    assert len(revisions(sandbox)) == len(before) + 1
+
+
+def test_crash_path_exit_3_rolls_back_and_old_service_answers(sandbox, schema):
+    sm, s = sandbox.client("secretsmanager"), sandbox.settings
+    good = sm.get_secret_value(SecretId=s.db_secret_id)["SecretString"]
+    previous = service(sandbox)["taskDefinition"]
+    push_variant(sandbox, "crash")
+    sm.put_secret_value(SecretId=s.db_secret_id,
+                        SecretString=json.dumps(json.loads(good) | {"dbname": "papyrus_drift"}))
+    try:
+        # The gate would refuse this drift; skipping it shows what the verdict does on its own.
+        result = run_flow_state(deploy, env="local", image="crash", skip_preflight=True,
+                                timeout_seconds=90)
+    finally:
+        sm.put_secret_value(SecretId=s.db_secret_id, SecretString=good)
+    assert result["verdict"] == "failed"
+    assert "exit code(s) 3" in result["reason"], result["reason"]
+    svc = service(sandbox)
+    assert svc["taskDefinition"] == previous
+    assert result["rollback"]["ok"] is True
+    # The old task still answers.
+    import httpx
+
+    from tasks.probes import probe_targets
+    base = probe_targets(sandbox.client("ecs"), s, previous)[0]
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert result["evidence"]["s3_uri"]
+
+
+def test_stable_but_rolled_back_is_a_failed_verdict(sandbox, schema):
+    from tasks.rollout import wait_for_verdict
+
+    svc = service(sandbox)
+    current = svc["deployments"][0]
+    other = "arn:aws:ecs:us-west-2:123456789012:task-definition/papyrus-task:999"
+    verdict = wait_for_verdict.fn(sandbox.client("ecs"), sandbox.settings, current["id"],
+                                  other, None, timeout=5, poll=0.2)
+    assert verdict["ok"] is False and "rolled back" in verdict["reason"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--image", "not a ref"], "malformed image reference"),
+    (["--image", "papyrus@sha256:1234"], "malformed image reference"),
+    (["--image", "no-such-tag"], "not found in ECR"),
+    (["--image", "other-repo:latest"], "not this environment's"),
+    (["--image", "latest", "--env", "nowhere"], "unknown environment"),
+])
+def test_bad_input_one_line_exit_2_no_mutation(sandbox, args, message):
+    sandbox.faults.reset_calls()
+    before = revisions(sandbox)
+    r = cli("deploy", *args)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    err_lines = [line for line in r.stderr.splitlines() if "papyrus-ops: error" in line]
+    assert len(err_lines) == 1 and message in err_lines[0], r.stderr
+    assert sandbox.faults.served(mutating=True) == []
+    assert revisions(sandbox) == before
+
+
+def test_two_deploys_of_the_same_service_never_interleave(sandbox, schema):
+    push_variant(sandbox, "concurrent-a")
+    push_variant(sandbox, "concurrent-b")
+    results: dict[str, dict] = {}
+
+    def run(tag: str) -> None:
+        results[tag] = run_flow_state(deploy, env="local", image=tag, skip_preflight=True)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in ("concurrent-a", "concurrent-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    a, b = results["concurrent-a"], results["concurrent-b"]
+    assert a["verdict"] == b["verdict"] == "success", (a, b)
+    first, second = sorted((a, b), key=lambda r: r["lock_acquired_at"])
+    assert first["lock_released_at"] <= second["lock_acquired_at"]
+
+
+def test_canary_in_no_captured_output(sandbox, schema, capfd):
+    run_flow_state(deploy, env="local", image="latest", plan=True)
+    out, err = capfd.readouterr()
+    assert CANARY_PASSWORD not in out + err and CANARY_TOKEN not in out + err
+
+
+def test_rows_really_over_ssl(sandbox, schema):
+    conn = psycopg2.connect(**sandbox.pg.connect_kwargs())
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT source, count(*) FROM skus GROUP BY source")
+        counts = dict(cur.fetchall())
+    assert counts.get("app", 0) >= 1 and counts.get("cli", 0) >= 1
