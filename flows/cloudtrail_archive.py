@@ -1,0 +1,158 @@
+"""The nightly CloudTrail archive (runbook 2025-09-10), as a flow.
+
+    window -> Papyrus identifiers -> checkpoint (resume or start) -> slices, oldest first
+    -> evidence bundle (both files, summary, manifest; uploaded) -> archive state
+
+Ordering, gating and evidence only: LookupEvents, the filter, the gzip streaming and the
+checkpoint live in `tasks.cloudtrail*`. See docs/cloudtrail.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+
+from papyrus_ops.config import load_env
+from tasks.cloudtrail import (
+    archive_slice,
+    done_seconds,
+    prepare_archive,
+    publish_archive,
+    read_archive_state,
+    resolve_papyrus_names,
+    write_archive_state,
+)
+from tasks.cloudtrail_store import WorkDir
+from tasks.cloudtrail_window import ArchiveInputError, fmt, resolve_window, utcnow
+
+DEFAULT_SETTLE_MINUTES = 15.0  # CloudTrail delivers events within ~15 min of the API call
+
+
+class ArchiveIncompleteError(RuntimeError):
+    """A slice failed; the checkpoint is kept and the next run resumes from it."""
+
+
+def _log():
+    from prefect.logging import get_run_logger
+
+    return get_run_logger()
+
+
+@flow(name="cloudtrail_archive", log_prints=False)
+def cloudtrail_archive(
+    env: str = "local",
+    days: float | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    incremental: bool = False,
+    max_rps: float | None = None,
+    slice_hours: float = 24.0,
+    resume: bool = True,
+    extra_names: list[str] | None = None,
+    settle_minutes: float | None = None,
+    checkpoint_every: int = 20,
+    log_every: int = 20,
+) -> dict[str, Any]:
+    """Archive CloudTrail LookupEvents over a window as NDJSON + gzip, with a Papyrus subset.
+
+    env: environment folder under deployments/. days (default 90) or since/until (ISO-8601
+    UTC, half-open [since, until)). incremental: start at the last archive's covered end.
+    max_rps: client-side LookupEvents rate (default PAPYRUS_CLOUDTRAIL_MAX_RPS or 2).
+    slice_hours: the checkpointed unit of the window. resume: continue an interrupted run
+    of the same request. extra_names: more Papyrus identifiers for the filter.
+    settle_minutes: how far behind now the default `until` stays (default 15, 0 with an
+    explicit until). checkpoint_every / log_every: pages between checkpoints / progress.
+    """
+    logger = _log()
+    settings = load_env(env)
+    if slice_hours <= 0:
+        raise ArchiveInputError("slice_hours must be positive")
+    if max_rps is not None and max_rps <= 0:
+        raise ArchiveInputError("max_rps must be positive")
+    settle = (DEFAULT_SETTLE_MINUTES if settle_minutes is None else settle_minutes) * 60
+    from papyrus_ops.aws import client
+
+    s3 = client("s3", settings.region)
+    state = read_archive_state(settings, s3=s3) if incremental else None
+    state_until = state["covered_until"] if state else None
+    # Bad input raises here, before anything is written.
+    window = resolve_window(days, since, until, incremental=incremental,
+                            state_until=state_until, now=utcnow(), settle_seconds=settle)
+    for note in window.notes:
+        logger.warning("cloudtrail: %s", note)
+    base = {"env": env, "mode": window.mode, "window_asked": _asked(window),
+            "window": window.to_dict()}
+    if window.empty:
+        logger.info("cloudtrail: nothing new since %s", fmt(window.since))
+        return {**base, "verdict": "success", "skipped": "nothing new since the last archive",
+                "events": 0, "papyrus_events": 0}
+
+    names = resolve_papyrus_names(settings, extra_names)
+    work = WorkDir.for_env(settings.evidence_root, env)
+    cloudtrail = client("cloudtrail", settings.region)
+    with work.lock():
+        cp = prepare_archive(str(work.root), env, window, names, slice_hours * 3600,
+                             resume=resume, state_until=state_until)
+        logger.info("cloudtrail: %s window %s .. %s in %d slices%s", window.mode,
+                    cp["window"]["since"], cp["window"]["until"], len(cp["slices"]),
+                    " (resumed)" if cp["resumed"] else "")
+        started = time.time()
+        base_events = int(cp["totals"].get("events", 0))
+        span = max(1.0, window.seconds)
+        base_fraction = done_seconds(cp, None, None) / span
+        done = {s["index"] for s in cp["completed"]}
+        for index in range(len(cp["slices"])):
+            if index in done:
+                continue
+            try:
+                archive_slice(cloudtrail, str(work.root), index, names, max_rps=max_rps,
+                              checkpoint_every=checkpoint_every, log_every=log_every,
+                              region=settings.region, run_started=started,
+                              base_events=base_events, base_fraction=base_fraction)
+            except Exception as exc:
+                raise ArchiveIncompleteError(
+                    f"slice {index + 1}/{len(cp['slices'])} failed ({type(exc).__name__}: "
+                    f"{exc}); the checkpoint in {work.root} is kept: rerun the same request "
+                    "to resume") from exc
+        published = publish_archive(settings, str(work.root), s3=s3)
+        summary = published["summary"]
+        state_out = write_archive_state(settings, {
+            "env": env,
+            "covered_since": summary["window_covered"]["since"],
+            "covered_until": summary["window_covered"]["until"],
+            "archive": published["s3_uri"] or published["folder"],
+            "events": summary["counts"]["all"],
+            "papyrus_events": summary["counts"]["papyrus"],
+            "written_at": fmt(utcnow()),
+        }, s3=s3)
+        work.remove()
+    logger.info("cloudtrail: archived %d events (%d Papyrus) to %s%s", summary["counts"]["all"],
+                summary["counts"]["papyrus"], published["s3_uri"] or published["folder"],
+                " (upload pending)" if published["pending"] else "")
+    return {
+        **base,
+        "verdict": "success",
+        "window": summary["window_covered"],
+        "events": summary["counts"]["all"],
+        "papyrus_events": summary["counts"]["papyrus"],
+        "first_event_time": summary["first_event_time"],
+        "last_event_time": summary["last_event_time"],
+        "files": summary["files"],
+        "folder": published["folder"],
+        "manifest": published["manifest"],
+        "manifest_sha256": published["manifest_sha256"],
+        "s3_uri": published["s3_uri"],
+        "upload_pending": published["pending"],
+        "resumed": bool(cp["resumed"]),
+        "attempts": summary["attempts"],
+        "slices": len(cp["slices"]),
+        "api": summary["api"],
+        "notes": summary["notes"],
+        "state": state_out["state"],
+    }
+
+
+def _asked(window) -> dict[str, Any]:
+    return {k: (fmt(v) if hasattr(v, "tzinfo") else v) for k, v in window.asked.items()}

@@ -1,0 +1,188 @@
+"""The archive's core without Prefect or HTTP: limiter, dedupe, streaming, checkpoint/resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import threading
+import time
+import zlib
+
+import pytest
+from ct_support import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
+
+from papyrus_ops.config import load_env
+from sandbox import cloudtrail as ct
+from tasks.cloudtrail import (
+    BoundaryDedupe,
+    RateLimiter,
+    archive_slice_core,
+    event_record,
+    prepare_archive,
+)
+from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames, names_from_settings
+from tasks.cloudtrail_store import WorkDir
+from tasks.cloudtrail_window import resolve_window
+
+SETTINGS = load_env("local")
+NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)
+NOW = int(time.time()) - 60
+
+
+def history(n: int, days: float = 3, seed: int = 3) -> ct.EventStore:
+    store = ct.EventStore()
+    store.add_events(ct.generate_history(n, days=days, now=NOW, seed=seed,
+                                         names=papyrus_names(SETTINGS)))
+    return store
+
+
+def window(days: float = 3.0):
+    until = dt.datetime.fromtimestamp(NOW + 1, dt.UTC)
+    return resolve_window(since=until - dt.timedelta(days=days), until=until)
+
+
+def run_archive(root, client, *, slice_seconds=86400.0, checkpoint_every=2, w=None,
+                names: PapyrusNames = NAMES) -> dict:
+    cp = prepare_archive.fn(str(root), "local", w or window(), names.to_dict(), slice_seconds)
+    work = WorkDir(root)
+    for i in range(len(cp["slices"])):
+        archive_slice_core(client, work, i, PapyrusFilter(names), RateLimiter(1e9),
+                           checkpoint_every=checkpoint_every)
+    return work.load()
+
+
+# -- rate limiter ---------------------------------------------------------------------------
+def test_rate_limiter_spacing_with_a_fake_clock():
+    now = [100.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    lim = RateLimiter(2.0, clock=lambda: now[0], sleep=sleep)
+    starts = []
+    for _ in range(10):
+        lim.acquire()
+        starts.append(now[0])
+    assert [round(b - a, 9) for a, b in zip(starts, starts[1:], strict=False)] == [0.5] * 9
+    now[0] += 10  # idle time does not build a burst
+    lim.acquire()
+    t = now[0]
+    lim.acquire()
+    assert now[0] - t == pytest.approx(0.5)
+
+
+def test_rate_limiter_holds_across_threads():
+    lim = RateLimiter(50.0)
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(10):
+            lim.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stamps.sort()
+    assert len(stamps) == 40 and stamps[-1] - stamps[0] >= 39 / 50 - 0.01
+    # Any 21 consecutive calls span at least 20 intervals (minus scheduling slack).
+    assert min(b - a for a, b in zip(stamps, stamps[20:], strict=False)) >= 20 / 50 - 0.1
+
+
+# -- dedupe ---------------------------------------------------------------------------------
+def test_boundary_dedupe():
+    d = BoundaryDedupe(recent_size=3)
+    assert not d.seen("a", 10) and not d.seen("b", 10)
+    assert d.seen("a", 10)  # same second, repeated at a page boundary
+    assert not d.seen("c", 9) and d.seen("b", 10)  # out of order but recent
+    assert d.time == 9 and d.ids == {"c"}
+    for i in range(5):
+        d.seen(f"x{i}", 8 - i)
+    assert len(d.recent) == 3 and len(d.ids) == 1  # bounded
+    # Resumed from a cursor: ids at the frontier second are known.
+    d = BoundaryDedupe(5.0, {"p", "q"})
+    assert d.seen("p", 5.0) and not d.seen("r", 5.0) and not d.seen("s", 4.0)
+
+
+def test_event_record_shape():
+    store = history(5)
+    api = store.lookup(max_results=1)["Events"][0]
+    api["EventTime"] = dt.datetime.fromtimestamp(api["EventTime"], dt.UTC)
+    rec = event_record(api)
+    assert rec["EventTime"].endswith("Z") and isinstance(rec["CloudTrailEvent"], dict)
+    assert rec["CloudTrailEvent"]["eventID"] == rec["EventId"]
+    assert set(rec) >= {"EventId", "EventName", "EventSource", "Resources", "CloudTrailEvent"}
+
+
+# -- streaming, dedupe at page boundaries ---------------------------------------------------
+def test_archive_counts_and_page_boundary_duplicates(tmp_path):
+    store = history(700)
+    client = FakeCloudTrail(store, repeat_last=True)
+    cp = run_archive(tmp_path / "w", client)
+    work = WorkDir(tmp_path / "w")
+    ids = ids_of(work.events_path)
+    assert len(ids) == 700 == len(set(ids)) == cp["totals"]["events"]
+    assert cp["totals"]["duplicates"] > 0  # the repeated events were seen and dropped
+    flt = PapyrusFilter(NAMES)
+    assert ids_of(work.papyrus_path) == [r["EventId"] for r in read_lines(work.events_path)
+                                         if flt(r)]
+    assert cp["totals"]["papyrus"] == 70
+
+
+def test_slices_are_half_open(tmp_path):
+    """An event exactly on a slice boundary is archived once (by the later slice)."""
+    store = history(200)
+    w = window()
+    boundary = (w.since + dt.timedelta(days=1)).timestamp()
+    extra = ct.generate_history(3, days=1, now=NOW, seed=9, names=papyrus_names(SETTINGS))
+    store.add_events(e._replace(event_time=int(boundary)) for e in extra)
+    cp = run_archive(tmp_path / "w", FakeCloudTrail(store), w=w)
+    ids = ids_of(WorkDir(tmp_path / "w").events_path)
+    assert len(ids) == 203 == len(set(ids))
+    assert cp["completed"][1]["first_event_time"] == cp["completed"][1]["since"]
+    assert cp["totals"]["out_of_window"] >= 3  # seen by slice 0 at its (exclusive) end
+
+
+# -- interruption and resume ----------------------------------------------------------------
+@pytest.mark.parametrize("fail_after", [1, 3, 4, 7, 12])
+def test_resume_after_a_crash_yields_the_same_content(tmp_path, fail_after):
+    store = history(600)
+    reference = run_archive(tmp_path / "ref", FakeCloudTrail(store))
+    ref_ids = ids_of(WorkDir(tmp_path / "ref").events_path)
+
+    root = tmp_path / "w"
+    with pytest.raises(RuntimeError, match="injected"):
+        run_archive(root, FakeCloudTrail(store, fail_after=fail_after))
+    work = WorkDir(root)
+    cp = work.load()
+    # A killed process leaves half a gzip member after the checkpointed offsets.
+    half = gzip.compress(b'{"EventId":"torn"}\n' * 50)[:37]
+    for p in (work.events_path, work.papyrus_path):
+        with open(p, "ab") as f:
+            f.write(half)
+    with pytest.raises((EOFError, OSError, zlib.error)):
+        read_lines(work.events_path)
+    resumed = run_archive(root, FakeCloudTrail(store))
+    assert resumed["attempts"] == 2 and cp["offsets"]["events"] <= resumed["offsets"]["events"]
+    ids = ids_of(work.events_path)
+    assert sorted(ids) == sorted(ref_ids) and len(ids) == len(set(ids)) == 600
+    assert resumed["totals"]["events"] == reference["totals"]["events"] == 600
+    assert resumed["totals"]["papyrus"] == reference["totals"]["papyrus"]
+    assert sorted(ids_of(work.papyrus_path)) == sorted(
+        ids_of(WorkDir(tmp_path / "ref").papyrus_path))
+
+
+def test_other_request_discards_the_checkpoint(tmp_path):
+    store = history(300)
+    root = tmp_path / "w"
+    with pytest.raises(RuntimeError):
+        run_archive(root, FakeCloudTrail(store, fail_after=3))
+    cp = prepare_archive.fn(str(root), "local", window(2.0), NAMES.to_dict(), 86400.0)
+    assert not cp["resumed"] and "other parameters" in cp["discarded"]
+    assert cp["completed"] == [] and WorkDir(root).events_path.stat().st_size == 0

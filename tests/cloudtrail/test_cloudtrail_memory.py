@@ -1,0 +1,57 @@
+"""Peak memory of the archive does not grow with the number of events (not a timing test).
+
+The archive runs (prepare + every slice, with the Papyrus filter, gzip and checkpoints)
+against an in-process fake client, so tracemalloc sees our allocations and not a server's;
+the history itself is allocated before tracing starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import time
+import tracemalloc
+
+from ct_support import EXTRA_NAMES, FakeCloudTrail, papyrus_names
+
+from papyrus_ops.config import load_env
+from sandbox import cloudtrail as ct
+from tasks.cloudtrail import RateLimiter, archive_slice_core, prepare_archive
+from tasks.cloudtrail_filter import PapyrusFilter, names_from_settings
+from tasks.cloudtrail_store import WorkDir
+from tasks.cloudtrail_window import resolve_window
+
+SETTINGS = load_env("local")
+NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)
+
+
+def peak_for(n: int, root) -> tuple[int, int]:
+    now = int(time.time()) - 60
+    store = ct.EventStore()
+    store.add_events(ct.generate_history(n, days=4, now=now, seed=n,
+                                         names=papyrus_names(SETTINGS)))
+    until = dt.datetime.fromtimestamp(now + 1, dt.UTC)
+    w = resolve_window(since=until - dt.timedelta(days=4), until=until)
+    client = FakeCloudTrail(store)
+    flt = PapyrusFilter(NAMES)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        cp = prepare_archive.fn(str(root), "local", w, NAMES.to_dict(), 86400.0)
+        work = WorkDir(root)
+        for i in range(len(cp["slices"])):
+            archive_slice_core(client, work, i, flt, RateLimiter(1e9), checkpoint_every=20,
+                               compresslevel=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, WorkDir(root).load()["totals"]["events"]
+
+
+def test_peak_memory_is_flat(tmp_path):
+    small, n_small = peak_for(1_000, tmp_path / "small")
+    large, n_large = peak_for(10_000, tmp_path / "large")
+    assert (n_small, n_large) == (1_000, 10_000)
+    print(f"peak traced memory: {small / 1e6:.2f} MB for 1k events, "
+          f"{large / 1e6:.2f} MB for 10k events")
+    assert large < 1.5 * small, (small, large)
