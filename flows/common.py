@@ -29,10 +29,20 @@ def ensure_limit(name: str, limit: int = 1) -> None:
     """Global concurrency limits must exist on the server before `strict=True` works."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        except Exception:
+            # Another run created it at the same moment: fine if it now exists.
+            client.read_global_concurrency_limit_by_name(name)
 
 
 @contextlib.contextmanager

@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from prefect import get_run_logger, task
+from prefect import task
 
 from papyrus_ops.config import Settings
+from tasks.logs import run_logger
 
 DEPLOYMENT_CONFIGURATION = {
     "deploymentCircuitBreaker": {"enable": True, "rollback": True},
@@ -131,7 +132,7 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
                      clock: Callable[[], float] = time.monotonic) -> dict:
     """Poll until a true verdict. `digest=None` skips the image check (used for rollbacks).
     Service events newer than `since` (epoch seconds) are logged as they come."""
-    log = get_run_logger()
+    log = run_logger()
     start, seen, events, stopped_seen = clock(), set(), [], {}
     while True:
         svc = describe_service(ecs, s)

@@ -43,7 +43,7 @@ def prefect_server():
     """One Prefect API for the whole session; subprocesses reach it through PREFECT_API_URL."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    with prefect_test_harness(server_startup_timeout=180):
         from prefect.settings import PREFECT_API_URL
 
         url = PREFECT_API_URL.value()
