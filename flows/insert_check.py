@@ -8,6 +8,8 @@ a failed verdict ends the run Failed with the result dict as data (see flows.sch
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
@@ -20,6 +22,7 @@ from flows.schema_init import (
     verdict_state,
 )
 from papyrus_ops.aws import client
+from papyrus_ops.config import load_env
 from tasks.db import DbSecretUnavailable
 from tasks.insert_check import (
     EXPECTED_TAG,
@@ -28,6 +31,18 @@ from tasks.insert_check import (
     insert_cli_row,
     new_cli_sku,
 )
+
+
+def _not_run(settings, env: str, error: str) -> dict[str, Any]:
+    """Evidence of an attempt that never reached the database (Secrets Manager unreachable)."""
+    bundle = EvidenceBundle.open(settings, flow_name="insert_check")
+    bundle.write_text("papyrus_psql_insert_cli",
+                      f"-- papyrus-ops insert-check: CLI route (psycopg2 direct)\n"
+                      f"-- not run: {error}\n-- verdict: failed\n", ext="log")
+    bundle.add_check("CLI insert command tag", EXPECTED_TAG, error, "fail")
+    res = bundle.finish("fail", s3=client("s3", settings.region))
+    return {"verdict": "failed", "bad_input": False, "env": env, "error": error,
+            "flow_run_id": bundle.run_id, "evidence": evidence_fields(res)}
 
 
 @flow(name="insert_check", log_prints=False)
@@ -45,8 +60,7 @@ def insert_check(env: str = "local", database: str | None = None):
         return verdict_state(bad_input_result(str(e), env=env))
     except DbSecretUnavailable as e:
         logger.error("%s", e)
-        return verdict_state({"verdict": "failed", "bad_input": False, "env": env,
-                              "error": str(e)})
+        return verdict_state(_not_run(load_env(env), env, str(e)))
 
     bundle = EvidenceBundle.open(settings, flow_name="insert_check")
     sku = new_cli_sku()

@@ -91,6 +91,12 @@ def _stage_summary(stage: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: stage[k] for k in keep if k in stage}
 
 
+def _reason(stage: dict[str, Any]) -> str:
+    """"refused: ..." rather than "refused: refused: ..." in log lines."""
+    error, outcome = stage.get("error") or "", stage["outcome"]
+    return error if error.startswith(f"{outcome}:") else f"{outcome}: {error}"
+
+
 def _not_run(stage: str, script: Script, error: str) -> dict[str, Any]:
     log = (f"-- papyrus-ops schema_init: {stage}\n-- script: {script.name}\n"
            f"-- sha256: {script.sha256}\n-- not run: {error}\n")
@@ -145,7 +151,7 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
     if passed:
         logger.info("dry run passed: %s (rolled back)", ", ".join(dry["tags"]))
     else:
-        logger.error("dry run %s: %s", dry["outcome"], dry["error"])
+        logger.error("dry run %s", _reason(dry))
 
     # -- stage 2: apply ---------------------------------------------------------------------
     ap = None
@@ -169,7 +175,7 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
             logger.info("apply committed: %s; sha256 %s recorded", ", ".join(ap["tags"]),
                         script.sha256)
         else:
-            logger.error("apply %s: %s", ap["outcome"], ap["error"])
+            logger.error("apply %s", _reason(ap))
     elif apply:
         bundle.add_check("apply gate", "a dry run of this checksum passed in this run",
                          f"dry run {dry['outcome']}: apply not attempted", "fail")

@@ -14,7 +14,8 @@ The API other flows use (preflight, deploy, schema_init, insert_check):
   ``sslmode=require``, or ``verify-full`` with ``sslrootcert`` when the environment ships a CA
   bundle. When ``settings.db_hostaddr`` is set (the sandbox, an SSM port-forward) libpq connects to
   that address while ``host`` (and TLS verification) stays the RDS endpoint name from the secret:
-  the secret is never edited. A failure is a ``DbConnectError`` with a one-line reason.
+  the secret is never edited. A failure is a ``DbConnectError`` with a one-line reason and a
+  ``transient`` flag.
 - ``retry_on_connect_error``: a Prefect ``retry_condition_fn`` that retries a task only when it
   failed before anything reached the database (a ``DbConnectError``), so retries stay safe for
   tasks that write.
@@ -23,6 +24,7 @@ The API other flows use (preflight, deploy, schema_init, insert_check):
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +47,20 @@ class DbSecretUnavailable(RuntimeError):
 
 
 class DbConnectError(RuntimeError):
-    """No session with the database: nothing was sent, so a retry is safe."""
+    """No session with the database: nothing was sent. `transient` says whether waiting may
+    help (refused, timeout, server starting, too many connections); an authentication, TLS or
+    missing-database failure is not retried."""
+
+    def __init__(self, message: str, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_TRANSIENT = re.compile(
+    r"timeout|timed out|connection refused|could not connect|starting up|shutting down"
+    r"|recovery mode|too many connections|connection slots are reserved"
+    r"|server closed the connection|could not translate host name|name or service not known"
+    r"|network is unreachable|no route to host|temporary failure", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -199,14 +214,18 @@ def connect(secret: DbSecret, settings: Settings, **kw: Any):
     try:
         return psycopg2.connect(**connect_params(secret, settings, **kw))
     except psycopg2.Error as e:
+        reason = one_line(e)
         raise DbConnectError(
-            f"cannot connect to {describe(secret, settings, kw.get('dbname'))}: {one_line(e)}"
+            f"cannot connect to {describe(secret, settings, kw.get('dbname'))}: {reason}",
+            transient=bool(_TRANSIENT.search(str(e))),
         ) from None
 
 
 def retry_on_connect_error(task, task_run, state) -> bool:
-    """Prefect retry_condition_fn: retry only failures that happened before any statement."""
-    return isinstance(_failure(state), DbConnectError)
+    """Prefect retry_condition_fn: retry only failures that happened before any statement was
+    sent (a DbConnectError), and only those that waiting may fix."""
+    exc = _failure(state)
+    return isinstance(exc, DbConnectError) and exc.transient
 
 
 def ssl_status(cur) -> dict[str, Any]:

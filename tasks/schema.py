@@ -493,5 +493,8 @@ def schema_apply(secret: DbSecret, settings: Settings, script: Script,
                  database: str | None = None) -> dict[str, Any]:
     """Stage 2: only for the checksum that passed the dry run; `outcome` applied/noop/refused/
     failed/lock_held."""
+    if passed_checksum != script.sha256:  # the gate: refused before any connection
+        return execute_apply(None, script, passed_checksum, applied_by,
+                             where=describe(secret, settings, database))
     return _with_connection(secret, settings, database, execute_apply, script, passed_checksum,
                             applied_by)

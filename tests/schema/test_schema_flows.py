@@ -7,6 +7,7 @@ with the schema applied (other modules rely on it). Every test also checks that 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 from flows.insert_check import insert_check
 from flows.schema_init import run_for_result, schema_init
 from tasks.db import connect, read_db_secret
+from tasks.insert_check import insert_cli_row
 from tasks.schema import DEFAULT_SCRIPT, MIGRATIONS_TABLE, SCHEMA_LOCK_KEY, load_script
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "sandbox")
@@ -239,6 +241,27 @@ def test_insert_check_fails_without_the_schema(fresh_db, capfd):
     assert "skus" in r["error"] and "schema-init --apply" in r["error"]
     assert r["ssl"] is True  # the session's TLS is still reported
     assert "-- verdict: failed" in evidence(r, "papyrus_psql_insert_cli.log")
+    assert_no_canary(capfd, r)
+
+
+def test_verify_full_against_the_rds_name_through_hostaddr(sandbox):
+    # The server certificate names the RDS endpoint; libpq dials hostaddr but verifies `host`.
+    secret = read_db_secret.fn(sandbox.client("secretsmanager"), sandbox.settings.db_secret_id)
+    strict = dataclasses.replace(sandbox.settings, db_ssl_root_cert=str(sandbox.pg.ca_cert))
+    rec = insert_cli_row.fn(secret, strict)
+    assert rec["ok"] and rec["tag"] == "INSERT 0 1" and rec["ssl"] is True, rec
+    assert "sslmode=verify-full" in rec["connection"] and "sslmode=verify-full" in rec["log"]
+    assert secret.host in rec["connection"] and "hostaddr=127.0.0.1" in rec["connection"]
+    assert sandbox.db_password not in rec["log"]
+
+
+def test_unreachable_database_is_a_failed_verdict_with_evidence(capfd):
+    t0 = time.monotonic()
+    r = run_for_result(schema_init, env="local", apply=True, database="no_such_database")
+    assert time.monotonic() - t0 < 20  # not retried: waiting cannot create a database
+    assert r["verdict"] == "failed" and not r["bad_input"] and r["apply"] is None
+    assert "cannot connect" in r["error"] and "no_such_database" in r["error"]
+    assert "-- not run: " in evidence(r, "schema_dryrun_exec.log")
     assert_no_canary(capfd, r)
 
 

@@ -152,3 +152,13 @@ def test_split_never_crashes_and_never_invents_text(sql):
         assert s.text and s.text in sql
         assert ";" not in s.text or any(q in s.text for q in "'\"$-/") or "BEGIN" in \
             s.text.upper() or "CASE" in s.text.upper()
+
+
+def test_apply_gate_refuses_a_checksum_that_did_not_pass_without_connecting():
+    from tasks.schema import execute_apply
+
+    script = load_script()
+    for passed in (None, "0" * 64):
+        r = execute_apply(None, script, passed, "tester")  # no connection: it must not be used
+        assert r["outcome"] == "refused" and not r["ok"]
+        assert "did not pass a dry run" in r["error"] and "-- result: REFUSED" in r["log"]
