@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.cache_policies import NO_CACHE
+
 from artifacts.redact import REDACTOR
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -70,6 +72,24 @@ def error_result(check: str, expected: Any, exc: BaseException) -> dict[str, Any
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return result(check, expected, "error", FAIL,
                   f"could not check: {type(exc).__name__}{': ' + text if text else ''}")
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect retry_condition_fn: retry AWS/network trouble, not a resource that is missing."""
+    try:
+        state.result()
+    except (LookupError, ValueError):
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+# Options for check tasks that talk to AWS: retried with backoff unless the thing is missing.
+# No caching (the inputs are boto3 clients) and no persisted results.
+AWS_CHECK_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3],
+                  "retry_condition_fn": _retry_transient, "cache_policy": NO_CACHE,
+                  "persist_result": False}
 
 
 def overall(checks: list[dict[str, Any]]) -> str:

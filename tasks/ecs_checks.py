@@ -9,13 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from papyrus_ops.config import Settings
-from tasks.check_result import FAIL, PASS, result
+from tasks.check_result import AWS_CHECK_OPTS, FAIL, PASS, result
 
-TASK_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE,
-             "persist_result": False}
 SAFE_SSLMODES = ("require",)
 VERIFYING_SSLMODES = ("verify-full",)
 
@@ -40,7 +37,7 @@ def primary_task_definition(service: dict[str, Any]) -> str:
     return service["taskDefinition"]
 
 
-@task(name="check-ecs-exec", **TASK_OPTS)
+@task(name="check-ecs-exec", **AWS_CHECK_OPTS)
 def check_ecs_exec(ecs, settings: Settings) -> dict[str, Any]:
     svc = describe_service(ecs, settings)
     on = bool(svc.get("enableExecuteCommand"))
@@ -72,7 +69,7 @@ def judge_sslmode(env: dict[str, str]) -> tuple[bool, str]:
     return False, f"PGSSLMODE={mode} is not require (or verify-full with PGSSLROOTCERT)"
 
 
-@task(name="check-taskdef-pgsslmode", **TASK_OPTS)
+@task(name="check-taskdef-pgsslmode", **AWS_CHECK_OPTS)
 def check_task_definition_ssl(ecs, settings: Settings) -> dict[str, Any]:
     name = "taskdef.pgsslmode"
     expected = "require (or verify-full with PGSSLROOTCERT)"

@@ -19,16 +19,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from artifacts.redact import REDACTOR
 from papyrus_ops.config import Settings
 from tasks import state
-from tasks.check_result import FAIL, PASS, SECRET_FIELDS, SKIP, result
+from tasks.check_result import AWS_CHECK_OPTS, FAIL, PASS, SECRET_FIELDS, SKIP, result
 from tasks.db import DbConnectError, DbSecret, DbSecretError, connect, parse_db_secret, ssl_status
-
-TASK_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE,
-             "persist_result": False}
 
 
 class RdsNotFound(LookupError):
@@ -135,7 +131,7 @@ def secret_diff(secret: DbSecret | None, lenient: dict[str, Any],
     return rows
 
 
-@task(name="check-secret-vs-rds", **TASK_OPTS)
+@task(name="check-secret-vs-rds", **AWS_CHECK_OPTS)
 def check_secret_vs_rds(sm, rds, settings: Settings) -> list[dict[str, Any]]:
     """secret.host/port/username/dbname vs the instance; secret.password present."""
     truth = describe_rds(rds, settings)
@@ -171,7 +167,7 @@ def check_secret_vs_rds(sm, rds, settings: Settings) -> list[dict[str, Any]]:
     return checks
 
 
-@task(name="check-secret-authenticates", **TASK_OPTS)
+@task(name="check-secret-authenticates", **AWS_CHECK_OPTS)
 def check_secret_authenticates(sm, rds, settings: Settings, enabled: bool = True
                                ) -> dict[str, Any]:
     """The secret's username/password open an SSL session on the instance's real endpoint."""
@@ -205,7 +201,7 @@ def check_secret_authenticates(sm, rds, settings: Settings, enabled: bool = True
 
 
 # -- the endpoint against the last recorded deploy -----------------------------------------
-@task(name="check-rds-endpoint-unchanged", **TASK_OPTS)
+@task(name="check-rds-endpoint-unchanged", **AWS_CHECK_OPTS)
 def check_rds_endpoint_unchanged(rds, s3, settings: Settings) -> dict[str, Any]:
     name = "rds.endpoint_unchanged"
     truth = describe_rds(rds, settings)
@@ -240,7 +236,7 @@ def parameter(rds, group: str, name: str) -> dict[str, Any] | None:
     return None
 
 
-@task(name="check-rds-force-ssl", **TASK_OPTS)
+@task(name="check-rds-force-ssl", **AWS_CHECK_OPTS)
 def check_force_ssl(rds, settings: Settings) -> dict[str, Any]:
     name = "rds.force_ssl"
     truth = describe_rds(rds, settings)

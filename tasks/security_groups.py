@@ -20,14 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from papyrus_ops.config import Settings
-from tasks.check_result import FAIL, PASS, result
+from tasks.check_result import AWS_CHECK_OPTS, FAIL, PASS, result
 
 PG_PORT = 5432
-TASK_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE,
-             "persist_result": False}
 
 
 class SecurityGroupNotFound(LookupError):
@@ -134,7 +131,7 @@ def analyse_rds_ingress(rules: list[dict[str, Any]], task_sg_id: str,
     }
 
 
-@task(name="check-rds-sg", **TASK_OPTS)
+@task(name="check-rds-sg", **AWS_CHECK_OPTS)
 def check_rds_sg(ec2, settings: Settings) -> dict[str, Any]:
     """RDS SG: 5432 only from the task SG, no CIDR/prefix list, no duplicates."""
     name = "rds_sg.5432_only_from_task_sg"

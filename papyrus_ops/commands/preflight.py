@@ -40,9 +40,13 @@ def _cell(value: Any) -> str:
 
 
 def _console():
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # CI logs are not terminals: give tables room instead of rich's 80-column default.
+    width = None if sys.stdout.isatty() else 160
+    return Console(highlight=False, width=width)
 
 
 def print_preflight(result: dict[str, Any]) -> None:
@@ -72,8 +76,8 @@ def print_preflight(result: dict[str, Any]) -> None:
         con.print(t)
     for c in result.get("checks", []):
         if c["verdict"] == "fail":
-            con.print(f"[bold red]✗[/] {c['check']}: {REDACTOR.redact(c['detail'])}",
-                      markup=True)
+            con.print(f"[bold red]FAIL[/] {c['check']}: {REDACTOR.redact(c['detail'])}",
+                      soft_wrap=True)
     _print_evidence(con, result)
     verdict = result.get("verdict")
     con.print(f"preflight {result.get('env')}: "
@@ -85,7 +89,8 @@ def _print_evidence(con, result: dict[str, Any]) -> None:
     if ev:
         where = ev.get("s3_uri") or ev.get("folder")
         pending = " (S3 upload pending)" if ev.get("upload_pending") else ""
-        con.print(f"evidence: {where}{pending}  local: {ev.get('folder')}")
+        con.print(f"evidence: {where}{pending}", soft_wrap=True)
+        con.print(f"local: {ev.get('folder')}", soft_wrap=True)
 
 
 def print_repair(result: dict[str, Any]) -> None:
