@@ -1,0 +1,66 @@
+"""The SNS topic every Papyrus alarm and the task-failure rule notify.
+
+`create_topic` is idempotent (it returns the existing topic's ARN), and the topic policy is set
+as a whole, so both are safe to retry. The policy keeps the owner account's access (what SNS's
+default policy grants) and lets EventBridge publish for our rule only, and CloudWatch alarms of
+this account publish. Subscriptions (e-mail, chat) are not managed here: they need a human to
+confirm them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tasks.monitoring_policies import canonical_policy
+
+RESOURCE = "sns_topic"
+_OWNER_ACTIONS = [
+    "SNS:GetTopicAttributes", "SNS:SetTopicAttributes", "SNS:AddPermission",
+    "SNS:RemovePermission", "SNS:DeleteTopic", "SNS:Subscribe", "SNS:ListSubscriptionsByTopic",
+    "SNS:Publish",
+]
+
+
+def topic_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:sns:{region}:{account}:{name}"
+
+
+def desired_fields(topic: str, account: str, rule_arn: str) -> dict[str, Any]:
+    policy = {
+        "Version": "2012-10-17",
+        "Id": "papyrus-alerts-policy",
+        "Statement": [
+            {"Sid": "OwnerAccountAccess", "Effect": "Allow",
+             "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+             "Action": _OWNER_ACTIONS, "Resource": topic},
+            {"Sid": "EventBridgeTaskFailureRule", "Effect": "Allow",
+             "Principal": {"Service": "events.amazonaws.com"}, "Action": "sns:Publish",
+             "Resource": topic, "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}},
+            {"Sid": "CloudWatchAlarms", "Effect": "Allow",
+             "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+             "Resource": topic, "Condition": {"StringEquals": {"aws:SourceAccount": account}}},
+        ],
+    }
+    return {"Policy": canonical_policy(policy)}
+
+
+def read(sns, arn: str) -> dict[str, Any] | None:
+    try:
+        attrs = sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("NotFound", "NotFoundException"):
+            return None
+        raise
+    return {"Policy": canonical_policy(json.loads(attrs["Policy"])) if attrs.get("Policy")
+            else None}
+
+
+def apply(sns, name: str, fields: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
+    arn = sns.create_topic(Name=name, Tags=[{"Key": k, "Value": v}
+                                            for k, v in sorted(tags.items())])["TopicArn"]
+    sns.set_topic_attributes(TopicArn=arn, AttributeName="Policy",
+                             AttributeValue=json.dumps(fields["Policy"]))
+    return {"topic_arn": arn}
