@@ -7,8 +7,8 @@ tests/conftest.py), and the repo root is not on it (the project is an editable i
 a meta-path finder). `tests/artifacts/` (no __init__.py) then makes `import artifacts` resolve
 to a *namespace* package spanning tests/artifacts and the real folder, so `artifacts/__init__.py`
 never runs and `from artifacts import EvidenceBundle` fails. A regular package found anywhere on
-sys.path beats namespace portions, so putting the repo root on sys.path fixes it; the durable fix
-is `pythonpath = ["."]` in [tool.pytest.ini_options] (same trap for tests/sandbox vs sandbox).
+sys.path beats namespace portions, so the repo root on sys.path fixes it: pyproject's
+`pythonpath = ["."]` does; this guard keeps these tests right if that setting ever goes.
 """
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ def bucket(s3) -> str:
 
 
 @pytest.fixture
-def dead_endpoint() -> str:
-    """An endpoint that refuses connections: a port that was just free and nobody listens on."""
+def dead_endpoint():
+    """An endpoint that refuses connections: a port held bound but never listening (Linux
+    answers ECONNREFUSED at once, and nobody else can take the port meanwhile)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture(scope="session")
