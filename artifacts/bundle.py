@@ -314,12 +314,13 @@ class EvidenceBundle:
         os.replace(tmp, path)
         return path
 
-    def finish(self, verdict: str, s3: Any = None) -> BundleResult:
+    def finish(self, verdict: str, s3: Any = None, upload: bool = True) -> BundleResult:
         """Write manifest.json, upload (unless there is no bucket), publish Prefect artifacts.
 
         Never raises because of S3: on failure the bundle stays on disk, `.upload-pending` is
         written and `result.pending` is True. Calling finish again with nothing changed keeps
-        the manifest as it is and only retries the upload (which skips what is there)."""
+        the manifest as it is and only retries the upload (which skips what is there).
+        `upload=False` keeps the bundle local (e.g. refused input must not write anywhere)."""
         if verdict not in VERDICTS:
             raise ValueError(f"invalid verdict {verdict!r}: expected one of {VERDICTS}")
         with self._lock:
@@ -335,7 +336,7 @@ class EvidenceBundle:
                                   pending=False, s3_uri=None, verdict=verdict, bucket=bucket,
                                   key_prefix=self.key_prefix, manifest_sha256=manifest_sha,
                                   files=files)
-            if bucket:
+            if bucket and upload:
                 self._upload(result, s3)
             self.result = result
         if _in_run_context():

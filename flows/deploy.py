@@ -14,7 +14,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from artifacts import EvidenceBundle
+from artifacts import REDACTOR, EvidenceBundle
 from artifacts.prefect_artifacts import publish_summary
 from flows.common import BadInput, aws_clients, deploy_lock, open_run
 from tasks import ecr, probes, rollout, taskdef
@@ -41,22 +41,22 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
                     timeout_seconds or settings.deploy_timeout_seconds,
                     poll_seconds or settings.deploy_poll_seconds, started)
     except BadInput as e:
-        summary.update(verdict="bad_input", error=str(e))
+        summary.update(verdict="bad_input", error=REDACTOR.redact(str(e)))
     except Exception as e:  # noqa: BLE001 - the verdict and evidence must still be written
-        summary.update(verdict="failed", error=f"{type(e).__name__}: {e}")
+        summary.update(verdict="failed", error=REDACTOR.redact(f"{type(e).__name__}: {e}"))
         get_run_logger().exception("deploy failed")
     finally:
         summary["lock_released_at"] = time.time()
         summary["seconds"] = round(time.time() - started, 1)
         # A refused input changes nothing, not even the bucket: its evidence stays local.
-        s3 = None if summary["verdict"] == "bad_input" else c["s3"]
-        result = bundle.finish("pass" if summary["verdict"] == "success" else "fail", s3=s3)
+        result = bundle.finish("pass" if summary["verdict"] == "success" else "fail",
+                               s3=c["s3"], upload=summary["verdict"] != "bad_input")
         summary["evidence"] = {"folder": str(result.folder), "s3_uri": result.s3_uri,
                                "upload_pending": result.pending}
         publish_summary(bundle, result)
     if summary["verdict"] != "success":
-        return Failed(message=summary.get("error") or summary.get("reason", "deploy failed"),
-                      data=summary)
+        message = summary.get("error") or summary.get("reason", "deploy failed")
+        return Failed(message=REDACTOR.redact(message), data=summary)
     return summary
 
 
