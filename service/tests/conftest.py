@@ -7,18 +7,10 @@ import os
 
 import psycopg2
 import pytest
-from papyrus import create_app, db, schema
-from papyrus_testkit import CANARY, RDS_HOST, TOKEN, Gunicorn
+from papyrus import create_app, db
+from papyrus_testkit import CANARY, RDS_HOST, TOKEN, Gunicorn, apply_schema
 
 from sandbox.postgres import LocalPostgres
-
-
-def apply_schema(server: LocalPostgres) -> None:
-    # As the application role, like the schema_init flow on RDS: it owns what it creates.
-    with psycopg2.connect(**server.connect_kwargs()) as conn, conn.cursor() as cur:
-        for statement in schema.split_statements(schema.init_sql()):
-            cur.execute(statement)
-    conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,10 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from sandbox.postgres import free_port
+import psycopg2
+from papyrus import schema
+
+from sandbox.postgres import LocalPostgres, free_port
 
 # Searched for in every response, log and captured output: it must never show up.
 CANARY = "CANARY-pw-7f3a9c"
@@ -83,3 +86,11 @@ class Gunicorn:
         if self.proc.poll() is None:
             self.proc.terminate()
         return self.proc.wait(timeout=20)
+
+
+def apply_schema(server: LocalPostgres) -> None:
+    # As the application role, like the schema_init flow on RDS: it owns what it creates.
+    with psycopg2.connect(**server.connect_kwargs()) as conn, conn.cursor() as cur:
+        for statement in schema.split_statements(schema.init_sql()):
+            cur.execute(statement)
+    conn.close()

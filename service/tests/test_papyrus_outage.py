@@ -6,8 +6,7 @@ It has its own PostgreSQL, so stopping it cannot disturb the other tests.
 import json
 
 import pytest
-from conftest import apply_schema
-from papyrus_testkit import CANARY, TOKEN, auth
+from papyrus_testkit import CANARY, TOKEN, apply_schema, auth
 
 from sandbox.postgres import LocalPostgres
 
