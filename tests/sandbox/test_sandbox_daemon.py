@@ -1,0 +1,59 @@
+"""`papyrus-ops sandbox up` / `down`: a background sandbox that leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+
+
+def _processes_using(folder: Path) -> list[int]:
+    """Every live process whose command line or working directory is inside `folder`."""
+    hits, needle = [], str(folder)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and (needle in cmd or cwd.startswith(needle)):
+            hits.append(int(proc.name))
+    return hits
+
+
+def _cli(state: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PAPYRUS_SANDBOX_DIR"] = str(state)
+    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", "sandbox", *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_up_serves_the_seeded_service_and_down_leaves_nothing(tmp_path):
+    state = tmp_path / "sb"
+    up = _cli(state, "up")
+    assert up.returncode == 0, up.stderr
+    try:
+        assert (state / "env").exists()
+        env = dict(line.split("=", 1) for line in (state / "env").read_text().splitlines())
+        ecs = boto3.client("ecs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-west-2",
+                           aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                           aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        svc = ecs.describe_services(cluster="papyrus-ecs-prd",
+                                    services=["papyrus-task-service"])["services"][0]
+        assert svc["runningCount"] == 1 and svc["enableExecuteCommand"] is True
+        status = _cli(state, "status")
+        assert status.returncode == 0 and json.loads(status.stdout)["running"] is True
+        assert _cli(state, "up").returncode == 0  # already up: safe to run twice
+        assert _processes_using(state), "the sandbox should be running processes"
+    finally:
+        down = _cli(state, "down")
+    assert down.returncode == 0, down.stderr
+    assert _processes_using(state) == []
+    assert _cli(state, "status").returncode == 1
