@@ -85,6 +85,14 @@ class Drift:
                 state.record_deploy(self.s3, self.s, **before)
         self._undo.append(undo)
 
+    def no_last_deploy(self) -> None:
+        from tasks import state
+
+        before = state.read_last_deploy(self.s3, self.s)
+        if before is not None:
+            state.clear_last_deploy(self.s3, self.s)
+            self._undo.append(lambda: state.record_deploy(self.s3, self.s, **before))
+
     # -- the RDS security group ----------------------------------------------------------------
     def inbound(self) -> list[dict]:
         rules = self.ec2.describe_security_group_rules(Filters=[

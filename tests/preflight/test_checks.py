@@ -174,6 +174,7 @@ def test_missing_password(sandbox, drift):
 
 def test_endpoint_change_since_last_deploy(sandbox, drift):
     s = sandbox.settings
+    drift.no_last_deploy()  # a deploy test may have recorded one earlier in the session
     ok = check_rds_endpoint_unchanged.fn(drift.rds, drift.s3, s)
     assert ok["verdict"] == "pass" and ok["detail"] == "no previous deploy recorded"
     drift.last_deploy(rds_endpoint_address=sandbox.rds_endpoint,

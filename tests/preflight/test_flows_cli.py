@@ -150,6 +150,15 @@ def test_flow_runs_every_check_even_when_several_fail(sandbox, drift):
     assert infra_mutations(sandbox) == []
     manifest = json.loads((Path(out["evidence"]["folder"]) / "manifest.json").read_text())
     assert manifest["verdict"] == "fail"
+    # The checks as a Prefect table artifact of this flow run.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(manifest["flow_run_id"])])))
+    table = next(a for a in arts if a.key == "preflight-checks")
+    assert table.type == "table" and "rds.force_ssl" in str(table.data)
     assert {c["check"] for c in manifest["checks"] if c["verdict"] == "fail"} == set(out["failed"])
 
 
