@@ -6,19 +6,8 @@ back after the test, so other test modules see a clean sandbox.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from preflight_testlib import Drift
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _tmp_root_traversable(tmp_root):
-    """tests/conftest.py's tmp root is a mkdtemp (0700); as root, initdb runs as `postgres`,
-    which must traverse it. Autouse + session scope: this runs before `sandbox` starts."""
-    if os.geteuid() == 0:
-        os.chmod(tmp_root, 0o755)  # noqa: S103
-    yield
 
 
 @pytest.fixture(autouse=True)

@@ -41,16 +41,25 @@ def infra_mutations(sandbox) -> list[tuple[str, str]]:
 
 
 def prefect_logs(flow_run_ids: list[str]) -> str:
+    """Prefect's log lines and artifacts of these flow runs (what the UI shows)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.logging.handlers import APILogWorker
 
+    ids = [uuid.UUID(i) for i in flow_run_ids]
     APILogWorker.drain_all(timeout=5)
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[uuid.UUID(i) for i in flow_run_ids])))
-        artifacts = client.read_artifacts()
-    return "\n".join([lg.message for lg in logs] + [str(a.data) for a in artifacts])
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+    assert logs and artifacts, "expected Prefect logs and artifacts for these flow runs"
+    return "\n".join([lg.message for lg in logs]
+                     + [f"{a.description} {a.data}" for a in artifacts])
 
 
 def flow_run_ids(*folders: Path) -> list[str]:
