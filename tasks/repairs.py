@@ -47,13 +47,23 @@ from tasks.security_groups import (
 
 REPAIRS = ("secret", "sg", "exec")
 # Reads are retried; writes are not retried by Prefect (botocore retries only what is safe).
-READ_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3], "cache_policy": NO_CACHE,
-             "persist_result": False}
-WRITE_OPTS = {"cache_policy": NO_CACHE, "persist_result": False}
-
-
 class RepairError(RuntimeError):
     """The repair cannot be planned or applied safely; nothing was changed."""
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except (RepairError, LookupError, ValueError):
+        return False
+    except Exception:  # noqa: BLE001 - AWS/network trouble may be transient
+        return True
+    return False
+
+
+READ_OPTS = {"retries": 2, "retry_delay_seconds": [1, 3], "retry_condition_fn": _retry_transient,
+             "cache_policy": NO_CACHE, "persist_result": False}
+WRITE_OPTS = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 class RepairConflict(RepairError):

@@ -228,3 +228,23 @@ def test_dbcheck_missing_from_url_map(sandbox, drift):
     assert "/dbcheck" in c["detail"] and "/dbcheck" not in c["actual"]
     assert "/healthz" in c["actual"]
     assert "/dbcheck" not in c["evidence"]["flask_url_map_after"].split("\n")[1]
+
+
+def test_repair_refuses_a_stale_plan(sandbox, drift):
+    from tasks.repairs import RepairConflict, apply_secret, apply_sg, plan_secret, plan_sg
+
+    drift.sg_allow(cidr="0.0.0.0/0")
+    plan = plan_sg.fn(drift.ec2, sandbox.settings)
+    drift.sg_allow(cidr="10.0.0.0/8")  # someone changes the group after the plan was shown
+    rules = drift.inbound()
+    with pytest.raises(RepairConflict):
+        apply_sg.fn(drift.ec2, sandbox.settings, plan)
+    assert drift.inbound() == rules  # nothing changed
+
+    drift.secret(dbname="papyrus_old")
+    splan = plan_secret.fn(drift.sm, drift.rds, sandbox.settings)
+    assert json.dumps(splan).count(sandbox.db_password) == 0
+    doc = drift.secret(dbname="papyrus_older")
+    with pytest.raises(RepairConflict):
+        apply_secret.fn(drift.sm, drift.rds, sandbox.settings, splan)
+    assert drift.secret_doc() == doc
