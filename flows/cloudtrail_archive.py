@@ -14,8 +14,10 @@ from typing import Any
 
 from prefect import flow
 
+from artifacts.prefect_artifacts import progress
 from papyrus_ops.config import load_env
 from tasks.cloudtrail import (
+    PROGRESS_KEY,
     archive_slice,
     done_seconds,
     prepare_archive,
@@ -102,6 +104,9 @@ def cloudtrail_archive(
         base_events = int(cp["totals"].get("events", 0))
         span = max(1.0, window.seconds)
         base_fraction = done_seconds(cp, None, None) / span
+        progress(PROGRESS_KEY, base_fraction,
+                 f"cloudtrail: {window.mode} archive of {cp['window']['since']} .. "
+                 f"{cp['window']['until']}: {base_events} events so far")
         done = {s["index"] for s in cp["completed"]}
         for index in range(len(cp["slices"])):
             if index in done:
@@ -128,6 +133,8 @@ def cloudtrail_archive(
             "written_at": fmt(utcnow()),
         }, s3=s3)
         work.remove()
+    progress(PROGRESS_KEY, 1.0, f"cloudtrail: archived {summary['counts']['all']} events "
+             f"({summary['counts']['papyrus']} Papyrus)")
     logger.info("cloudtrail: archived %d events (%d Papyrus) to %s%s", summary["counts"]["all"],
                 summary["counts"]["papyrus"], published["s3_uri"] or published["folder"],
                 " (upload pending)" if published["pending"] else "")

@@ -69,6 +69,7 @@ TRANSIENT_CODES = THROTTLE_CODES | {
 }
 STATE_KEY = "docs/evidence/cloudtrail/state-{env}.json"
 ARCHIVE_KEY_PREFIX = "docs/evidence/"
+PROGRESS_KEY = "cloudtrail-archive-progress"
 
 log = logging.getLogger("papyrus.cloudtrail")
 
@@ -347,7 +348,7 @@ class Progress:
     """A log line and the Prefect progress artifact every `every` pages."""
 
     def __init__(self, cp: Mapping[str, Any], every: int, *, started: float, base_events: int,
-                 base_fraction: float, key: str = "cloudtrail-archive-progress"):
+                 base_fraction: float, key: str = PROGRESS_KEY):
         self.every = max(1, int(every))
         self.since = _epoch(cp["window"]["since"])
         self.until = _epoch(cp["window"]["until"])
@@ -361,10 +362,11 @@ class Progress:
     def fraction(self, done_seconds: float) -> float:
         return max(0.0, min(1.0, done_seconds / self.span))
 
-    def update(self, events: int, papyrus: int, done_seconds: float, label: str,
+    def update(self, pages: int, events: int, papyrus: int, done_seconds: float, label: str,
                force: bool = False) -> dict[str, Any]:
-        self.pages += 1
-        if not force and self.pages % self.every:
+        """Report when the run's page count `pages` is a multiple of `every` (or forced)."""
+        self.pages = pages
+        if not force and pages % self.every:
             return {}
         frac = self.fraction(done_seconds)
         elapsed = max(1e-6, time.time() - self.started)
@@ -523,7 +525,8 @@ def archive_slice_core(
                 checkpoint(final=False)
             if progress is not None:
                 frontier = dedupe.time if dedupe.time is not None else (end if more else start)
-                progress.update(int(totals.get("events", 0)) + pending["events"],
+                progress.update(int(totals.get("pages", 0)),
+                                int(totals.get("events", 0)) + pending["events"],
                                 int(totals.get("papyrus", 0)) + pending["papyrus"],
                                 done_seconds(cp, (start, end), frontier), label)
         checkpoint(final=True)
@@ -555,7 +558,25 @@ def resolve_papyrus_names(settings: Any, extra: list[str] | None = None,
         except Exception as exc:
             _logger().warning("cloudtrail: could not resolve security group ids (%s: %s); "
                               "matching on names only", type(exc).__name__, exc)
-    return names_from_settings(settings, extra or (), sg_ids).to_dict()
+    return names_from_settings(settings, [*configured_extra_names(settings), *(extra or ())],
+                               sg_ids).to_dict()
+
+
+def configured_extra_names(settings: Any) -> list[str]:
+    """``[cloudtrail] extra_names`` of the environment's config.toml (identifiers Settings
+    does not carry, e.g. the CI deploy role); [] when absent."""
+    import tomllib
+
+    folder = getattr(settings, "folder", None)
+    if folder is None:
+        return []
+    try:
+        raw = tomllib.loads((Path(folder) / "config.toml").read_text())
+    except (OSError, ValueError):
+        return []
+    values = raw.get("cloudtrail", {}).get("extra_names", [])
+    return [v for v in values if isinstance(v, str) and v.strip()] \
+        if isinstance(values, list) else []
 
 
 def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds: float,

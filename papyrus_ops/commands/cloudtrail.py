@@ -27,6 +27,8 @@ def register(app: typer.Typer) -> None:
             False, "--incremental", help="Start where the last archive ended."),
         max_rps: str | None = typer.Option(
             None, "--max-rps", help="LookupEvents requests per second (default 2)."),
+        extra_name: list[str] | None = typer.Option(
+            None, "--extra-name", help="One more Papyrus identifier for the filter (repeatable)."),
         no_resume: bool = typer.Option(
             False, "--no-resume", help="Discard an interrupted run instead of resuming it."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -49,7 +51,7 @@ def register(app: typer.Typer) -> None:
 
         kwargs: dict[str, Any] = {"env": env, "days": n_days, "since": since, "until": until,
                                   "incremental": incremental, "max_rps": rps,
-                                  "resume": not no_resume}
+                                  "resume": not no_resume, "extra_names": extra_name or None}
         try:
             result = cloudtrail_archive(**kwargs)
         except ArchiveInputError as e:

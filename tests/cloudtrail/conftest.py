@@ -53,6 +53,29 @@ class CtServer:
     endpoint: str
     faults: Faults
     registry: ct.StoreRegistry
+    sg_ids: dict[str, str]  # Papyrus security group name -> id, as EC2 knows them
+
+
+def _security_groups(endpoint: str) -> dict[str, str]:
+    """The two Papyrus security groups in moto's EC2 (the flow resolves their ids). This is
+    also the first EC2 call of the process, which costs moto seconds: paid here, once."""
+    from papyrus_ops.config import load_env
+
+    s = load_env("local")
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
+                       aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"])
+    names = [s.rds_security_group, s.task_security_group]
+    found = {g["GroupName"]: g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": names}])["SecurityGroups"]}
+    if len(found) < 2:
+        vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+        for name in names:
+            if name not in found:
+                found[name] = ec2.create_security_group(
+                    GroupName=name, Description="Papyrus (cloudtrail tests)",
+                    VpcId=vpc)["GroupId"]
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +87,8 @@ def ct_server():
     server = _FaultyServer(faults)
     server.start()
     host, port = server.get_host_and_port()
-    yield CtServer(f"http://{host}:{port}", faults, registry)
+    endpoint = f"http://{host}:{port}"
+    yield CtServer(endpoint, faults, registry, _security_groups(endpoint))
     server.stop()
     if previous is not None:
         ct.install(previous)
@@ -74,6 +98,7 @@ def ct_server():
 
 @dataclass
 class CtEnv:
+    sg_ids: dict[str, str]
     settings: Any
     store: ct.EventStore
     faults: Faults
@@ -112,5 +137,5 @@ def ct_env(ct_server, monkeypatch, tmp_path) -> CtEnv:
         for obj in page.get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=obj["Key"])
     store = ct_server.registry.get(ct.DEFAULT_ACCOUNT_ID, REGION)
-    return CtEnv(settings, store, ct_server.faults, s3, ct_server.endpoint,
+    return CtEnv(ct_server.sg_ids, settings, store, ct_server.faults, s3, ct_server.endpoint,
                  tmp_path / "evidence")

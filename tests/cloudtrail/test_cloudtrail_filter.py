@@ -117,3 +117,20 @@ def test_property_token_boundaries(prefix, suffix, name):
     text = prefix + suffix
     if not any(n.lower() in text.lower() for n in NAMES.names + NAMES.secrets):
         assert not FLT(rec({"x": text}))
+
+
+_chunks = st.one_of(
+    st.sampled_from(sorted(NAMES.names + NAMES.secrets)),
+    st.text(st.sampled_from(list("aZ09-_./:\\\"\n\t @é")), max_size=6),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_chunks, max_size=6), st.sampled_from(
+    ["requestParameters", "userAgent", "responseElements", "tlsDetails", "errorMessage"]))
+def test_fast_path_gives_the_same_answer(chunks, field):
+    """`check(record, line)` (substring prefilter on the serialised line) == `flt(record)`."""
+    r = rec(doc_extra={field: {"v": "".join(chunks)}})
+    text = json.dumps(r, separators=(",", ":"), ensure_ascii=False)
+    assert FLT.check(r, text) == FLT(r)
+    assert FLT.check(r, json.dumps(r)) == FLT(r)

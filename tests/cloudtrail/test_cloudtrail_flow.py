@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ct_support import EXTRA_NAMES, ids_of, read_lines
+from ct_support import EXTRA_NAMES, ids_of, papyrus_names, read_lines
+
+from sandbox import cloudtrail as ct
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -32,7 +34,13 @@ def test_full_archive(ct_env):
     from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames
 
     seeded = ct_env.seed(1500)
-    result = run(days=90, slice_hours=24 * 10)
+    # One event that names a Papyrus security group by id only (resolved through EC2).
+    sg_id = ct_env.sg_ids[ct_env.settings.rds_security_group]
+    sg_event = _sg_only_event(sg_id)
+    ct_env.store.add_event(sg_event)
+    seeded.append(ct.StoredEvent(sg_event["EventTime"], sg_event["EventId"], "", "", None,
+                                 "true", None, (), ""))
+    result = run(days=90, slice_hours=24 * 10, log_every=5)
     assert result["verdict"] == "success"
     all_path, pap_path = archive_paths(result)
     # Keys and names as the runbook has them.
@@ -57,9 +65,11 @@ def test_full_archive(ct_env):
     # …and, independently: the generator made exactly 10% Papyrus events, the others never
     # mention "papyrus"; every line of the Papyrus file mentions one of the names.
     with gzip.open(all_path, "rt") as f:
-        mentions = [json.loads(line)["EventId"] for line in f if "papyrus" in line.lower()]
+        mentions = [json.loads(line)["EventId"] for line in f
+                    if "papyrus" in line.lower() or sg_id in line]
     assert set(expected) == set(mentions)
-    assert len(expected) == round(len(seeded) * 0.1) == result["papyrus_events"]
+    assert sg_id in names.names and sg_event["EventId"] in expected
+    assert len(expected) == round(1500 * 0.1) + 1 == result["papyrus_events"]
     lowered = [n.lower() for n in names.names + names.secrets]
     with gzip.open(pap_path, "rt") as f:
         assert all(any(n in line.lower() for n in lowered) for line in f)
@@ -80,9 +90,34 @@ def test_full_archive(ct_env):
         key = manifest["key_prefix"] + f.name
         assert ct_env.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == f.read_bytes()
     assert result["api"]["duplicates"] == 0 and not result["upload_pending"]
+    # Prefect artifacts: the progress bar (at 100%) and the evidence summary.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["cloudtrail-archive-progress", "cloudtrail-evidence"])))
+    kinds = {a.key: a for a in arts}
+    assert set(kinds) == {"cloudtrail-archive-progress", "cloudtrail-evidence"}
+    assert kinds["cloudtrail-archive-progress"].data == 100.0
     # The work folder is gone; the state records the covered window.
     assert not (ct_env.root / "cloudtrail" / ".work" / "local" / "checkpoint.json").exists()
     assert result["state"]["covered_until"] == result["window"]["until"]
+
+
+def _sg_only_event(sg_id: str) -> dict:
+    t = int(time.time()) - 7200
+    doc = {"eventVersion": "1.09", "eventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                             time.gmtime(t)),
+           "eventSource": "ec2.amazonaws.com", "eventName": "DescribeSecurityGroupRules",
+           "awsRegion": "us-west-2", "userIdentity": {"type": "IAMUser", "userName": "alice"},
+           "requestParameters": {"DescribeSecurityGroupRulesRequest": {
+               "Filter": {"Name": "group-id", "Value": {"content": sg_id}}}},
+           "responseElements": None, "eventID": "0b5e7e57-5e9c-4d1d-9c1e-5ec9000000a1",
+           "readOnly": True, "eventType": "AwsApiCall"}
+    return {"EventId": doc["eventID"], "EventName": doc["eventName"], "ReadOnly": "true",
+            "EventTime": t, "EventSource": doc["eventSource"], "Username": "alice",
+            "Resources": [], "CloudTrailEvent": json.dumps(doc)}
 
 
 def _work(ct_env) -> Path:
@@ -90,8 +125,6 @@ def _work(ct_env) -> Path:
 
 
 def test_interrupted_run_resumes_with_the_same_content(ct_env, monkeypatch):
-    from sandbox import cloudtrail as ct
-
     seeded = ct_env.seed(1200)
     store = ct_env.store
     original = store.handle
@@ -122,7 +155,7 @@ def test_interrupted_run_resumes_with_the_same_content(ct_env, monkeypatch):
 
 
 def test_throttling_on_every_third_call_loses_nothing(ct_env):
-    seeded = ct_env.seed(600, days=20)
+    seeded = ct_env.seed(400, days=20)
     ct_env.faults.throttle("cloudtrail", "LookupEvents", times=None, every=3)
     result = run(days=21, slice_hours=24 * 7)
     served = ct_env.faults.served("cloudtrail")
@@ -135,10 +168,6 @@ def test_throttling_on_every_third_call_loses_nothing(ct_env):
 
 
 def test_incremental_archives_exactly_the_new_events(ct_env):
-    from ct_support import papyrus_names
-
-    from sandbox import cloudtrail as ct
-
     first_seed = ct_env.seed(400, days=4, now=time.time() - 5)
     first = run(days=5, incremental=True, slice_hours=48)
     assert first["mode"] == "incremental" and first["events"] == len(first_seed)
@@ -170,17 +199,29 @@ def _epoch(iso: str) -> float:
 
 def test_client_side_limit_holds_the_real_rate(ct_env, monkeypatch):
     """At the default 2 requests/s, against a store that throttles anything faster."""
+    from papyrus_ops.aws import client
+
     monkeypatch.delenv("PAPYRUS_CLOUDTRAIL_MAX_RPS")
-    ct_env.seed(150, days=2)
+    ct_env.seed(250, days=2)
     ct_env.store.set_rate_limit(2.0, burst=2)
-    t0 = time.monotonic()
-    result = run(days=3, slice_hours=24)
-    elapsed = time.monotonic() - t0
-    stamps = list(ct_env.store.call_times)
-    assert result["events"] == 150
-    assert ct_env.store.throttled == 0  # never above 2/s, so never throttled
-    assert len(stamps) >= 5 and elapsed >= (len(stamps) - 1) / 2.0 - 0.05
-    assert min(b - a for a, b in zip(stamps, stamps[1:], strict=False)) >= 0.4
+    sent: list[float] = []  # when botocore sends each LookupEvents (the flow's own client)
+    hook = client("cloudtrail", ct_env.settings.region).meta.events
+    record = lambda **_: sent.append(time.monotonic())  # noqa: E731
+    hook.register("before-send.cloudtrail.LookupEvents", record)
+    try:
+        result = run(days=3, slice_hours=24)
+    finally:
+        hook.unregister("before-send.cloudtrail.LookupEvents", record)
+    arrived = list(ct_env.store.call_times)
+    assert result["events"] == 250
+    gaps = [round(b - a, 3) for a, b in zip(sent, sent[1:], strict=False)]
+    assert len(sent) == len(arrived) >= 6, (sent, arrived)
+    # The limiter's slots are 0.5 s apart; a send can only be late, never early, so any two
+    # sends k calls apart are at least about k/2 s apart.
+    assert (sent[-1] - sent[0]) >= (len(sent) - 1) / 2.0 - 0.05, gaps
+    assert min(b - a for a, b in zip(sent, sent[2:], strict=False)) >= 1.0 - 0.1, gaps
+    # And the store (2/s, burst 2) never had to throttle.
+    assert ct_env.store.throttled == 0, gaps
 
 
 def test_killed_run_resumes(ct_env, tmp_path):
