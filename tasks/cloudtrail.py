@@ -484,10 +484,30 @@ def archive_slice_core(
                             "first": slice_first, "last": slice_last, **counts}
         work.save(cp)
 
+    restarts = 0
+
+    def pages() -> Iterator[tuple[list[dict[str, Any]], bool]]:
+        """The slice's pages; an expired NextToken restarts the query at the frontier (the
+        same way a resume does) instead of failing the slice."""
+        nonlocal ceiling, written_at_ceiling, restarts
+        q_end = query_end
+        while True:
+            try:
+                yield from lookup_pages(client, query_start, q_end, limiter, stats,
+                                        page_size=page_size, patience_seconds=patience_seconds)
+                return
+            except ClientError as exc:
+                if error_code(exc) != "InvalidNextTokenException" or restarts >= 3:
+                    raise
+                restarts += 1
+                if dedupe.time is not None:
+                    ceiling, written_at_ceiling = dedupe.time, frozenset(dedupe.ids)
+                    q_end = dt.datetime.fromtimestamp(math.ceil(ceiling), UTC)
+                _logger().warning("cloudtrail: %s: NextToken rejected (%s); restarting the "
+                                  "query at %s", label, error_code(exc), fmt(ceiling))
+
     try:
-        for events, more in lookup_pages(client, query_start, query_end, limiter, stats,
-                                         page_size=page_size,
-                                         patience_seconds=patience_seconds):
+        for events, more in pages():
             for ev in events:
                 t = _epoch(ev["EventTime"])
                 eid = ev["EventId"]

@@ -41,20 +41,31 @@ class FakeCloudTrail:
     """`lookup_events` as botocore returns it (EventTime a datetime), straight from a store.
 
     fail_after: raise `error` on the call after that many calls (once, then it is cleared).
+    expire_token_at: reject the Nth request carrying a NextToken (InvalidNextTokenException).
     repeat_last: re-send each page's last event at the head of the next page (a duplicate
     at a page boundary, as an offset-paginated API under appends would).
     """
 
     def __init__(self, store: ct.EventStore, *, fail_after: int | None = None,
-                 error: Exception | None = None, repeat_last: bool = False):
+                 error: Exception | None = None, repeat_last: bool = False,
+                 expire_token_at: int | None = None):
         self.store = store
         self.calls = 0
         self.fail_after = fail_after
         self.error = error or RuntimeError("injected failure")
         self.repeat_last = repeat_last
         self._carry: dict | None = None
+        self.expire_token_at = expire_token_at  # the Nth call with a NextToken is rejected
+        self.token_calls = 0
 
     def lookup_events(self, **kw: Any) -> dict:
+        if self.expire_token_at is not None and kw.get("NextToken"):
+            self.token_calls += 1
+            if self.token_calls == self.expire_token_at:
+                from botocore.exceptions import ClientError
+
+                raise ClientError({"Error": {"Code": "InvalidNextTokenException",
+                                             "Message": "expired"}}, "LookupEvents")
         if self.fail_after is not None and self.calls >= self.fail_after:
             self.fail_after = None
             raise self.error

@@ -178,6 +178,14 @@ def test_resume_after_a_crash_yields_the_same_content(tmp_path, fail_after):
         ids_of(WorkDir(tmp_path / "ref").papyrus_path))
 
 
+def test_expired_next_token_restarts_at_the_frontier(tmp_path):
+    store = history(500, days=1)
+    cp = run_archive(tmp_path / "w", FakeCloudTrail(store, expire_token_at=3),
+                     w=window(1.0))
+    ids = ids_of(WorkDir(tmp_path / "w").events_path)
+    assert len(ids) == len(set(ids)) == 500 == cp["totals"]["events"]
+
+
 def test_other_request_discards_the_checkpoint(tmp_path):
     store = history(300)
     root = tmp_path / "w"

@@ -125,7 +125,7 @@ _chunks = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_chunks, max_size=6), st.sampled_from(
     ["requestParameters", "userAgent", "responseElements", "tlsDetails", "errorMessage"]))
 def test_fast_path_gives_the_same_answer(chunks, field):

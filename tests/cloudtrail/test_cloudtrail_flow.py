@@ -155,7 +155,7 @@ def test_interrupted_run_resumes_with_the_same_content(ct_env, monkeypatch):
 
 
 def test_throttling_on_every_third_call_loses_nothing(ct_env):
-    seeded = ct_env.seed(400, days=20)
+    seeded = ct_env.seed(250, days=20)
     ct_env.faults.throttle("cloudtrail", "LookupEvents", times=None, every=3)
     result = run(days=21, slice_hours=24 * 7)
     served = ct_env.faults.served("cloudtrail")
