@@ -31,7 +31,9 @@ from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 from sandbox.ecs_tasks import resolve_secret
 from sandbox.postgres import LocalPostgres, free_port
 
-REGION = "us-west-2"
+# Not the session sandbox's region: moto's backends are per process, and the session sandbox
+# (tests/conftest.py) runs its own ECS runtime for us-west-2 in this same process.
+REGION = "eu-central-1"
 ACCOUNT = "123456789012"
 RDS_HOST = "papyrus-prd.aaaaaaaaaa.us-west-2.rds.amazonaws.com"
 PASSWORD = "CANARY-ecs-pw-5d1e-PAPYRUS"
