@@ -113,7 +113,7 @@ def _token(draw):
         inner = body.replace("$", "")  # cannot contain its own closing tag
         return f"${tag}${inner}${tag}$"
     if kind == 5:
-        return "/* " + body.replace("*/", "").replace("/*", "") + " */"
+        return "/* " + body.replace("*", "").replace("/", "") + " */"  # no "*/" can re-form
     return "-- " + body.replace("\n", " ") + "\n"
 
 
