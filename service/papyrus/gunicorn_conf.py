@@ -4,6 +4,7 @@ Command: gunicorn --config python:papyrus.gunicorn_conf papyrus.wsgi:app
 """
 
 import os
+import sys
 
 bind = os.environ.get("PAPYRUS_BIND", "0.0.0.0:5000")
 workers = int(os.environ.get("PAPYRUS_WORKERS", "2"))
@@ -28,3 +29,19 @@ def worker_exit(server, worker):
         from papyrus import db
 
         db.dispose_engine(app)
+
+
+def on_starting(server):
+    # The startup check runs once here, in the master, before any worker forks: a secret the
+    # database rejects then exits 3 whatever the worker count (when two workers fail to boot at
+    # once, gunicorn's arbiter sometimes dies in its own halt() and exits 1 instead).
+    if os.environ.get("PAPYRUS_DB_STARTUP_CHECK") != "1":
+        return
+    from papyrus import create_app, db
+
+    try:
+        db.startup_check(create_app())
+    except db.DatabaseRejected as exc:
+        server.log.error("%s", exc)
+        sys.exit(3)
+    os.environ["PAPYRUS_DB_STARTUP_CHECKED"] = "1"  # the workers need not repeat it

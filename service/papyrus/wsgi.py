@@ -13,8 +13,10 @@ if _gunicorn_log.handlers:
     app.logger.handlers = _gunicorn_log.handlers
     app.logger.setLevel(_gunicorn_log.level)
 
-if os.environ.get("PAPYRUS_DB_STARTUP_CHECK") == "1":
+if (os.environ.get("PAPYRUS_DB_STARTUP_CHECK") == "1"
+        and os.environ.get("PAPYRUS_DB_STARTUP_CHECKED") != "1"):
     # A secret the database rejects raises here: the worker fails to boot and gunicorn
     # exits 3 (WORKER_BOOT_ERROR), so ECS sees a crash instead of a task serving 503s.
     # An unreachable database only logs a warning: an outage is not a misconfiguration.
+    # Under papyrus.gunicorn_conf the master already did this check (on_starting).
     db.startup_check(app)

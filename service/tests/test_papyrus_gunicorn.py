@@ -26,15 +26,21 @@ def assert_no_secrets(text: str) -> None:
 
 
 def test_rejected_configuration_exits_3(pg, gunicorn):
-    started = {  # both boot in parallel
-        "authentication failed": gunicorn(env_for({**pg.secret_dict(), "password": WRONG_PW})),
-        "database does not exist": gunicorn(env_for({**pg.secret_dict(), "dbname": "drifted"})),
-    }
-    for reason, g in started.items():
+    # The check runs in gunicorn's master before any worker forks, so the exit code is 3
+    # whatever the worker count (the Dockerfile runs 2; with 2 workers failing in the workers,
+    # gunicorn 27 sometimes exited 1).
+    started = [  # all boot in parallel
+        ("authentication failed", 2, {**pg.secret_dict(), "password": WRONG_PW}),
+        ("database does not exist", 2, {**pg.secret_dict(), "dbname": "drifted"}),
+        ("database does not exist", 1, {**pg.secret_dict(), "dbname": "drifted"}),
+        ("authentication failed", 4, {**pg.secret_dict(), "password": WRONG_PW}),
+    ]
+    procs = [(reason, gunicorn(env_for(secret) | {"PAPYRUS_WORKERS": str(workers)}))
+             for reason, workers, secret in started]
+    for reason, g in procs:
         assert g.wait_exit() == 3, reason
         out = g.output()
         assert f"database rejected the configuration: {reason}" in out
-        assert "Reason: Worker failed to boot." in out
         assert_no_secrets(out)
 
 
