@@ -461,7 +461,6 @@ def archive_slice_core(
     label = f"slice {index + 1}/{len(cp['slices'])} [{since_s}, {until_s})"
 
     def checkpoint(final: bool) -> None:
-        nonlocal cp
         off_e, off_p = events_w.commit(), papyrus_w.commit()
         for k, v in pending.items():
             _bump(totals, k, v)

@@ -149,7 +149,10 @@ class WorkDir:
         """A fresh run: empty files and the initial checkpoint."""
         self.root.mkdir(parents=True, exist_ok=True)
         for p in (self.events_path, self.papyrus_path):
-            with open(p, "wb") as f:
+            # Unlink first: a finished run's files may be hard-linked into its evidence bundle,
+            # and opening them for writing would truncate the evidence.
+            p.unlink(missing_ok=True)
+            with open(p, "xb") as f:
                 f.flush()
                 os.fsync(f.fileno())
         cp = {**cp, "offsets": {"events": 0, "papyrus": 0}}

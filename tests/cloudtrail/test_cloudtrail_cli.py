@@ -36,7 +36,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+@pytest.mark.parametrize("args, message", BAD,
+                         ids=[f"{i}-{' '.join(a)[:20]}" if "20" not in " ".join(a)
+                              else f"{i}-{a[0]}" for i, (a, _) in enumerate(BAD)])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
     root = tmp_path / "evidence"
     monkeypatch.setenv("PAPYRUS_EVIDENCE_ROOT", str(root))
