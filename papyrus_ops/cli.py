@@ -101,6 +101,10 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # Run the canonical module's app: command modules register on `papyrus_ops.cli`, and under
+    # `python -m` this file is also loaded a second time as `__main__`.
+    from papyrus_ops.cli import main as canonical_main
+
+    canonical_main()
 
 

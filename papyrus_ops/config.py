@@ -10,6 +10,7 @@ valid JSON).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -131,6 +132,8 @@ def load_env(env: str) -> Settings:
     for section, key, field, typ, required in _SCHEMA:
         where = f"{path} [{section}] {key}"
         sect = raw.get(section, {})
+        if not isinstance(sect, dict):
+            raise ConfigError(f"{path} [{section}]: expected a table, got {type(sect).__name__}")
         if key not in sect:
             if required:
                 raise ConfigError(f"{where}: missing")
@@ -156,7 +159,8 @@ def load_env(env: str) -> Settings:
         raise ConfigError(f"{path} [probe] base_url: required when mode = 'url'")
     if values["container_port"] <= 0 or values["container_port"] > 65535:
         raise ConfigError(f"{path} [ecs] container_port: out of range")
-    if values["deploy_poll_seconds"] <= 0 or values["deploy_timeout_seconds"] <= 0:
+    if not all(math.isfinite(values[k]) and values[k] > 0
+               for k in ("deploy_poll_seconds", "deploy_timeout_seconds")):
         raise ConfigError(f"{path} [deploy]: timeout_seconds and poll_seconds must be positive")
     if values["env_file"] and not Path(values["env_file"]).is_absolute():
         values["env_file"] = str(ROOT / values["env_file"])

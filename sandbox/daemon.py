@@ -79,7 +79,7 @@ def up(state: Path = DEFAULT_STATE, timeout: float = 120) -> dict:
     raise RuntimeError(f"sandbox did not come up within {timeout:.0f}s; see {log.name}")
 
 
-def down(state: Path = DEFAULT_STATE, timeout: float = 30) -> list[int]:
+def down(state: Path = DEFAULT_STATE, timeout: float = 60) -> list[int]:
     """Stop the sandbox and every process it recorded; returns the pids that were stopped."""
     info = read_state(state)
     if not info:
@@ -90,10 +90,12 @@ def down(state: Path = DEFAULT_STATE, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
-    for pid in pids:  # whatever ignored SIGTERM
+    for pid in pids:  # whatever outlived SIGTERM, with its process group (gunicorn workers)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL) if pid == pids[0] else os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
     for stale in ("env", "sandbox.json"):
         (state / stale).unlink(missing_ok=True)
     return pids

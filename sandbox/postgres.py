@@ -143,7 +143,7 @@ class LocalPostgres:
             for parent in self.base_dir.resolve().parents:
                 mode = parent.stat().st_mode
                 if not mode & 0o001:
-                    os.chmod(parent, mode | 0o011)
+                    os.chmod(parent, mode | 0o011)  # noqa: S103 - traverse only
         if (self.data_dir / "PG_VERSION").exists():
             return
         self.socket_dir.mkdir(exist_ok=True)

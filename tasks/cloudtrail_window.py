@@ -47,7 +47,10 @@ def parse_utc(value: Any, what: str = "time") -> dt.datetime:
             f"{what}: {value!r} is not an ISO-8601 UTC time (e.g. 2025-09-10T00:00:00Z)")
     if d.tzinfo is None:
         d = d.replace(tzinfo=UTC)
-    return d.astimezone(UTC)
+    try:
+        return d.astimezone(UTC)
+    except OverflowError:  # an offset at the edge of the calendar
+        raise ArchiveInputError(f"{what}: {value!r} is out of range") from None
 
 
 def fmt(d: dt.datetime | float | None) -> str | None:

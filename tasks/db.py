@@ -94,7 +94,7 @@ def parse_db_secret(text: Any, secret_id: str) -> DbSecret:
                             f"{', '.join(REQUIRED_KEYS)})")
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         # It may be a bare password pasted in the wrong place: keep it out of every log.
         REDACTOR.add(text.strip())
         raise DbSecretError(f"{where}: not valid JSON (expected an object with "
@@ -111,7 +111,7 @@ def parse_db_secret(text: Any, secret_id: str) -> DbSecret:
         if not isinstance(doc[key], str) or not doc[key].strip():
             raise DbSecretError(f"{where}: key {key} must be a non-empty string")
     port = doc["port"]
-    if isinstance(port, str) and port.strip().isdigit():
+    if isinstance(port, str) and re.fullmatch(r"[0-9]{1,5}", port.strip()):
         port = int(port.strip())
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise DbSecretError(f"{where}: key port must be an integer 1-65535")
@@ -187,6 +187,11 @@ def connect_params(secret: DbSecret, settings: Settings, *, dbname: str | None =
     if settings.db_hostaddr:
         params["hostaddr"] = settings.db_hostaddr
     params.update(extra)
+    # Always over TLS: no keyword may talk a connection down to plaintext or weaker checks.
+    if params.get("sslmode") not in ("require", "verify-ca", "verify-full"):
+        raise ValueError(f"sslmode {params.get('sslmode')!r} refused: connections use TLS")
+    if settings.db_ssl_root_cert and params["sslmode"] != "verify-full":
+        params["sslmode"] = "verify-full"
     return params
 
 

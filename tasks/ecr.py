@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from botocore.exceptions import ClientError
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.image_ref import parse_image_ref
 
@@ -26,7 +27,7 @@ class PinnedImage:
         return asdict(self)
 
 
-@task(name="pin-image-digest", retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="pin-image-digest", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
 def pin_image(ecr, requested: str, repository: str, region: str) -> PinnedImage:
     """Resolve `requested` in ECR; refuse anything that cannot be resolved."""
     ref = parse_image_ref(requested, repository)

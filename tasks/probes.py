@@ -12,6 +12,7 @@ import time
 
 import httpx
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from papyrus_ops.config import Settings
 from tasks.rollout import _tasks
@@ -67,7 +68,7 @@ class ProbeFailed(RuntimeError):
         self.status, self.record = status, record
 
 
-@task(name="probe-healthz", retries=5, retry_delay_seconds=[0.5, 1, 2, 4, 8])
+@task(name="probe-healthz", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[0.5, 1, 2, 4, 8])
 def probe_healthz(base_url: str) -> dict:
     rec = _get(f"{base_url}/healthz")
     if rec["status"] != 200:
@@ -75,7 +76,7 @@ def probe_healthz(base_url: str) -> dict:
     return rec
 
 
-@task(name="probe-dbcheck", retries=3, retry_delay_seconds=[1, 2, 4],
+@task(name="probe-dbcheck", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4],
       retry_condition_fn=_retry_if_nothing_happened)
 def probe_dbcheck(base_url: str, token: str) -> dict:
     rec = _get(f"{base_url}/dbcheck", {"Authorization": f"Bearer {token}"}, timeout=15)
@@ -86,7 +87,7 @@ def probe_dbcheck(base_url: str, token: str) -> dict:
     return rec
 
 
-@task(name="read-probe-token", retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="read-probe-token", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
 def read_probe_token(sm, s: Settings) -> str:
     """The /dbcheck bearer token, registered with the redactor before anyone can print it."""
     from artifacts.redact import REDACTOR

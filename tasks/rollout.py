@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from papyrus_ops.config import Settings
 from tasks.logs import run_logger
@@ -58,7 +59,8 @@ def primary(service: dict) -> dict:
     return next(d for d in service["deployments"] if d["status"] == "PRIMARY")
 
 
-@task(name="read-current-deployment", retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="read-current-deployment", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=[1, 2, 4])
 def read_current(ecs, s: Settings) -> dict:
     """What runs now: remembered so a rollback returns to it (not "revision minus one")."""
     svc = describe_service(ecs, s)
@@ -69,7 +71,7 @@ def read_current(ecs, s: Settings) -> dict:
                             if d.get("rolloutState") == "IN_PROGRESS"]}
 
 
-@task(name="update-service", retries=2, retry_delay_seconds=[2, 5])
+@task(name="update-service", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5])
 def update_service(ecs, s: Settings, task_definition: str, not_before: float) -> dict:
     """Start our deployment. A retry after a lost response finds it instead of starting another."""
     svc = describe_service(ecs, s)
@@ -126,7 +128,7 @@ def failure_reason(head: str, stopped: list[dict]) -> str:
             f"'{first['stopped_reason']}', exit code(s) {', '.join(codes) or 'none'}")
 
 
-@task(name="wait-for-verdict")
+@task(name="wait-for-verdict", cache_policy=NO_CACHE)
 def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
                      digest: str | None, timeout: float, poll: float, since: float = 0.0,
                      clock: Callable[[], float] = time.monotonic) -> dict:
@@ -187,7 +189,7 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
         time.sleep(poll)
 
 
-@task(name="roll-back", retries=1, retry_delay_seconds=5)
+@task(name="roll-back", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     """Back to what was PRIMARY before this deploy. If ECS's circuit breaker already did it,
     only wait for that rollback; otherwise start one."""

@@ -11,6 +11,7 @@ import difflib
 import json
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from papyrus_ops.config import Settings, render_template
 
@@ -98,7 +99,8 @@ def diff_text(current: dict | None, desired: dict, current_label: str) -> str:
     return "\n".join(lines) if lines else "(no change)"
 
 
-@task(name="register-task-definition", retries=3, retry_delay_seconds=[1, 2, 4])
+@task(name="register-task-definition", cache_policy=NO_CACHE, retries=3,
+      retry_delay_seconds=[1, 2, 4])
 def register_task_definition(ecs, desired: dict, candidates: list[str]) -> dict:
     """Register `desired` unless an existing revision among `candidates` (the PRIMARY's and the
     family's latest) already equals it — so a re-run or a retry never adds a duplicate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import typer
 
@@ -19,6 +20,21 @@ def run_flow_state(flow_fn, **params) -> dict:
     return result
 
 
+def _seconds(option: str, text: str | None, low: float, high: float) -> float | None:
+    """A finite number of seconds within [low, high]; anything else is one-line bad input."""
+    from papyrus_ops.cli import fail
+
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or not low <= value <= high:
+        fail(f"{option} must be a number of seconds from {low:g} to {high:g}, got {text!r}")
+    return value
+
+
 def register(app) -> None:
     from papyrus_ops.cli import EnvOpt, fail, prepare
 
@@ -28,15 +44,16 @@ def register(app) -> None:
                                   help="tag, repo:tag, repo@sha256:…, or full ECR URI"),
         env: str = EnvOpt,
         plan: bool = typer.Option(False, "--plan", help="Show the plan and diff; change nothing."),
-        timeout: float = typer.Option(None, "--timeout", min=1,
-                                      help="Seconds to wait for a verdict."),
-        poll: float = typer.Option(None, "--poll", min=0.1, help="Seconds between polls."),
+        timeout: str = typer.Option(None, "--timeout", help="Seconds to wait for a verdict."),
+        poll: str = typer.Option(None, "--poll", help="Seconds between polls."),
         no_rollback: bool = typer.Option(False, "--no-rollback"),
         skip_preflight: bool = typer.Option(False, "--skip-preflight"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Deploy an image to the environment's ECS service and judge the result."""
         settings = prepare(env)
+        timeout_s = _seconds("--timeout", timeout, 1, 24 * 3600)
+        poll_s = _seconds("--poll", poll, 0.1, 600)
         from tasks.image_ref import parse_image_ref
 
         try:
@@ -45,8 +62,8 @@ def register(app) -> None:
             fail(str(e))
         from flows.deploy import deploy
 
-        result = run_flow_state(deploy, env=env, image=image, plan=plan, timeout_seconds=timeout,
-                                poll_seconds=poll, rollback=not no_rollback,
+        result = run_flow_state(deploy, env=env, image=image, plan=plan, timeout_seconds=timeout_s,
+                                poll_seconds=poll_s, rollback=not no_rollback,
                                 skip_preflight=skip_preflight)
         if as_json:
             typer.echo(json.dumps(result, indent=2, default=str))

@@ -39,8 +39,11 @@ def on_starting(server):
         return
     from papyrus import create_app, db
 
+    app = create_app()
+    app.logger.handlers = server.log.error_log.handlers  # our lines in gunicorn's stream
+    app.logger.setLevel(server.log.error_log.level)
     try:
-        db.startup_check(create_app())
+        db.startup_check(app)
     except db.DatabaseRejected as exc:
         server.log.error("%s", exc)
         sys.exit(3)

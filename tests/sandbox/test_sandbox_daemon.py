@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -55,5 +56,8 @@ def test_up_serves_the_seeded_service_and_down_leaves_nothing(tmp_path):
     finally:
         down = _cli(state, "down")
     assert down.returncode == 0, down.stderr
+    deadline = time.monotonic() + 15  # a SIGKILLed process may take a moment to be reaped
+    while _processes_using(state) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _processes_using(state) == []
     assert _cli(state, "status").returncode == 1

@@ -1,0 +1,156 @@
+"""`papyrus-ops prefect up|register|status|down`: a local Prefect for UI-triggered runs.
+
+    papyrus-ops sandbox up                # the stand-in for AWS (writes .sandbox/env)
+    papyrus-ops prefect up                # server on http://127.0.0.1:4200 + process worker
+    papyrus-ops prefect register          # work pool if missing + `prefect deploy --all`
+    papyrus-ops prefect down              # stop everything `up` started, by pid
+
+State (pids, logs, Prefect homes) lives in `.prefect/` (or `$PAPYRUS_PREFECT_DIR`). Exit 0 on
+success; 1 when a process would not start or registration failed; 2 bad input (one line).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+prefect_app = typer.Typer(no_args_is_help=True,
+                          help="A local Prefect server + `papyrus-local` worker (sandbox).")
+
+StateOpt = typer.Option(None, "--state-dir",
+                        help="Where pids, logs and Prefect homes go (default .prefect/).")
+
+
+def _state(state_dir: Path | None) -> Path:
+    from papyrus_ops import prefect_local
+
+    return Path(state_dir) if state_dir else prefect_local.DEFAULT_STATE
+
+
+@prefect_app.command("up")
+def up_cmd(
+    port: int = typer.Option(4200, "--port", min=0, max=65535,
+                             help="Server port on 127.0.0.1 (0 = any free port)."),
+    env_file: Path = typer.Option(
+        None, "--env-file",
+        help="Variables for the worker (default: the sandbox's env file, .sandbox/env)."),
+    timeout: float = typer.Option(180, "--timeout", min=1,
+                                  help="Seconds to wait for the server and the worker."),
+    register: bool = typer.Option(False, "--register",
+                                  help="Also register prefect.yaml's deployments (as "
+                                       "`papyrus-ops prefect register`), while the worker "
+                                       "starts."),
+    state_dir: Path = StateOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Start a Prefect server on 127.0.0.1 and a process worker for `papyrus-local`."""
+    from papyrus_ops import prefect_local
+    from papyrus_ops.cli import fail
+    from sandbox import daemon
+
+    path = env_file or (daemon.DEFAULT_STATE / "env")
+    if not path.is_file():
+        fail(f"no env file {path}: the worker needs the sandbox's variables; run "
+             "`papyrus-ops sandbox up` first (or pass --env-file)")
+    try:
+        env = prefect_local.read_env_file(path)
+    except OSError as e:
+        fail(f"cannot read {path}: {e}")
+    if "AWS_ENDPOINT_URL" not in env:
+        fail(f"{path} has no AWS_ENDPOINT_URL: not a sandbox env file")
+    try:
+        info = prefect_local.up(_state(state_dir), port=port, sandbox_env=env, env_file=path,
+                                timeout=timeout,
+                                register_file=prefect_local.PREFECT_FILE if register else None)
+    except prefect_local.PrefectLocalError as e:
+        typer.echo(f"papyrus-ops: error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        if info.get("registered"):
+            info["registered"].pop("output", None)
+        typer.echo(json.dumps(info, indent=2))
+        return
+    again = " (already running)" if info.get("already_running") else ""
+    typer.echo(f"prefect server{again}: {info['ui_url']} (pid {info['server']['pid']})")
+    typer.echo(f"worker: pool {info['pool']} (pid {info['worker']['pid']}), "
+               f"AWS_ENDPOINT_URL={info.get('sandbox_endpoint')}")
+    typer.echo(f"PREFECT_API_URL={info['api_url']}")
+    if info.get("registered"):
+        _print_registered(info["registered"], info["api_url"])
+    else:
+        typer.echo("next: papyrus-ops prefect register")
+
+
+def _print_registered(result: dict, url: str) -> None:
+    from papyrus_ops import prefect_local
+
+    if result["work_pool_created"]:
+        typer.echo(f"work pool {prefect_local.POOL} created (process)")
+    for d in result["deployments"]:
+        limit = (f", concurrency {d['concurrency_limit']} {d['collision_strategy'] or ''}"
+                 .rstrip() if d["concurrency_limit"] else "")
+        crons = "".join(f", cron {s.get('cron')} {s.get('timezone') or ''}".rstrip()
+                        for s in d["schedules"] if s.get("cron"))
+        typer.echo(f"registered {d['name']} (pool {d['work_pool']}{limit}{crons})")
+    typer.echo(f"UI: {url.removesuffix('/api')}/deployments")
+
+
+@prefect_app.command("register")
+def register_cmd(
+    api_url: str = typer.Option(None, "--api-url",
+                                help="Another Prefect API (default: the one `up` started)."),
+    prefect_file: Path = typer.Option(None, "--prefect-file", help="Default: prefect.yaml."),
+    state_dir: Path = StateOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create the `papyrus-local` work pool if missing and register prefect.yaml's deployments."""
+    from papyrus_ops import prefect_local
+    from papyrus_ops.cli import fail
+
+    state = _state(state_dir)
+    pfile = prefect_file or prefect_local.PREFECT_FILE
+    if not Path(pfile).is_file():
+        fail(f"no such file: {pfile}")
+    try:
+        url = api_url or prefect_local.api_url_of(state)
+    except prefect_local.PrefectLocalError as e:
+        fail(str(e))
+    try:
+        result = prefect_local.register(url, prefect_file=pfile, state=state)
+    except prefect_local.PrefectLocalError as e:
+        typer.echo(f"papyrus-ops: error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2))
+        return
+    _print_registered(result, url)
+
+
+@prefect_app.command("status")
+def status_cmd(state_dir: Path = StateOpt) -> None:
+    """What `up` started, and whether it still runs (exit 1 when not running)."""
+    from papyrus_ops import prefect_local
+
+    info = prefect_local.read_state(_state(state_dir))
+    if not info:
+        typer.echo("local prefect not running")
+        raise typer.Exit(1)
+    typer.echo(json.dumps(info, indent=2))
+    if not (info["server"]["running"] and (info.get("worker") or {}).get("running")):
+        raise typer.Exit(1)
+
+
+@prefect_app.command("down")
+def down_cmd(state_dir: Path = StateOpt) -> None:
+    """Stop the worker (and any flow run it started) and the server; nothing left behind."""
+    from papyrus_ops import prefect_local
+
+    pids = prefect_local.down(_state(state_dir))
+    typer.echo(f"local prefect down ({len(pids)} processes stopped)" if pids
+               else "local prefect not running")
+
+
+def register(app) -> None:
+    app.add_typer(prefect_app, name="prefect")
