@@ -16,12 +16,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from papyrus_ops.config import ROOT
 
@@ -31,6 +34,11 @@ WORKER_NAME = "papyrus-local-worker"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
 PREFECT_FILE = ROOT / "prefect.yaml"
+# The server's database. PostgreSQL by default: with SQLite, a UI request that writes while
+# flow runs write (task states, events, logs) gets "database is locked" -> 503, which the
+# Python client retries but the UI shows as "Oops. Something went wrong." (measured here).
+DATABASES = ("postgres", "sqlite")
+PROCESSES = ("worker", "server", "postgres")  # the order `down` stops them in
 
 TELEMETRY_OFF = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -125,7 +133,9 @@ def _free_port() -> int:
 
 
 def _port_in_use(port: int) -> bool:
+    """Something listens there (connections in TIME_WAIT do not count, as for uvicorn)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -195,7 +205,9 @@ def read_state(state: Path = DEFAULT_STATE) -> dict | None:
         info = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    for name in ("server", "worker"):
+    for name in PROCESSES:
+        if name == "postgres" and not info.get(name):
+            continue
         proc = info[name] = info.get(name) or {}
         proc["running"] = bool(proc.get("pid")) and is_same_process(int(proc["pid"]),
                                                                     proc.get("start"))
@@ -248,14 +260,60 @@ def _wait_worker(api_url: str, proc: subprocess.Popen, log: Path, timeout: float
                             f"see {log}:\n" + _tail(log))
 
 
+def _postgres(state: Path, password: str | None = None):
+    """The server's PostgreSQL in `<state>/postgres` (SSL, a password role `prefect`); a
+    cluster from an earlier `up` keeps its port, so its history survives `down`/`up`."""
+    from sandbox.postgres import LocalPostgres
+
+    base = Path(state) / "postgres"
+    conf = base / "data" / "postgresql.conf"
+    ports = re.findall(r"^port = (\d+)", conf.read_text(), re.M) if conf.exists() else []
+    return LocalPostgres(base_dir=base, port=int(ports[-1]) if ports else 0, dbname="prefect",
+                         app_user="prefect",
+                         app_password=password or secrets.token_urlsafe(24))
+
+
+def _start_postgres(state: Path) -> tuple[dict, str]:
+    """Start it; returns its state record and the server's connection URL (never stored)."""
+    pg = _postgres(state)
+    if not pg.is_running() and (pg.data_dir / "PG_VERSION").exists() and _port_in_use(pg.port):
+        raise PrefectLocalError(f"port {pg.port} of the Prefect database ({pg.base_dir}) is "
+                                "taken by another process: free it, or remove that folder")
+    try:
+        pg.start()  # the role's password is (re)set on every start
+    except (subprocess.CalledProcessError, RuntimeError) as e:
+        raise PrefectLocalError(f"PostgreSQL for the Prefect server did not start ({e}); "
+                                f"see {pg.log_file}, or use --db sqlite") from None
+    pid = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    url = (f"postgresql+asyncpg://{pg.app_user}:{quote(pg.app_password, safe='')}"
+           f"@{HOST}:{pg.port}/{pg.dbname}?ssl=require")
+    return {"pid": pid, "start": start_time(pid), "port": pg.port,
+            "base_dir": str(pg.base_dir)}, url
+
+
+def _stop_postgres(record: dict) -> list[int]:
+    from sandbox.postgres import LocalPostgres
+
+    pid, started = int(record["pid"]), record.get("start")
+    if not is_same_process(pid, started):
+        return []
+    tree = [pid, *(p for p, _ in descendants(pid))]
+    LocalPostgres(base_dir=Path(record["base_dir"]), port=int(record["port"])).stop("fast")
+    stop_tree(pid, started, timeout=10)  # whatever pg_ctl left
+    return tree
+
+
 def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
        sandbox_env: dict[str, str] | None = None, env_file: Path | None = None,
-       timeout: float = 180, register_file: Path | None = None) -> dict:
+       timeout: float = 180, register_file: Path | None = None, db: str = "postgres") -> dict:
     """Start server and worker (or return what is already running). `port=0`: a free one.
-    With `register_file`, register its deployments while the worker starts (`registered`)."""
+    `db`: the server's database, "postgres" (default) or "sqlite". With `register_file`,
+    register its deployments while the worker starts (result under `registered`)."""
+    if db not in DATABASES:
+        raise PrefectLocalError(f"unknown database {db!r}: expected one of {DATABASES}")
     state = Path(state)
     info = read_state(state)
-    if info and info["server"]["running"] and info["worker"]["running"]:
+    if info and all(info[n]["running"] for n in PROCESSES if n in info):
         info["already_running"] = True
         if register_file:
             info["registered"] = register(info["api_url"], register_file, state)
@@ -271,24 +329,30 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
     api_url, ui_url = f"http://{HOST}:{port}/api", f"http://{HOST}:{port}"
     server_home, worker_home = state / "server-home", state / "worker-home"
     server_log, worker_log = state / "server.log", state / "worker.log"
-    info = {"api_url": api_url, "ui_url": ui_url, "port": port, "pool": POOL,
+    info = {"api_url": api_url, "ui_url": ui_url, "port": port, "pool": POOL, "db": db,
             "env_file": str(env_file) if env_file else None,
             "sandbox_endpoint": sandbox_env.get("AWS_ENDPOINT_URL"),
             "logs": {"server": str(server_log), "worker": str(worker_log)}}
-    server = _spawn(
-        [_prefect_exe(), "server", "start", "--host", HOST, "--port", str(port),
-         "--analytics-off"],
-        base_env(PREFECT_HOME=str(server_home), PREFECT_SERVER_API_HOST=HOST,
+    database: dict[str, str] = {}
+    if db == "postgres":
+        info["postgres"], url = _start_postgres(state)
+        info["logs"]["postgres"] = str(Path(info["postgres"]["base_dir"]) / "postgres.log")
+        _write_state(state, info)
+        database["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
+    try:
+        server = _spawn(
+            [_prefect_exe(), "server", "start", "--host", HOST, "--port", str(port),
+             "--analytics-off"],
+            base_env(PREFECT_HOME=str(server_home), PREFECT_SERVER_API_HOST=HOST,
                  PREFECT_SERVER_API_PORT=str(port), PREFECT_UI_API_URL=api_url,
                  PREFECT_SERVER_LOGGING_LEVEL="WARNING",
                  # Scheduled runs appear within seconds of registering a schedule.
                  PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
                  # A queued deploy (concurrency limit 1, ENQUEUE) retries its slot every 5 s.
-                 PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5"),
-        server_log)
-    info["server"] = {"pid": server.pid, "start": start_time(server.pid)}
-    _write_state(state, info)
-    try:
+                 PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5", **database),
+            server_log)
+        info["server"] = {"pid": server.pid, "start": start_time(server.pid)}
+        _write_state(state, info)
         _wait_http(f"{api_url}/health", server, server_log, timeout, "prefect server")
         worker = _spawn(
             [_prefect_exe(), "worker", "start", "--pool", POOL, "--type", "process",
@@ -316,15 +380,18 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
 
 
 def down(state: Path = DEFAULT_STATE) -> list[int]:
-    """Stop the worker (and its flow runs), then the server; returns every pid stopped."""
+    """Stop the worker (and its flow runs), the server, then its database; returns every pid
+    stopped. The state folder (Prefect homes, the database's files, logs) stays."""
     state = Path(state)
     info = read_state(state)
     if not info:
         return []
     stopped: list[int] = []
-    for name in ("worker", "server"):
+    for name in PROCESSES:
         proc = info.get(name) or {}
-        if proc.get("pid"):
+        if name == "postgres" and proc.get("pid"):
+            stopped += _stop_postgres(proc)
+        elif proc.get("pid"):
             stopped += stop_tree(int(proc["pid"]), proc.get("start"))
     state_file(state).unlink(missing_ok=True)
     return stopped

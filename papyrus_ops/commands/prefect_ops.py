@@ -38,6 +38,10 @@ def up_cmd(
         help="Variables for the worker (default: the sandbox's env file, .sandbox/env)."),
     timeout: float = typer.Option(180, "--timeout", min=1,
                                   help="Seconds to wait for the server and the worker."),
+    db: str = typer.Option("postgres", "--db",
+                           help="The server's database: postgres (a local PostgreSQL 15 in the "
+                                "state folder) or sqlite (Prefect's default; a UI submit can "
+                                "fail with 'database is locked' while flows run)."),
     register: bool = typer.Option(False, "--register",
                                   help="Also register prefect.yaml's deployments (as "
                                        "`papyrus-ops prefect register`), while the worker "
@@ -50,6 +54,8 @@ def up_cmd(
     from papyrus_ops.cli import fail
     from sandbox import daemon
 
+    if db not in prefect_local.DATABASES:
+        fail(f"--db {db!r}: expected one of {', '.join(prefect_local.DATABASES)}")
     path = env_file or (daemon.DEFAULT_STATE / "env")
     if not path.is_file():
         fail(f"no env file {path}: the worker needs the sandbox's variables; run "
@@ -62,7 +68,7 @@ def up_cmd(
         fail(f"{path} has no AWS_ENDPOINT_URL: not a sandbox env file")
     try:
         info = prefect_local.up(_state(state_dir), port=port, sandbox_env=env, env_file=path,
-                                timeout=timeout,
+                                timeout=timeout, db=db,
                                 register_file=prefect_local.PREFECT_FILE if register else None)
     except prefect_local.PrefectLocalError as e:
         typer.echo(f"papyrus-ops: error: {e}", err=True)
@@ -73,7 +79,8 @@ def up_cmd(
         typer.echo(json.dumps(info, indent=2))
         return
     again = " (already running)" if info.get("already_running") else ""
-    typer.echo(f"prefect server{again}: {info['ui_url']} (pid {info['server']['pid']})")
+    typer.echo(f"prefect server{again}: {info['ui_url']} (pid {info['server']['pid']}, "
+               f"database {info.get('db', 'sqlite')})")
     typer.echo(f"worker: pool {info['pool']} (pid {info['worker']['pid']}), "
                f"AWS_ENDPOINT_URL={info.get('sandbox_endpoint')}")
     typer.echo(f"PREFECT_API_URL={info['api_url']}")
@@ -138,7 +145,7 @@ def status_cmd(state_dir: Path = StateOpt) -> None:
         typer.echo("local prefect not running")
         raise typer.Exit(1)
     typer.echo(json.dumps(info, indent=2))
-    if not (info["server"]["running"] and (info.get("worker") or {}).get("running")):
+    if not all(info[n]["running"] for n in prefect_local.PROCESSES if n in info):
         raise typer.Exit(1)
 
 

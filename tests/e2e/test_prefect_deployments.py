@@ -1,0 +1,514 @@
+"""The Prefect paths end to end, with nothing in-process that production would not have.
+
+A real `prefect server start` (which serves the UI) and a real `prefect worker start` for the
+`papyrus-local` process pool, both started by `papyrus-ops prefect up` with the sandbox's
+variables in the worker's environment; deployments registered by `papyrus-ops prefect
+register` (`prefect deploy --all` on prefect.yaml). Flow runs then happen in processes the
+worker starts, which reach the in-process sandbox (moto over HTTP, PostgreSQL with SSL, the
+local ECS runtime running gunicorn) only through AWS_ENDPOINT_URL.
+
+What is proved: the five deployments and their settings are registered; the nightly
+archive has its next runs scheduled at 02:30 UTC; a deploy run created through the API (as
+the UI does) and one started by `prefect deployment run --watch` both complete, one at a
+time (the second waits in AwaitingConcurrencySlot, it is not dropped), with their evidence
+artifacts; a custom run started in the UI form in headless Chromium completes and shows its
+evidence; the crash path makes `prefect deployment run --watch` exit non-zero and the
+service rolls back; `papyrus-ops prefect down` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from papyrus_ops import prefect_local
+from sandbox import image as sandbox_image
+from tests.conftest import CANARY_PASSWORD, CANARY_TOKEN
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RUN_TIMEOUT = 300
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def papyrus_ops(*args: str, env: dict | None = None, timeout: float = 600):
+    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=env)
+
+
+def prefect_env(stack: dict) -> dict[str, str]:
+    """What a person's shell needs to talk to the local server with the `prefect` CLI."""
+    return prefect_local.base_env(PREFECT_API_URL=stack["api_url"],
+                                  PREFECT_HOME=str(stack["state"] / "cli-home"),
+                                  COLUMNS="200")
+
+
+def prefect_cli(stack: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([prefect_local._prefect_exe(), *args], cwd=ROOT,
+                            env=prefect_env(stack), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@contextlib.contextmanager
+def client(api_url: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as c:
+        yield c
+
+
+def wait_terminal(api_url: str, run_id, timeout: float = RUN_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    with client(api_url) as c:
+        while True:
+            run = c.read_flow_run(run_id)
+            if run.state and run.state.type.value in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow run {run.name} still {run.state_name} after "
+                                     f"{timeout:.0f}s")
+            time.sleep(1)
+
+
+def artifacts_of(api_url: str, run_id, key: str | None = None) -> list:
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    with client(api_url) as c:
+        return c.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])) if key else None)
+
+
+def logs_of(api_url: str, run_id) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with client(api_url) as c:
+        return [log.message for log in
+                c.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                            limit=200)]
+
+
+def assert_no_canary(*texts: str) -> None:
+    for text in texts:
+        assert CANARY_PASSWORD not in text and CANARY_TOKEN not in text
+
+
+def push_variant(sb, tag: str) -> str:
+    """A new build of the same code: another manifest, so another digest, under `tag`."""
+    body = json.loads(sandbox_image.manifest())
+    body["annotations"] = {"build": tag}
+    text = json.dumps(body, sort_keys=True)
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    sb.client("ecr").put_image(repositoryName=sb.settings.ecr_repository, imageManifest=text,
+                               imageTag=tag, imageDigest=digest,
+                               imageManifestMediaType=sandbox_image.MANIFEST_MEDIA_TYPE)
+    return digest
+
+
+def service(sb) -> dict:
+    return sb.client("ecs").describe_services(cluster=sb.settings.cluster,
+                                              services=[sb.settings.service])["services"][0]
+
+
+def tree_pids(info: dict) -> list[tuple[int, int]]:
+    procs = [(int(info[n]["pid"]), info[n]["start"]) for n in prefect_local.PROCESSES
+             if info.get(n, {}).get("pid")]
+    return procs + [d for pid, _ in procs for d in prefect_local.descendants(pid)]
+
+
+# -- the stack -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def stack(sandbox, tmp_path_factory):
+    """`papyrus-ops prefect up --register`; the schema is applied (CLI, recorded on the same
+    server) as soon as the server answers, while the worker starts and deployments register."""
+    out = tmp_path_factory.mktemp("e2e-prefect")
+    env_file = out / "sandbox.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in sandbox.env().items()))
+    state = out / "prefect"
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "papyrus_ops.cli", "prefect", "up", "--port", "0", "--env-file",
+         str(env_file), "--state-dir", str(state), "--timeout", "240", "--register", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    schema = None
+    try:
+        while schema is None and up.poll() is None:
+            info = prefect_local.read_state(state)
+            with contextlib.suppress(httpx.HTTPError, TypeError):
+                if info and httpx.get(f"{info['api_url']}/health", timeout=2).status_code == 200:
+                    timings["server"] = time.monotonic() - t0
+                    schema = subprocess.Popen(
+                        [sys.executable, "-m", "papyrus_ops.cli", "schema-init", "--env",
+                         "local", "--apply", "--json"], cwd=ROOT, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        env=prefect_env({"api_url": info["api_url"], "state": state})
+                        | sandbox.env())
+            time.sleep(0.5)
+        up_out, up_err = up.communicate(timeout=600)
+        timings["up --register"] = time.monotonic() - t0
+        assert up.returncode == 0, up_out + up_err
+        info = json.loads(up_out)
+        st = {"api_url": info["api_url"], "ui_url": info["ui_url"], "state": state, "out": out,
+              "info": info, "registered": info["registered"], "timings": timings}
+        assert schema is not None
+        s_out, s_err = schema.communicate(timeout=300)
+        timings["schema applied"] = time.monotonic() - t0
+        assert schema.returncode == 0, s_out + s_err
+        assert json.loads(s_out)["verdict"] == "success"
+        yield st
+    finally:
+        for proc in (up, schema):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        papyrus_ops("prefect", "down", "--state-dir", state)
+        print("timings:", {k: round(v, 1) for k, v in timings.items()})
+
+
+# -- tests -----------------------------------------------------------------------------------
+def test_deployments_registered_from_prefect_yaml(stack):
+    by_name = {d["name"]: d for d in stack["registered"]["deployments"]}
+    assert set(by_name) >= {"deploy/deploy", "cloudtrail_archive/cloudtrail-archive",
+                            "preflight/preflight", "schema_init/schema-init",
+                            "monitoring/monitoring"}
+    assert all(d["work_pool"] == "papyrus-local" for d in by_name.values())
+    with client(stack["api_url"]) as c:
+        dep = c.read_deployment_by_name("deploy/deploy")
+        pool = c.read_work_pool("papyrus-local")
+    assert pool.type == "process"
+    # One deploy at a time; the rest wait their turn.
+    assert dep.global_concurrency_limit.limit == 1
+    assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
+    # The UI form: defaults from prefect.yaml, descriptions from the flow's docstring.
+    assert dep.parameters["image"] == "latest" and dep.parameters["env"] == "local"
+    props = dep.parameter_openapi_schema["properties"]
+    assert "pinned to its digest" in props["image"]["description"]
+    assert all(props[p].get("description") for p in props), props
+    # The pull step keeps its placeholder; each worker resolves it from its own environment.
+    assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory":
+                               {"directory": "{{ $PAPYRUS_OPS_HOME }}"}}]
+
+
+def test_nightly_cloudtrail_archive_is_scheduled(stack):
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with client(stack["api_url"]) as c:
+        dep = c.read_deployment_by_name("cloudtrail_archive/cloudtrail-archive")
+        deadline, runs = time.monotonic() + 60, []
+        while not runs and time.monotonic() < deadline:  # the scheduler loops every 5 s
+            runs = c.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=3)
+            time.sleep(0 if runs else 1)
+    [schedule] = dep.schedules
+    assert schedule.active and schedule.schedule.cron == "30 2 * * *"
+    assert schedule.schedule.timezone == "UTC"
+    assert runs, "no scheduled run for the nightly archive"
+    now = datetime.now(UTC)
+    first = runs[0].expected_start_time.astimezone(UTC)
+    assert now < first <= now + timedelta(days=1)
+    assert (first.hour, first.minute, first.second) == (2, 30, 0)
+    assert runs[0].parameters == {"env": "local", "incremental": True}
+    if len(runs) > 1:
+        assert runs[1].expected_start_time - runs[0].expected_start_time == timedelta(days=1)
+
+
+def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
+    """The UI's call (create a run from the deployment, with parameters) and `prefect
+    deployment run --watch`, at once: both complete, never overlapping."""
+    api = stack["api_url"]
+    digest = push_variant(sandbox, "e2e-api")
+    watch = prefect_cli(stack, "deployment", "run", "deploy/deploy", "--watch",
+                        "--watch-timeout", str(RUN_TIMEOUT), "--flow-run-name", "e2e-cli-watch")
+    try:
+        with client(api) as c:
+            dep = c.read_deployment_by_name("deploy/deploy")
+            run = c.create_flow_run_from_deployment(
+                dep.id, parameters={"image": "e2e-api", "timeout_seconds": 120},
+                name="e2e-api-run")
+        api_run = wait_terminal(api, run.id)
+        output, _ = watch.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, output
+    assert "Flow run finished successfully in 'Completed'" in output, output
+    assert api_run.state.type.value == "COMPLETED", api_run.state.message
+    assert api_run.parameters["image"] == "e2e-api"
+
+    # Its evidence, read back through the API.
+    [summary, *_] = artifacts_of(api, run.id, "deploy-evidence")
+    assert summary.type == "markdown"
+    assert "Evidence — deploy: **PASS**" in summary.data
+    assert digest in summary.data and "requested_image | `e2e-api`" in summary.data
+    assert "s3://papyrus-evidence-prd/deploy/" in summary.data
+    keys = {a.key for a in artifacts_of(api, run.id)}
+    assert {"deploy-evidence", "deploy-evidence-checks", "deploy-evidence-location"} <= keys
+    assert_no_canary(*(str(a.data) for a in artifacts_of(api, run.id)),
+                     *logs_of(api, run.id), output)
+
+    # One at a time: the later one waited for a slot (it was not dropped) and the two
+    # running intervals do not overlap.
+    with client(api) as c:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+        [cli_run] = c.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["e2e-cli-watch"])))
+        histories = {r.id: [s.name for s in c.read_flow_run_states(r.id)]
+                     for r in (api_run, cli_run)}
+    first, second = sorted((api_run, cli_run), key=lambda r: r.start_time)
+    assert first.end_time <= second.start_time, (first.end_time, second.start_time)
+    assert "AwaitingConcurrencySlot" in histories[second.id], histories
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="needs /usr/bin/chromium (apt-get install -y chromium)")
+def test_ui_custom_run_completes_with_its_evidence(stack, sandbox, tmp_path):
+    """Headless Chromium on the local UI: open the deployment, Run > Custom run, fill the
+    form, submit, follow the run to Completed, open its evidence artifact."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="needs the playwright package (pip install playwright)")
+    expect = sync_api.expect
+    expect.set_options(timeout=60_000)  # a loaded 2-core machine renders slowly
+    ui, api = stack["ui_url"], stack["api_url"]
+    digest = push_variant(sandbox, "e2e-ui")
+    shots: list[Path] = []
+    external: list[str] = []
+
+    def shot(page, name: str) -> None:
+        page.wait_for_timeout(700)  # let transitions settle
+        path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path))
+        shots.append(path)
+
+    def loopback_only(route) -> None:
+        url = route.request.url
+        if url.startswith((ui, "data:", "blob:")):
+            route.continue_()
+        else:
+            external.append(url)
+            route.abort()
+
+    problems: list[str] = []  # HTTP errors, failed requests, console errors: for the report
+
+    def on_response(response) -> None:
+        if response.status >= 400:
+            body = ""
+            with contextlib.suppress(Exception):
+                body = response.text()[:500]
+            problems.append(f"{response.status} {response.request.method} {response.url} "
+                            f"{response.request.post_data or ''} -> {body}")
+
+    with client(api) as c:
+        dep_id = c.read_deployment_by_name("deploy/deploy").id
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+            viewport={"width": 1400, "height": 1000})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.route("**/*", loopback_only)
+            page.on("response", on_response)
+            page.on("requestfailed", lambda r: problems.append(f"failed {r.method} {r.url} "
+                                                                f"{r.failure}"))
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type == "error" else None)
+            page.goto(f"{ui}/deployments")
+            page.get_by_role("link", name="deploy", exact=True).first.click()
+            page.wait_for_url(f"**/deployments/deployment/{dep_id}**")
+            expect(page.get_by_text("papyrus-local").first).to_be_visible()
+            shot(page, "deployment")
+
+            page.get_by_role("button", name="Run", exact=True).click()
+            page.get_by_role("button", name="Custom run").click()
+            page.wait_for_url("**/run?**")
+            expect(page.get_by_text("pinned to its digest")).to_be_visible()
+            page.locator("input.p-text-input__control").first.fill("e2e-ui-run")
+            image = page.locator("textarea").nth(1)
+            expect(image).to_have_value("latest")
+            image.fill("e2e-ui")
+            shot(page, "custom-run-form")
+            page.get_by_role("button", name="Submit").click()
+            # Back on the deployment's page (a toast says "scheduled to start now", briefly),
+            # the new run is listed: open it.
+            page.wait_for_url(re.compile(r".*/deployments/deployment/[0-9a-f-]+(\?.*)?$"))
+            page.get_by_role("link", name="e2e-ui-run").first.click()
+            page.wait_for_url("**/runs/flow-run/**")
+            run_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+
+            run = wait_terminal(api, run_id)
+            assert run.state.type.value == "COMPLETED", run.state.message
+            assert run.name == "e2e-ui-run" and run.parameters["image"] == "e2e-ui"
+            page.reload()
+            expect(page.locator(".state-badge", has_text="Completed").first).to_be_visible()
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(2000)  # the task graph draws after the data arrives
+            shot(page, "run-completed")
+
+            page.locator("#artifacts").click()
+            card = page.locator("a[href*='/artifacts/artifact/']").filter(
+                has=page.get_by_text("deploy-evidence", exact=True)).first
+            expect(card).to_be_visible()
+            shot(page, "run-artifacts")
+            card.click()
+            expect(page.get_by_role("heading", name="Evidence — deploy: PASS")).to_be_visible()
+            expect(page.get_by_text(digest).first).to_be_visible()
+            expect(page.get_by_text("e2e-ui-run").first).to_be_visible()
+            shot(page, "deploy-evidence")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(tmp_path / "failure.png"))
+                (tmp_path / "failure.txt").write_text(
+                    page.url + "\n" + "\n".join(problems) + "\n\n" + page.inner_text("body"))
+            print("failure screenshot:", tmp_path / "failure.png")
+            raise
+        finally:
+            browser.close()
+    assert external == [], f"the UI tried to leave loopback: {external}"
+    # The service now runs the image the form asked for, pinned by digest.
+    ecs = sandbox.client("ecs")
+    td = ecs.describe_task_definition(taskDefinition=service(sandbox)["taskDefinition"])
+    assert td["taskDefinition"]["containerDefinitions"][0]["image"].endswith("@" + digest)
+    if os.environ.get("PAPYRUS_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for path in shots:
+            shutil.copy(path, SCREENSHOTS / f"prefect-ui-{path.name}")
+    print("screenshots:", *map(str, shots), sep="\n  ")
+
+
+def test_cli_watch_crash_path_exits_nonzero_and_rolls_back(stack, sandbox):
+    """A drifted DB secret and a new digest, the gate skipped: the tasks exit 3, the
+    circuit breaker fails the rollout, the flow rolls back and ends Failed; `--watch` says so
+    with a non-zero exit."""
+    api = stack["api_url"]
+    sm, s = sandbox.client("secretsmanager"), sandbox.settings
+    good = sm.get_secret_value(SecretId=s.db_secret_id)["SecretString"]
+    previous = service(sandbox)["taskDefinition"]
+    push_variant(sandbox, "e2e-crash")
+    sm.put_secret_value(SecretId=s.db_secret_id,
+                        SecretString=json.dumps(json.loads(good) | {"dbname": "papyrus_drift"}))
+    try:
+        watch = prefect_cli(stack, "deployment", "run", "deploy/deploy", "--watch",
+                            "--watch-timeout", str(RUN_TIMEOUT),
+                            "--param", "image=e2e-crash", "--param", "skip_preflight=true",
+                            "--param", "timeout_seconds=90", "--flow-run-name", "e2e-crash")
+        output, _ = watch.communicate(timeout=RUN_TIMEOUT + 60)
+    finally:
+        sm.put_secret_value(SecretId=s.db_secret_id, SecretString=good)
+    assert watch.returncode != 0, output
+    assert "Flow run finished in state 'Failed'" in output, output
+    run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", output).group(1)
+    run = wait_terminal(api, run_id, timeout=10)
+    assert run.state.type.value == "FAILED"
+    assert "exit code(s) 3" in (run.state.message or ""), run.state.message
+    [summary, *_] = artifacts_of(api, run_id, "deploy-evidence")
+    assert "Evidence — deploy: **FAIL**" in summary.data
+    assert_no_canary(summary.data, *logs_of(api, run_id), output)
+    # Rolled back: the service runs what it ran before, and it still answers.
+    assert service(sandbox)["taskDefinition"] == previous
+    from tasks.probes import probe_targets
+
+    base = probe_targets(sandbox.client("ecs"), s, previous)[0]
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+
+
+PRD_ENV = {"PAPYRUS_OPS_IMAGE": "123456789012.dkr.ecr.us-west-2.amazonaws.com/papyrus-ops:1",
+           "PAPYRUS_FLOW_RUN_ROLE_ARN": "arn:aws:iam::123456789012:role/papyrus-ops-flow-run",
+           "PAPYRUS_FLOW_RUN_EXECUTION_ROLE_ARN":
+               "arn:aws:iam::123456789012:role/papyrus-ops-execution",
+           "PAPYRUS_VPC_ID": "vpc-0123456789abcdef0", "PAPYRUS_SUBNET_A": "subnet-0aaa",
+           "PAPYRUS_SUBNET_B": "subnet-0bbb", "PAPYRUS_TASK_SG_ID": "sg-0task"}
+
+
+def test_production_variant_registers_on_an_ecs_pool(stack, tmp_path):
+    """docs/prefect.md's production recipe, against a real server: the same file with the
+    ECS pool anchor and env=prd registers, with the job variables the ECS worker needs.
+    (Last before `down`: it re-points the deployments, as it would on the production API.)"""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect_aws.workers.ecs_worker import ECSWorker
+
+    with client(stack["api_url"]) as c:
+        c.create_work_pool(WorkPoolCreate(
+            name="papyrus-ecs", type="ecs",
+            base_job_template=ECSWorker.get_default_base_job_template()))
+    text = (ROOT / "prefect.yaml").read_text()
+    prd = tmp_path / "prefect.prd.yaml"
+    prd.write_text(text.replace("*local_pool", "*ecs_pool").replace("env: local", "env: prd"))
+    r = subprocess.run([prefect_local._prefect_exe(), "deploy", "--all", "--no-prompt",
+                        "--prefect-file", str(prd)], cwd=ROOT, capture_output=True, text=True,
+                       env=prefect_env(stack) | PRD_ENV, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with client(stack["api_url"]) as c:
+        deps = {n: c.read_deployment_by_name(n) for n in
+                ("deploy/deploy", "cloudtrail_archive/cloudtrail-archive")}
+    dep = deps["deploy/deploy"]
+    assert dep.work_pool_name == "papyrus-ecs" and dep.parameters["env"] == "prd"
+    jv = dep.job_variables
+    assert jv["image"] == PRD_ENV["PAPYRUS_OPS_IMAGE"] and jv["launch_type"] == "FARGATE"
+    assert jv["vpc_id"] == "vpc-0123456789abcdef0"
+    assert jv["network_configuration"] == {"subnets": ["subnet-0aaa", "subnet-0bbb"],
+                                           "securityGroups": ["sg-0task"],
+                                           "assignPublicIp": "DISABLED"}
+    assert jv["env"]["PAPYRUS_OPS_HOME"] == "/opt/papyrus-ops"
+    assert dep.pull_steps[0]["prefect.deployments.steps.set_working_directory"] == {
+        "directory": "{{ $PAPYRUS_OPS_HOME }}"}
+    assert dep.global_concurrency_limit.limit == 1
+    assert deps["cloudtrail_archive/cloudtrail-archive"].schedules[0].schedule.cron == \
+        "30 2 * * *"
+
+
+def test_down_leaves_nothing_behind(stack):
+    info = prefect_local.read_state(stack["state"])
+    assert info["db"] == "postgres"
+    assert all(info[n]["running"] for n in ("server", "worker", "postgres")), info
+    pids = tree_pids(info)
+    assert len(pids) > 3  # PostgreSQL's own processes are in the tree too
+    r = papyrus_ops("prefect", "down", "--state-dir", stack["state"])
+    assert r.returncode == 0 and "processes stopped" in r.stdout, r.stdout + r.stderr
+    alive = [p for p, st in pids if prefect_local.is_same_process(p, st)]
+    assert alive == [], alive
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{stack['api_url']}/health", timeout=3)
+    for port in (info["port"], info["postgres"]["port"]):
+        assert not prefect_local._port_in_use(port), port
+    assert not prefect_local.state_file(stack["state"]).exists()
+    r = papyrus_ops("prefect", "status", "--state-dir", stack["state"])
+    assert r.returncode == 1 and "not running" in r.stdout
