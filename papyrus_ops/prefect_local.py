@@ -243,17 +243,24 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float, what
 
 
 def _wait_worker(api_url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    """The worker is up once it has heartbeated into the pool (it creates the pool if needed)."""
+    """The worker is up once it has heartbeated into the pool (it creates the pool if needed)
+    since it was started: a record left by an earlier worker of the same name does not count."""
+    from datetime import UTC, datetime, timedelta
+
     import httpx
 
+    since = datetime.now(UTC) - timedelta(seconds=2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PrefectLocalError(f"worker exited with code {proc.returncode}; see {log}:\n"
                                     + _tail(log))
-        with contextlib.suppress(httpx.HTTPError, ValueError):
+        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError):
             r = httpx.post(f"{api_url}/work_pools/{POOL}/workers/filter", json={}, timeout=5)
-            if r.status_code == 200 and any(w.get("name") == WORKER_NAME for w in r.json()):
+            if r.status_code == 200 and any(
+                    w.get("name") == WORKER_NAME and w.get("last_heartbeat_time")
+                    and datetime.fromisoformat(w["last_heartbeat_time"]) >= since
+                    for w in r.json()):
                 return
         time.sleep(0.5)
     raise PrefectLocalError(f"worker did not join pool {POOL!r} within {timeout:.0f}s; "
@@ -303,6 +310,28 @@ def _stop_postgres(record: dict) -> list[int]:
     return tree
 
 
+def _spawn_worker(state: Path, api_url: str, sandbox_env: dict[str, str]) -> subprocess.Popen:
+    return _spawn([_prefect_exe(), "worker", "start", "--pool", POOL, "--type", "process",
+                   "--name", WORKER_NAME, "--install-policy", "never"],
+                  worker_env(api_url, state / "worker-home", sandbox_env), state / "worker.log")
+
+
+def _restart_worker(state: Path, info: dict, sandbox_env: dict[str, str],
+                    env_file: Path | None, timeout: float) -> None:
+    old = info["worker"]
+    stop_tree(int(old["pid"]), old.get("start"))
+    worker = _spawn_worker(state, info["api_url"], sandbox_env)
+    info["worker"] = {"pid": worker.pid, "start": start_time(worker.pid), "running": True}
+    info.update(sandbox_endpoint=sandbox_env.get("AWS_ENDPOINT_URL"),
+                env_file=str(env_file) if env_file else None, worker_restarted=True)
+    _write_state(state, info)
+    try:
+        _wait_worker(info["api_url"], worker, state / "worker.log", timeout)
+    except BaseException:
+        down(state)
+        raise
+
+
 def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
        sandbox_env: dict[str, str] | None = None, env_file: Path | None = None,
        timeout: float = 180, register_file: Path | None = None, db: str = "postgres") -> dict:
@@ -312,22 +341,26 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
     if db not in DATABASES:
         raise PrefectLocalError(f"unknown database {db!r}: expected one of {DATABASES}")
     state = Path(state)
+    if sandbox_env is None:
+        sandbox_env = read_env_file(env_file) if env_file else {}
     info = read_state(state)
     if info and all(info[n]["running"] for n in PROCESSES if n in info):
         info["already_running"] = True
+        if sandbox_env.get("AWS_ENDPOINT_URL") != info.get("sandbox_endpoint"):
+            # The sandbox was restarted since: a worker with the old endpoint would send
+            # every flow run to a dead port. Only the worker is replaced.
+            _restart_worker(state, info, sandbox_env, env_file, timeout)
         if register_file:
             info["registered"] = register(info["api_url"], register_file, state)
         return info
     if info:
         down(state)  # half up: start over cleanly
-    if sandbox_env is None:
-        sandbox_env = read_env_file(env_file) if env_file else {}
     state.mkdir(parents=True, exist_ok=True)
     port = port or _free_port()
     if _port_in_use(port):
         raise PrefectLocalError(f"port {port} on {HOST} is in use: pass --port (0 = any free)")
     api_url, ui_url = f"http://{HOST}:{port}/api", f"http://{HOST}:{port}"
-    server_home, worker_home = state / "server-home", state / "worker-home"
+    server_home = state / "server-home"
     server_log, worker_log = state / "server.log", state / "worker.log"
     info = {"api_url": api_url, "ui_url": ui_url, "port": port, "pool": POOL, "db": db,
             "env_file": str(env_file) if env_file else None,
@@ -354,10 +387,7 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
         info["server"] = {"pid": server.pid, "start": start_time(server.pid)}
         _write_state(state, info)
         _wait_http(f"{api_url}/health", server, server_log, timeout, "prefect server")
-        worker = _spawn(
-            [_prefect_exe(), "worker", "start", "--pool", POOL, "--type", "process",
-             "--name", WORKER_NAME, "--install-policy", "never"],
-            worker_env(api_url, worker_home, sandbox_env), worker_log)
+        worker = _spawn_worker(state, api_url, sandbox_env)
         info["worker"] = {"pid": worker.pid, "start": start_time(worker.pid)}
         _write_state(state, info)
         registered, register_error = None, None

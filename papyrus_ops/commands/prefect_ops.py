@@ -79,6 +79,8 @@ def up_cmd(
         typer.echo(json.dumps(info, indent=2))
         return
     again = " (already running)" if info.get("already_running") else ""
+    if info.get("worker_restarted"):
+        again += "; worker restarted for the new sandbox endpoint"
     typer.echo(f"prefect server{again}: {info['ui_url']} (pid {info['server']['pid']}, "
                f"database {info.get('db', 'sqlite')})")
     typer.echo(f"worker: pool {info['pool']} (pid {info['worker']['pid']}), "
