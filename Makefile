@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(STAMP): pyproject.toml service/pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -15,9 +15,15 @@ $(STAMP): pyproject.toml service/pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/papyrus-ops demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+# Debian's Chromium for the Prefect UI test (it skips, saying why, where none can be had).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null; } || echo "chromium not installed: the browser test will skip"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
