@@ -255,8 +255,17 @@ def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
     watch = prefect_cli(stack, "deployment", "run", "deploy/deploy", "--watch",
                         "--watch-timeout", str(RUN_TIMEOUT), "--flow-run-name", "e2e-cli-watch")
     try:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
         with client(api) as c:
             dep = c.read_deployment_by_name("deploy/deploy")
+            # The CLI's run exists (and has not started: the worker needs seconds for that)
+            # before the API's is created, so the two really compete for the one slot.
+            deadline = time.monotonic() + 120
+            while not c.read_flow_runs(flow_run_filter=FlowRunFilter(
+                    name=FlowRunFilterName(any_=["e2e-cli-watch"]))):
+                assert time.monotonic() < deadline and watch.poll() is None, "no CLI run"
+                time.sleep(0.3)
             run = c.create_flow_run_from_deployment(
                 dep.id, parameters={"image": "e2e-api", "timeout_seconds": 120},
                 name="e2e-api-run")
@@ -284,8 +293,6 @@ def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
     # One at a time: the later one waited for a slot (it was not dropped) and the two
     # running intervals do not overlap.
     with client(api) as c:
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-
         [cli_run] = c.read_flow_runs(flow_run_filter=FlowRunFilter(
             name=FlowRunFilterName(any_=["e2e-cli-watch"])))
         histories = {r.id: [s.name for s in c.read_flow_run_states(r.id)]
