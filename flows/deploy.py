@@ -15,7 +15,6 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from artifacts import REDACTOR, EvidenceBundle
-from artifacts.prefect_artifacts import publish_summary
 from flows.common import BadInput, aws_clients, deploy_lock, open_run
 from tasks import ecr, probes, rollout, taskdef
 from tasks.db import read_db_secret
@@ -69,7 +68,6 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
                                s3=c["s3"], upload=summary["verdict"] != "bad_input")
         summary["evidence"] = {"folder": str(result.folder), "s3_uri": result.s3_uri,
                                "upload_pending": result.pending}
-        publish_summary(bundle, result)
     if summary["verdict"] != "success":
         message = summary.get("error") or summary.get("reason", "deploy failed")
         return Failed(message=REDACTOR.redact(message), data=summary)
