@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-CANARY_PASSWORD = "CANARY-pw-7f3a9c-PAPYRUS"
-CANARY_TOKEN = "CANARY-token-41d2e8-PAPYRUS"
+from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
 _TMP = Path(tempfile.mkdtemp(prefix="papyrus-tests-"))
 # Before anything imports Prefect: a private PREFECT_HOME, no telemetry, evidence in a tmp root.

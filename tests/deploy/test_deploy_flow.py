@@ -15,7 +15,7 @@ from artifacts import verify_manifest
 from flows.deploy import deploy
 from papyrus_ops.commands.deploy import run_flow_state
 from sandbox import image as sandbox_image
-from tests.conftest import CANARY_PASSWORD, CANARY_TOKEN
+from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

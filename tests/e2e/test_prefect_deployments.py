@@ -34,7 +34,7 @@ import pytest
 
 from papyrus_ops import prefect_local
 from sandbox import image as sandbox_image
-from tests.conftest import CANARY_PASSWORD, CANARY_TOKEN
+from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
