@@ -1,0 +1,168 @@
+"""`python -m bench [all|verdict|archive|service|overhead|report] [options]`.
+
+`make bench` runs everything (about 20 minutes on 2 cores) and writes docs/benchmarks.md; one
+name runs that benchmark only and regenerates the report from it and the earlier results in
+bench/out/results/. `--quick` is for developing the harness: tiny sizes, results and report
+under bench/out/ only (docs/benchmarks.md untouched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from bench import common
+from bench.common import OUT, ROOT, TMP, log
+
+BENCHES = ("verdict", "archive", "service", "overhead")
+
+
+def _setup() -> None:
+    r = subprocess.run(["bash", str(ROOT / "bench" / "setup.sh")], text=True)
+    if r.returncode != 0:
+        sys.exit(f"bench/setup.sh failed ({r.returncode})")
+
+
+def _env_defaults() -> None:
+    # Before anything imports Prefect: a private PREFECT_HOME, no telemetry, evidence in tmp.
+    os.environ.update({
+        "PREFECT_HOME": str(TMP / "prefect-client"),
+        "PAPYRUS_EVIDENCE_ROOT": str(TMP / "evidence"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    })
+    for k in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(k, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", default="all", choices=("all", *BENCHES, "report"))
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes for developing the harness; report under bench/out/")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for the load average to drop before measuring")
+    p.add_argument("--max-wait", type=float, default=900,
+                   help="seconds to wait at most for a quiet machine (default 900)")
+    p.add_argument("--load-threshold", type=float, default=2.5)
+    p.add_argument("--no-demo", action="store_true", help="overhead: skip `papyrus-ops demo`")
+    p.add_argument("--no-variants", action="store_true",
+                   help="service: skip the proposed-change variants")
+    a = p.parse_args(argv)
+
+    from bench import report
+
+    if a.quick:
+        common.RESULTS = OUT / "results-quick"
+    if a.what == "report":
+        path = report.write(quick=a.quick)
+        log(f"wrote {path}")
+        return 0
+
+    _setup()
+    shutil.rmtree(TMP, ignore_errors=True)
+    TMP.mkdir(parents=True, exist_ok=True)
+    _env_defaults()
+    selected = BENCHES if a.what == "all" else (a.what,)
+    meta = {"started": common.utc_now(), "load_start": common.loadavg(), "quick": a.quick,
+            "selected": list(selected), "machine": common.machine(),
+            "versions": common.versions()}
+    if not a.quick and not a.no_wait:
+        meta["quiet_wait"] = common.wait_for_quiet(a.load_threshold, 60, a.max_wait)
+    meta["load_at_measure_start"] = common.loadavg()
+    log(f"machine {meta['machine']}; load {meta['load_at_measure_start']}")
+    t_all = time.monotonic()
+    timings: dict = {}
+    prefect = None
+    sb = None
+    try:
+        if {"archive", "overhead"} & set(selected):
+            t = time.monotonic()
+            prefect = common.PrefectServer(TMP / "prefect-server").start()
+            os.environ.update(prefect.env())
+            log(f"prefect server at {prefect.url} ({time.monotonic() - t:.1f}s)")
+        if {"verdict", "archive", "overhead"} & set(selected):
+            t = time.monotonic()
+            sb = common.start_sandbox(TMP / "sandbox")
+            log(f"sandbox up at {sb.endpoint} ({time.monotonic() - t:.1f}s)")
+
+        def timed(name, fn):
+            t0, l0 = time.monotonic(), common.loadavg()
+            log(f"== {name} (load {l0})")
+            out = fn()
+            timings[name] = {"seconds": round(time.monotonic() - t0, 1), "load_start": l0,
+                             "load_end": common.loadavg(), "finished": common.utc_now()}
+            common.save(f"{name}_run", timings[name])
+            log(f"== {name} done in {timings[name]['seconds']}s (load {timings[name]['load_end']})")
+            return out
+
+        if "verdict" in selected:
+            from bench import verdict
+
+            kw = {"runs": 1, "Ts": (2.0,)} if a.quick else {"runs": 3, "Ts": (5.0, 10.0, 15.0)}
+            timed("verdict", lambda: verdict.run(sb=sb, **kw))
+        if "overhead" in selected:
+            from bench import overhead
+
+            def run_overhead():
+                flows = overhead.run_flows(1 if a.quick else 3, sb=sb)
+                return flows
+
+            flows = timed("overhead_flows", run_overhead)
+        if "archive" in selected:
+            from bench import archive
+
+            kw = ({"sizes": (2000, 5000), "runs": (1, 1), "rate_events": 300, "rate_runs": 1}
+                  if a.quick else {"sizes": (10_000, 100_000), "runs": (3, 2),
+                                   "rate_events": 3000, "rate_runs": 2})
+            timed("archive", lambda: archive.run(prefect_env=prefect.env(), sb=sb, **kw))
+        if sb is not None:
+            sb.stop()
+            sb = None
+        if prefect is not None and "overhead" not in selected:
+            prefect.stop()
+        if "service" in selected:
+            from bench import service
+
+            kw = {"runs": 1, "seconds": 2} if a.quick else {"runs": 2, "seconds": 10}
+            timed("service", lambda: service.run(variants=not a.no_variants, **kw))
+        if "overhead" in selected:
+            from bench import overhead
+
+            def run_demo():
+                demo = [] if a.no_demo else overhead.run_demo(1 if a.quick else 2)
+                tuned = [] if a.no_demo or a.quick else overhead.run_demo_tuned(prefect.env())
+                data = {"flows": flows, "demo": demo, "demo_tuned": tuned,
+                        "goals": {"prefect_per_flow_s": overhead.FLOW_GOAL_S,
+                                  "demo_warm_s": overhead.DEMO_GOAL_S}}
+                common.save("overhead", data)
+                return data
+
+            timed("overhead_demo", run_demo)
+    finally:
+        if sb is not None:
+            sb.stop()
+        if prefect is not None:
+            prefect.stop()
+    meta.update({"finished": common.utc_now(), "load_end": common.loadavg(),
+                 "seconds": round(time.monotonic() - t_all, 1), "timings": timings})
+    prev = common.load("meta") or {}
+    runs = prev.get("runs", {})
+    for name in selected:
+        runs[name] = {k: meta[k] for k in ("started", "finished", "load_start",
+                                            "load_at_measure_start", "load_end")}
+        runs[name]["quiet_wait"] = meta.get("quiet_wait")
+    meta["runs"] = runs
+    common.save("meta", meta)
+    path = report.write(quick=a.quick)
+    log(f"all done in {meta['seconds']}s; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

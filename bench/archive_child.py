@@ -1,0 +1,127 @@
+"""The archive's core, alone in a process (so its peak RSS is its own):
+
+    python -m bench.archive_child --since ISO --until ISO --work DIR [--max-rps N]
+
+The same task bodies the `cloudtrail_archive` flow runs (`resolve_papyrus_names`,
+`prepare_archive`, then `archive_slice` for every slice, oldest first), called as `.fn` so no
+Prefect engine or API is involved; progress reporting is off (log_every huge). The sandbox is
+reached through AWS_ENDPOINT_URL like everything else. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+
+def _hwm_mb() -> float:
+    """This process's peak RSS so far (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _apply_proposal(settings, resolve_papyrus_names):
+    """Patch, in this process only, what docs/benchmarks.md proposes for tasks/cloudtrail.py:
+    1. prefetch: the next LookupEvents page is fetched in a thread while this one is written
+       (a queue of 2 pages; errors re-raised in order, so restarts and retries see them);
+    2. gzip level 1 instead of 6 for the two work files.
+    Returns the filter names."""
+    import queue
+    import threading
+
+    import tasks.cloudtrail as tc
+
+    original = tc.lookup_pages
+
+    def prefetching(*args, **kwargs):
+        q: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for item in original(*args, **kwargs):
+                    while not stop.is_set():
+                        try:
+                            q.put(("page", item), timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(("end", None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                q.put(("error", exc))
+
+        threading.Thread(target=produce, daemon=True, name="lookup-prefetch").start()
+        try:
+            while True:
+                kind, value = q.get()
+                if kind == "page":
+                    yield value
+                elif kind == "end":
+                    return
+                else:
+                    raise value
+        finally:
+            stop.set()
+
+    tc.lookup_pages = prefetching
+    tc.archive_slice_core.__kwdefaults__["compresslevel"] = 1
+    return resolve_papyrus_names.fn(settings)
+
+
+def main() -> None:
+    t_start = time.monotonic()
+    p = argparse.ArgumentParser()
+    p.add_argument("--since", required=True)
+    p.add_argument("--until", required=True)
+    p.add_argument("--work", required=True)
+    p.add_argument("--max-rps", type=float, default=None)
+    p.add_argument("--slice-hours", type=float, default=24.0)
+    p.add_argument("--proposal", action="store_true",
+                   help="the changes proposed in docs/benchmarks.md, patched in here only")
+    a = p.parse_args()
+
+    from papyrus_ops.aws import client
+    from papyrus_ops.config import load_env
+    from tasks.cloudtrail import archive_slice, prepare_archive, resolve_papyrus_names
+    from tasks.cloudtrail_window import resolve_window
+
+    t_imported = time.monotonic()
+    hwm_import = _hwm_mb()
+    settings = load_env("local")
+    window = resolve_window(None, a.since, a.until)
+    if a.proposal:
+        names = _apply_proposal(settings, resolve_papyrus_names)
+    else:
+        names = resolve_papyrus_names.fn(settings)
+    cp = prepare_archive.fn(a.work, "local", window, names, a.slice_hours * 3600, resume=False)
+    ct = client("cloudtrail", settings.region)
+    hwm_setup = _hwm_mb()
+    t_first = time.monotonic()
+    t_first_wall = time.time()
+    entries = [archive_slice.fn(ct, a.work, i, names, max_rps=a.max_rps, log_every=10**9,
+                                region=settings.region, run_started=time.time())
+               for i in range(len(cp["slices"]))]
+    t_end = time.monotonic()
+    print(json.dumps({
+        "events": sum(e["events"] for e in entries),
+        "papyrus": sum(e["papyrus"] for e in entries),
+        "pages": sum(e["pages"] for e in entries),
+        "slices": len(entries),
+        "import_s": round(t_imported - t_start, 3),
+        "setup_s": round(t_first - t_imported, 3),
+        "archive_s": round(t_end - t_first, 3),
+        "archive_started_epoch": t_first_wall,
+        "total_s": round(t_end - t_start, 3),
+        "proposal": a.proposal,
+        "hwm_mb": {"after_import": hwm_import, "after_setup": hwm_setup, "end": _hwm_mb()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
