@@ -9,19 +9,25 @@ DSN ever reaches a response or a log line.
 from __future__ import annotations
 
 import atexit
+import os
 import re
+import select
 import threading
+import time
 import weakref
 
 import psycopg2
 from flask import Flask, current_app
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from . import settings
 
 EXTENSION = "papyrus.db"
+# A pooled connection idle longer than this is pinged before use (a database restart while
+# nobody asked is then noticed without failing a request); busy connections are not.
+PING_AFTER_IDLE_S = 1.0
 
 INSERT_SKU = "INSERT INTO skus (sku, name, source) VALUES (%(sku)s, %(name)s, %(source)s)"
 SSL_STATUS = (
@@ -41,7 +47,7 @@ _REASONS: tuple[tuple[re.Pattern, str, bool], ...] = tuple(
         (r"starting up|shutting down|recovery mode", "database starting or stopping", False),
         (r"too many connections|connection slots are reserved", "too many connections", False),
         (r"server closed the connection|terminating connection|ssl syscall error|eof detected"
-         r"|connection already closed", "connection lost", False),
+         r"|connection already closed|closed unexpectedly", "connection lost", False),
         (r"password authentication failed|no password supplied|authentication failed"
          r'|role ".*" does not exist', "authentication failed", True),
         (r'database ".*" does not exist', "database does not exist", True),
@@ -95,16 +101,59 @@ def get_engine(app: Flask | None = None) -> Engine:
     state = app.extensions[EXTENSION]
     with state["lock"]:  # gthread workers: two first requests must not build two pools
         if state["engine"] is None:
-            state["engine"] = create_engine(
+            engine = create_engine(
                 "postgresql+psycopg2://",  # everything goes in connect_args, not in a URL
                 connect_args=settings.resolve(app.config),
-                pool_size=2,
+                # One pooled connection per gthread request thread: with fewer, each request
+                # beyond the pool opened (and closed) a new TLS connection (docs/benchmarks.md).
+                pool_size=int(os.environ.get("PAPYRUS_THREADS", "4")),
                 max_overflow=2,
                 pool_timeout=5,
-                pool_pre_ping=True,  # a restarted database is noticed before a request fails
                 pool_recycle=1800,
             )
+            event.listen(engine, "connect", _remember_ssl_status)
+            event.listen(engine, "checkout", _ping_if_idle)
+            event.listen(engine, "checkin", _mark_used)
+            state["engine"] = engine
         return state["engine"]
+
+
+def _remember_ssl_status(dbapi_connection, connection_record) -> None:
+    # A session's SSL state cannot change: ask once per connection, not once per request.
+    with dbapi_connection.cursor() as cur:
+        cur.execute(SSL_STATUS)
+        connection_record.info["ssl_status"] = cur.fetchone()
+    dbapi_connection.rollback()
+    connection_record.info["used_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+    # SQLAlchemy's pool_pre_ping costs a round trip on every request. Instead: a connection
+    # in steady use proves itself, unless the server spoke while nobody asked (a shutdown's
+    # "terminating connection" or the TCP close makes the idle socket readable: one syscall,
+    # no round trip); one that sat idle is pinged. DisconnectionError makes the pool drop
+    # it and check out a fresh one (SQLAlchemy's documented pessimistic recipe).
+    idle = time.monotonic() - connection_record.info.get("used_at", 0.0)
+    if idle < PING_AFTER_IDLE_S and not _server_spoke(dbapi_connection):
+        return
+    try:
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except psycopg2.Error:
+        raise sa_exc.DisconnectionError("stale pooled connection") from None
+
+
+def _server_spoke(dbapi_connection) -> bool:
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg2.Error):
+        return True
+    return bool(readable)
+
+
+def _mark_used(dbapi_connection, connection_record) -> None:
+    connection_record.info["used_at"] = time.monotonic()
 
 
 def dispose_engine(app: Flask) -> None:
@@ -124,15 +173,37 @@ def _dispose_ref(ref: weakref.ref) -> None:
 def insert_sku(sku: str, name: str, source: str) -> dict:
     """Insert one row; return the real command tag and the session's SSL state."""
     try:
-        with get_engine().begin() as conn:
-            result = conn.exec_driver_sql(INSERT_SKU, {"sku": sku, "name": name, "source": source})
-            tag = result.context.cursor.statusmessage  # "INSERT 0 1", as psql would print
-            ssl, ssl_version, dbname = conn.exec_driver_sql(SSL_STATUS).one()
+        engine = get_engine()
+        conn = engine.raw_connection()  # the pooled psycopg2 connection
     except (settings.ConfigError, sa_exc.SQLAlchemyError, psycopg2.Error) as exc:
-        reason, _ = classify(exc)
-        current_app.logger.warning("database unavailable (%s)", reason)
-        raise DatabaseUnavailable(reason) from None
+        raise _unavailable(exc) from None
+    try:
+        # One statement in autocommit: no BEGIN/COMMIT round trips. The driver connection
+        # goes back to the pool in its default mode (schema.py relies on transactions).
+        conn.driver_connection.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(INSERT_SKU, {"sku": sku, "name": name, "source": source})
+                tag = cur.statusmessage  # "INSERT 0 1", as psql would print
+        finally:
+            if not conn.driver_connection.closed:
+                conn.driver_connection.autocommit = False
+        ssl, ssl_version, dbname = conn.info["ssl_status"]
+    except psycopg2.Error as exc:
+        if conn.driver_connection.closed:
+            # The server went away: this connection is dead, and so are its pool siblings.
+            conn.invalidate()
+            engine.dispose()
+        raise _unavailable(exc) from None
+    finally:
+        conn.close()  # back to the pool (a no-op once invalidated)
     return {"result": tag, "sku": sku, "ssl": bool(ssl), "ssl_version": ssl_version, "db": dbname}
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    reason, _ = classify(exc)
+    current_app.logger.warning("database unavailable (%s)", reason)
+    return DatabaseUnavailable(reason)
 
 
 def startup_check(app: Flask) -> None:

@@ -4,6 +4,8 @@ It has its own PostgreSQL, so stopping it cannot disturb the other tests.
 """
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from papyrus_testkit import CANARY, TOKEN, apply_schema, auth
@@ -34,11 +36,17 @@ def test_database_outage_and_recovery_under_live_gunicorn(own_pg, gunicorn):
         assert status == 200 and body["result"] == "INSERT 0 1"
 
     own_pg.stop()
+    reasons = []
     for _ in range(4):
         assert g.json("/healthz")[0] == 200
         status, body = g.json("/dbcheck", auth())
         assert status == 503
-        assert body == {"error": "database unavailable", "reason": "connection refused"}
+        assert body.keys() == {"error", "reason"} and body["error"] == "database unavailable"
+        reasons.append(body["reason"])
+    # A pooled connection in use when the server went down reports the loss (at most one per
+    # worker); the pool is then dropped and every later attempt is a refused reconnect.
+    assert set(reasons) <= {"connection lost", "connection refused"}, reasons
+    assert reasons[-1] == "connection refused" and reasons.count("connection lost") <= 2
 
     own_pg.start()  # same port and data
     for _ in range(6):
@@ -53,3 +61,51 @@ def test_database_outage_and_recovery_under_live_gunicorn(own_pg, gunicorn):
     assert "database check ok: host=127.0.0.1" in out  # the startup check connected
     assert "database unavailable (connection refused)" in out
     assert '"GET /dbcheck HTTP/1.1" 200' in out and '"GET /dbcheck HTTP/1.1" 503' in out
+
+
+@pytest.mark.parametrize("ping_after", [0.2, 3600.0], ids=["idle-ping", "socket-check"])
+def test_restart_while_idle_costs_no_request(own_pg, monkeypatch, ping_after):
+    # No per-request pre-ping any more: a connection idle past PING_AFTER_IDLE_S is pinged on
+    # checkout, and one whose socket the server wrote to (its shutdown notice) is dropped
+    # before use, so a database that restarted while nobody asked fails no request.
+    from papyrus import create_app, db
+
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", ping_after)
+    app = create_app({"TESTING": True, "DB_SECRET": own_pg.secret_dict(),
+                      "DBCHECK_TOKEN": TOKEN})
+    client = app.test_client()
+    try:
+        assert client.get("/dbcheck", headers=auth()).status_code == 200
+        own_pg.stop()
+        own_pg.start()
+        time.sleep(0.3)
+        response = client.get("/dbcheck", headers=auth())
+        assert response.status_code == 200, response.json
+    finally:
+        db.dispose_engine(app)
+
+
+def test_concurrent_requests_reuse_one_connection_per_thread(own_pg, monkeypatch):
+    # The pool holds PAPYRUS_THREADS connections: gthread's request threads never open a
+    # connection per request (the benchmark's reconnect churn, docs/benchmarks.md §3).
+    from papyrus import create_app, db
+    from sqlalchemy import event
+
+    monkeypatch.setenv("PAPYRUS_THREADS", "4")
+    app = create_app({"TESTING": True, "DB_SECRET": own_pg.secret_dict(),
+                      "DBCHECK_TOKEN": TOKEN})
+    connects = []
+    with app.app_context():
+        event.listen(db.get_engine(app), "connect", lambda *a: connects.append(1))
+
+    def burst(_):
+        client = app.test_client()
+        return [client.get("/dbcheck", headers=auth()).status_code for _ in range(25)]
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            codes = [c for batch in pool.map(burst, range(4)) for c in batch]
+        assert codes == [200] * 100
+        assert 1 <= len(connects) <= 4, len(connects)
+    finally:
+        db.dispose_engine(app)
