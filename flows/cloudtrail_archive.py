@@ -50,7 +50,7 @@ def cloudtrail_archive(
     until: str | None = None,
     incremental: bool = False,
     max_rps: float | None = None,
-    slice_hours: float = 24.0,
+    slice_hours: float = 168.0,
     resume: bool = True,
     extra_names: list[str] | None = None,
     settle_minutes: float | None = None,

@@ -194,3 +194,45 @@ def test_other_request_discards_the_checkpoint(tmp_path):
     cp = prepare_archive.fn(str(root), "local", window(2.0), NAMES.to_dict(), 86400.0)
     assert not cp["resumed"] and "other parameters" in cp["discarded"]
     assert cp["completed"] == [] and WorkDir(root).events_path.stat().st_size == 0
+
+
+# --- prefetch_pages: the next LookupEvents page in flight while this one is written ---------
+def test_prefetch_pages_keeps_order_stats_and_hands_errors_over_in_order():
+    from tasks.cloudtrail import prefetch_pages
+
+    threads = set()
+
+    def produce(own):
+        for i in range(5):
+            threads.add(threading.current_thread().name)
+            own["calls"] = own.get("calls", 0) + 1
+            yield i
+        raise RuntimeError("page 6 failed")
+
+    stats = {"calls": 10}
+    got = []
+    with pytest.raises(RuntimeError, match="page 6 failed"):
+        for page in prefetch_pages(produce, stats):
+            got.append((page, stats["calls"]))
+    # Every page arrives in order, with the counters of the requests that fetched it merged
+    # on the consumer's thread; the error comes after the last good page.
+    assert got == [(0, 11), (1, 12), (2, 13), (3, 14), (4, 15)]
+    assert threads == {"cloudtrail-prefetch"}
+
+
+def test_prefetch_pages_stops_the_producer_when_the_consumer_stops():
+    from tasks.cloudtrail import prefetch_pages
+
+    produced = []
+
+    def produce(own):
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    for page in prefetch_pages(produce, {}, depth=2):
+        if page == 3:
+            break
+    time.sleep(0.5)
+    # At most `depth` pages (plus the one being put) beyond what was consumed, then it exits.
+    assert len(produced) <= 3 + 1 + 2 + 1
