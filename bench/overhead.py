@@ -284,7 +284,7 @@ def run_flows(runs: int = 3, sb=None, no_heartbeat_runs: int = 2) -> dict:
 
 
 # -- B. the demo -----------------------------------------------------------------------------------
-STEP_RE = re.compile(r"^(?P<name>.{32}) (?P<verdict>\S+)\s+(?P<secs>[\d.]+)s  (?P<detail>.*)$")
+STEP_RE = re.compile(r"^(?P<name>.{40}) (?P<verdict>\S+)\s+(?P<secs>[\d.]+)s  (?P<detail>.*)$")
 
 
 def parse_demo(out: str) -> dict:
@@ -340,23 +340,10 @@ def run_demo(times: int = 2, prefect_env: dict | None = None, tag: str = "") -> 
     return rows
 
 
-TUNED_ARCHIVE_RPS = "25"
-
-
-def run_demo_tuned(prefect_env: dict) -> list[dict]:
-    """The demo with two of the proposed changes made from outside (no code edited): a Prefect
-    API that is already up (PREFECT_API_URL) and the sandbox's CloudTrail archive at 25
-    requests/s (PAPYRUS_CLOUDTRAIL_MAX_RPS; the sandbox is not AWS and enforces no limit)."""
-    return run_demo(1, {**prefect_env, "PAPYRUS_CLOUDTRAIL_MAX_RPS": TUNED_ARCHIVE_RPS},
-                    tag="-tuned")
-
-
 def run(runs: int = 3, demo: bool = True, prefect_env: dict | None = None, sb=None) -> dict:
     data = {"flows": run_flows(runs, sb=sb)}
     if demo:
         data["demo"] = run_demo(2)
-        if prefect_env:
-            data["demo_tuned"] = run_demo_tuned(prefect_env)
     data["goals"] = {"prefect_per_flow_s": FLOW_GOAL_S, "demo_warm_s": DEMO_GOAL_S}
     save("overhead", data)
     return data
