@@ -9,8 +9,16 @@ import typer
 
 
 def run_flow_state(flow_fn, **params) -> dict:
-    """Run a flow; return its summary dict whether it Completed or Failed."""
-    state = flow_fn(**params, return_state=True)
+    """Run a flow in this process; return its summary dict whether it Completed or Failed.
+
+    The flow-run heartbeat is off here: it exists so that a server can tell when the process
+    running a flow died, but this process is the one waiting for the answer, and Prefect
+    joins the heartbeat thread (1 s sleeps) at the end of every run — up to a second per
+    flow (docs/benchmarks.md §4). Runs started by a worker keep Prefect's default."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = flow_fn(**params, return_state=True)
     try:
         result = state.result(raise_on_failure=False)
     except Exception as e:  # noqa: BLE001 - a crashed flow still gets a one-line verdict
