@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if "verdict" in selected:
             from bench import verdict
 
-            kw = {"runs": 1, "Ts": (2.0,)} if a.quick else {"runs": 3, "Ts": (5.0, 10.0, 15.0)}
+            kw = {"runs": 1, "Ts": (2.0,)} if a.quick else {"runs": 3, "Ts": (3.0, 6.0, 9.0)}
             timed("verdict", lambda: verdict.run(sb=sb, **kw))
         if "overhead" in selected:
             from bench import overhead

@@ -39,6 +39,7 @@ from bench.common import (
 )
 
 DAY = 86400
+BEFORE_SLICE_HOURS = 24  # the flow's default before the change (now 168)
 
 
 def _fmt(t: float) -> str:
@@ -81,15 +82,15 @@ def count_lines_gz(path: Path) -> int:
 
 
 def ours_core(sb, since: str, until: str, max_rps: float | None, tag: str,
-              proposal: bool = False) -> dict:
+              before: bool = False) -> dict:
     work = TMP / f"archive-work-{tag}"
     shutil.rmtree(work, ignore_errors=True)
     cmd = [PY, "-m", "bench.archive_child", "--since", since, "--until", until,
            "--work", str(work)]
     if max_rps:
         cmd += ["--max-rps", str(max_rps)]
-    if proposal:
-        cmd += ["--proposal"]
+    if before:
+        cmd += ["--before", "--slice-hours", str(BEFORE_SLICE_HOURS)]
     env = clean_env({**sb.env(), "PAPYRUS_EVIDENCE_ROOT": str(TMP / "evidence"),
                      "PAPYRUS_SANDBOX_DIR": str(sb.state_dir)})
     store = store_of(sb)
@@ -101,7 +102,8 @@ def ours_core(sb, since: str, until: str, max_rps: float | None, tag: str,
     lines = count_lines_gz(work / "events.jsonl.gz")
     shutil.rmtree(work, ignore_errors=True)
     calls = list(store.call_times)[-(store.calls - calls0):] if store.calls > calls0 else []
-    out = {"tool": "ours-core" + (" + proposal" if proposal else ""), "seconds": round(r.seconds, 3), "maxrss_mb": round(r.maxrss_mb, 1),
+    out = {"tool": "ours-core" + (" (before)" if before else ""),
+           "seconds": round(r.seconds, 3), "maxrss_mb": round(r.maxrss_mb, 1),
            "cpu_s": round(r.user_s + r.sys_s, 2), "events": info["events"], "lines": lines,
            "papyrus": info["papyrus"], "pages": info["pages"], "slices": info["slices"],
            "archive_s": info["archive_s"], "import_s": info["import_s"],
@@ -195,7 +197,7 @@ def _agg(rows: list[dict]) -> dict:
 
 def run(sizes=(10_000, 100_000), runs=(3, 2), rate_events=3000, rate_runs=2,
         prefect_env: dict | None = None, flow_once: bool = True, cli_rate_limited: bool = True,
-        proposal_at: int | None = 100_000, sb=None) -> dict:
+        before: bool = True, sb=None) -> dict:
     own = sb is None
     if own:
         sb = start_sandbox(TMP / "sandbox-archive")
@@ -209,8 +211,8 @@ def run(sizes=(10_000, 100_000), runs=(3, 2), rate_events=3000, rate_runs=2,
             since, until = fill(sb, n, 89, anchor)
             log(f"archive: {n} events loaded in {time.monotonic() - t:.1f}s; window {since} .. "
                 f"{until}")
-            rows_core, rows_cli = [], []
-            for i in range(k):
+            rows_core, rows_cli, rows_before = [], [], []
+            for i in range(k):  # interleaved, so load drift hits every tool alike
                 rows_core.append(ours_core(sb, since, until, 1000, f"{n}-{i}"))
                 log(f"archive {n}: ours-core {rows_core[-1]['seconds']}s "
                     f"{rows_core[-1]['maxrss_mb']} MB ({rows_core[-1]['events']} events)")
@@ -218,12 +220,16 @@ def run(sizes=(10_000, 100_000), runs=(3, 2), rate_events=3000, rate_runs=2,
                 log(f"archive {n}: cli {rows_cli[-1]['seconds']}s {rows_cli[-1]['maxrss_mb']} MB "
                     f"(aws {rows_cli[-1]['aws_maxrss_mb']}, jq {rows_cli[-1]['jq_maxrss_mb']}; "
                     f"{rows_cli[-1]['events']} events)")
+                if before:
+                    rows_before.append(ours_core(sb, since, until, 1000, f"{n}-b{i}",
+                                                 before=True))
+                    log(f"archive {n}: ours-core (before) {rows_before[-1]['seconds']}s "
+                        f"{rows_before[-1]['maxrss_mb']} MB ({rows_before[-1]['events']} events)")
             entry = {"window": [since, until], "core": rows_core, "cli": rows_cli,
                      "core_agg": _agg(rows_core), "cli_agg": _agg(rows_cli)}
-            if proposal_at == n:
-                entry["proposal"] = [ours_core(sb, since, until, 1000, f"{n}-p", proposal=True)]
-                log(f"archive {n}: ours-core + proposal {entry['proposal'][0]['seconds']}s "
-                    f"{entry['proposal'][0]['maxrss_mb']} MB")
+            if rows_before:
+                entry["before"] = rows_before
+                entry["before_agg"] = _agg(rows_before)
             if prefect_env and flow_once:
                 entry["flow"] = [ours_flow(sb, since, until, prefect_env)]
                 entry["flow_agg"] = _agg(entry["flow"])

@@ -24,53 +24,20 @@ def _hwm_mb() -> float:
     return 0.0
 
 
-def _apply_proposal(settings, resolve_papyrus_names):
-    """Patch, in this process only, what docs/benchmarks.md proposes for tasks/cloudtrail.py:
-    1. prefetch: the next LookupEvents page is fetched in a thread while this one is written
-       (a queue of 2 pages; errors re-raised in order, so restarts and retries see them);
-    2. gzip level 1 instead of 6 for the two work files.
+def _apply_before(settings, resolve_papyrus_names):
+    """Undo, in this process only, the benchmark-driven changes to tasks/cloudtrail.py, so the
+    archive as it was before them is measured in the same run (the third part, one-day
+    slices, is `--slice-hours 24`):
+    1. no prefetch: pages are fetched on the writing thread, one after the other;
+    2. gzip level 6 instead of 1 for the two work files.
     Returns the filter names."""
-    import queue
-    import threading
-
     import tasks.cloudtrail as tc
 
-    original = tc.lookup_pages
+    def inline(produce, stats, depth=2):
+        yield from produce(stats)
 
-    def prefetching(*args, **kwargs):
-        q: queue.Queue = queue.Queue(maxsize=2)
-        stop = threading.Event()
-
-        def produce():
-            try:
-                for item in original(*args, **kwargs):
-                    while not stop.is_set():
-                        try:
-                            q.put(("page", item), timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                q.put(("end", None))
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                q.put(("error", exc))
-
-        threading.Thread(target=produce, daemon=True, name="lookup-prefetch").start()
-        try:
-            while True:
-                kind, value = q.get()
-                if kind == "page":
-                    yield value
-                elif kind == "end":
-                    return
-                else:
-                    raise value
-        finally:
-            stop.set()
-
-    tc.lookup_pages = prefetching
-    tc.archive_slice_core.__kwdefaults__["compresslevel"] = 1
+    tc.prefetch_pages = inline
+    tc.archive_slice_core.__kwdefaults__["compresslevel"] = 6
     return resolve_papyrus_names.fn(settings)
 
 
@@ -81,9 +48,9 @@ def main() -> None:
     p.add_argument("--until", required=True)
     p.add_argument("--work", required=True)
     p.add_argument("--max-rps", type=float, default=None)
-    p.add_argument("--slice-hours", type=float, default=24.0)
-    p.add_argument("--proposal", action="store_true",
-                   help="the changes proposed in docs/benchmarks.md, patched in here only")
+    p.add_argument("--slice-hours", type=float, default=168.0)
+    p.add_argument("--before", action="store_true",
+                   help="the archive before the benchmark-driven change (patched here only)")
     a = p.parse_args()
 
     from papyrus_ops.aws import client
@@ -95,8 +62,8 @@ def main() -> None:
     hwm_import = _hwm_mb()
     settings = load_env("local")
     window = resolve_window(None, a.since, a.until)
-    if a.proposal:
-        names = _apply_proposal(settings, resolve_papyrus_names)
+    if a.before:
+        names = _apply_before(settings, resolve_papyrus_names)
     else:
         names = resolve_papyrus_names.fn(settings)
     cp = prepare_archive.fn(a.work, "local", window, names, a.slice_hours * 3600, resume=False)
@@ -118,7 +85,7 @@ def main() -> None:
         "archive_s": round(t_end - t_first, 3),
         "archive_started_epoch": t_first_wall,
         "total_s": round(t_end - t_start, 3),
-        "proposal": a.proposal,
+        "before": a.before,
         "hwm_mb": {"after_import": hwm_import, "after_setup": hwm_setup, "end": _hwm_mb()},
     }))
 

@@ -93,44 +93,44 @@ def _archive(a):
               "`[cloudtrail] extra_names` list already exists) or from the previous archive's "
               "state, and ask EC2 only when neither has them. Expected: −20 to −25 MB peak, "
               "i.e. ~100 MB.", ""]
-    cpu_ours = med(core.get("cpu_s"))
-    cpu_cli = med(cli.get("cpu_s"))
+    n_lo, n_hi = int(keys[0]), int(keys[-1])
+    c_lo = lo["core"][0]
+    met_all = ratio_hi <= 1 and ratio_lo <= 1
     lines += [f"**Wall time.** Ours takes {num(ratio_lo, 2)}× the CLI pipeline's time at "
-              f"{int(keys[0]):,} events and {num(ratio_hi, 2)}× at {int(keys[-1]):,}. "]
-    if ratio_hi > 1.0 or ratio_lo > 1.0:
+              f"{n_lo:,} events and {num(ratio_hi, 2)}× at {n_hi:,} "
+              f"({'met' if met_all else 'goal missed'}; CPU {num(med(core.get('cpu_s')))} s "
+              f"against {num(med(cli.get('cpu_s')))} s for aws + jq + gzip at {n_hi:,})."]
+    bef, bef_lo = hi.get("before_agg"), lo.get("before_agg")
+    if bef and bef_lo:
+        b0 = hi["before"][0]
         lines[-1] += (
-            "The goal is missed, for three reasons the profile and the numbers show: "
-            f"(1) fixed start-up — Python and the imports (Prefect, botocore) take "
-            f"{num(c0['import_s'])} s and the setup {num(c0['setup_s'])} s before the first "
-            f"request, which dominates at {int(keys[0]):,} events; "
-            f"(2) more work per event, all in one thread: ours spent "
-            f"{num(cpu_ours)} CPU-s for {int(keys[-1]):,} events against {num(cpu_cli)} "
-            "CPU-s for aws + jq + gzip together — each event is parsed by botocore (timestamps "
-            "to tz-aware datetimes), its CloudTrail document parsed again (`event_record`), "
-            "checked against the Papyrus rule, written to two gzip members at level 6 — and a "
-            "py-spy profile of the 100k run puts ~42% of the samples in the LookupEvents call "
-            "(HTTP, botocore parsing), ~16% in gzip, ~14% in `event_line`, ~7% in the "
-            "Papyrus filter; "
-            "(3) no overlap: while we compress and filter a page, no request is in flight, "
-            "and while the server answers we sit idle; the CLI's three processes at least "
-            "spread jq and gzip over the second core. The 24 h slices add "
-            f"{c0['api_calls'] - int(keys[-1]) // 50} requests (one partial page per slice).")
-        prop = hi.get("proposal")
-        if prop:
-            p = prop[0]
-            lines[-1] += (
-                f" *Proposal* (`tasks/cloudtrail.py`): fetch the next page while the current "
-                "one is written — a producer thread around `lookup_pages` feeding a 2-page "
-                "queue (the rate limiter and the retry/restart logic stay as they are, "
-                "exceptions are handed over in order) — and write the work files at gzip "
-                "level 1 instead of 6 (`archive_slice_core(compresslevel=…)`; the files get "
-                "~25% bigger, which nobody reads hot). Measured in this run with both patched "
-                f"into the child only (`bench/archive_child.py --proposal`): {num(p['seconds'])} s "
-                f"at {int(keys[-1]):,} events instead of {num(med(core['seconds']))} s "
-                f"({num(p['seconds'] / med(cli['seconds']), 2)}× the CLI), CPU "
-                f"{num(p['cpu_s'])} s, peak RSS {num(p['maxrss_mb'])} MB.")
-    else:
-        lines[-1] += "The goal is met."
+            f" Before the change it took {num(med(bef_lo['seconds']) / med(lo['cli_agg']['seconds']), 2)}× "
+            f"and {num(med(bef['seconds']) / med(cli['seconds']), 2)}× (measured in the same "
+            f"rounds: {st(bef_lo['seconds'], 1, 's')} and {st(bef['seconds'], 1, 's')}; "
+            f"{b0['api_calls']} requests at {n_hi:,} events where now {c0['api_calls']}).")
+    lines[-1] += (
+        " What the profile showed before (py-spy on a 100k run): ~42% of the samples in the "
+        "LookupEvents call and botocore's parsing, ~16% in gzip at level 6, ~14% in "
+        "`event_line`, ~7% in the Papyrus filter — and no overlap: while a page was parsed, "
+        "filtered and compressed, no request was in flight, and one-day slices ended in a "
+        "partial page each (90 extra requests over 90 days). **What changed** "
+        "(`tasks/cloudtrail.py`, `flows/cloudtrail_archive.py`): (a) `prefetch_pages` — the "
+        "next page is fetched by a thread while this one is written, at most two pages "
+        "ahead; pages, errors and counters are handed to the writing thread in order, so "
+        "the limiter, retries, the NextToken restart and checkpoints behave as before "
+        "(tested); (b) work files at gzip level 1 (about a quarter bigger, written once); "
+        "(c) one-week slices by default (resume goes by the cursor inside a slice, so "
+        "nothing is lost by the longer unit).")
+    if not met_all:
+        lines[-1] += (
+            f" What is left at {n_lo:,} events is start-up: the child spends "
+            f"{num(c_lo['import_s'])} s on Python and its imports (`import prefect` alone is "
+            "2–3 s here; the archive's task module is a Prefect module) and "
+            f"{num(c_lo['setup_s'])} s of setup (clients, the EC2 lookup) before its first "
+            "request, against ~0.5 s for `aws`; the loop itself "
+            f"({num(c_lo['archive_s'])} s) is faster than the whole CLI pipeline. Closing "
+            "that would mean a Prefect-free archive process, which nobody would run: the "
+            "nightly job is a flow.")
     lines.append("")
     rl = a.get("rate_limited")
     if rl:
@@ -139,10 +139,9 @@ def _archive(a):
                   f"({pct(rate / rl['ceiling_events_per_s'], 1)} of the ceiling) with "
                   f"{sum(r['throttled'] for r in rl['runs'])} throttled requests: the "
                   "client-side limiter spaces requests exactly 0.5 s apart and every page is "
-                  "full. Caveat for the real nightly run: with the default 24 h slices, a "
-                  "slice whose events do not fill whole pages costs one partial page, so a "
-                  "90-day window needs at least 90 requests (45 s) however few events there "
-                  "are — this is what the demo pays (§4).", ""]
+                  "full. With one-week slices a 90-day window costs at least 13 requests "
+                  "(6.5 s at 2 requests/s) however few events there are; with the former "
+                  "one-day slices it was 90 (45 s).", ""]
     return lines
 
 
@@ -153,38 +152,52 @@ def _service(s):
     lines = ["### 3. Service vs database", ""]
     if r8:
         share = med(r8["dbcheck_share_of_pgbench"])
-        lines += [f"**/dbcheck** serves {pct(share, 1)} of pgbench's inserts at 8 "
-                  "connections (goal 20%). A py-spy profile of one gunicorn worker under "
-                  "`wrk -c8` showed why: about a third of the worker's busy samples were in "
-                  "`Pool._create_connection` → `psycopg2.connect` (TCP + TLS handshake + SCRAM), "
-                  "i.e. new connections during steady state. `get_engine` builds the pool with "
-                  "`pool_size=2, max_overflow=2` while gunicorn runs 4 threads per worker, so "
-                  "the 3rd and 4th concurrent requests each open an overflow connection and "
-                  "close it on return. The rest is round trips: every request does a "
-                  "`pool_pre_ping` (`SELECT 1`), then BEGIN, the INSERT, the `pg_stat_ssl` "
-                  "SELECT and COMMIT — five round trips to pgbench's one, each a wake-up of "
-                  "the backend on a 2-core box where wrk, gunicorn and PostgreSQL compete.", ""]
         v = s.get("variants") or {}
-        if v:
-            base = med(v.get("baseline", {}).get("results", {}).get("8", {}).get(
-                "share_of_pgbench"))
-            rows = []
-            for name, info in v.items():
-                if name.startswith("_") or name == "baseline":
-                    continue
-                r = info["results"].get("8", {})
-                rows.append(f"`{name}` {st(r.get('rps'), 0, 'req/s')} = "
-                            f"{pct(med(r.get('share_of_pgbench')), 1)} of pgbench")
-            lines += ["*Proposal* (`service/papyrus/db.py`), measured on copies of the service "
-                      f"(baseline copy: {pct(base, 1)} of pgbench in the same rounds): "
-                      + "; ".join(rows) + ". Patch 1 is the fix to take regardless "
-                      "(`pool_size` = `PAPYRUS_THREADS`): it removes the reconnects. Patch 2 "
-                      "(autocommit single INSERT, SSL status read once per connection — the "
-                      "response body is unchanged) removes three round trips per request. "
-                      "Patch 3 (no pre-ping) is shown to price the ping; it trades a 503 on "
-                      "the first request after a database restart for one round trip, which "
-                      "is a product decision. The diffs are in `bench/patches/` (apply with "
-                      "`patch -p1` from the repo root).", ""]
+        base = med(v.get("baseline", {}).get("results", {}).get("8", {}).get("share_of_pgbench"))
+        before = v.get("before-db-pool-change", {}).get("results", {}).get("8", {})
+        hz = med(r8["healthz"]["rps"])
+        lines += [f"**/dbcheck** serves {pct(share, 1)} of pgbench's inserts at 8 "
+                  f"connections (goal 20%: {'met' if share >= 0.2 else 'missed'})."]
+        if before:
+            lines[-1] += (f" In the variant rounds, today's service made "
+                          f"{pct(base, 1)} and the service as it was before the change "
+                          f"{pct(med(before.get('share_of_pgbench')), 1)} "
+                          f"({st(before.get('rps'), 0, 'req/s')}).")
+        lines[-1] += (
+            " What the profile showed before (py-spy on one gunicorn worker under `wrk -c8`): "
+            "about a quarter of the busy samples in `Pool._create_connection` → "
+            "`psycopg2.connect` (TCP + TLS + SCRAM) — the pool had `pool_size=2, "
+            "max_overflow=2` under 4 request threads, so the 3rd and 4th concurrent requests "
+            "opened and closed a connection each — and five round trips per request "
+            "(pre-ping, BEGIN, INSERT, the `pg_stat_ssl` SELECT, COMMIT) to pgbench's one. "
+            "**What changed** (`service/papyrus/db.py`): the pool holds `PAPYRUS_THREADS` "
+            "connections; the INSERT is one autocommit statement on the pooled psycopg2 "
+            "connection; the SSL status is read once per connection (a `connect` event; the "
+            "response still reports that session's `pg_stat_ssl`); and the per-request "
+            "pre-ping is replaced by a ping only for a connection idle ≥ 1 s plus a "
+            "zero-cost check that the idle socket is not readable (a server that shut down "
+            "has written its `terminating connection` or closed it) — a database restart "
+            "while idle still costs no request, and a connection lost mid-use drops the "
+            "whole pool (both tested in `service/tests/test_papyrus_outage.py`).")
+        mi = s.get("micro") or {}
+        if mi:
+            lines[-1] += (" In-process, one connection, no gunicorn (ms per call): "
+                          + "; ".join(f"{k} {v}" for k, v in mi.items()) + ".")
+        lines.append("")
+        if share < 0.2:
+            lines += [
+                f"What is left is CPU per request on two cores shared with wrk and PostgreSQL: "
+                "under `wrk -c8` the machine runs at ~0% idle (vmstat), the gunicorn workers "
+                "taking most of it — HTTP parsing, the gthread worker's poller and thread "
+                "hand-offs, Flask's request/response objects, the JSON body, the access log "
+                "line, then the TLS-wrapped INSERT. pgbench's C client does none of that. "
+                f"/healthz, which does all of it but the INSERT, reaches {num(hz, 0)} req/s at "
+                "8 connections here, so 20% of pgbench would need /dbcheck at "
+                f"{pct(0.2 * med(r8['pgbench']['tps']) / hz) if hz else '–'} of /healthz's own "
+                "throughput. Tried and not kept: other worker × thread layouts (2×4, 3×3, "
+                "4×2, 4×4, 6×2, 8×1) — none better than the default beyond the noise of a "
+                "shared machine. Closing the rest would mean leaving Flask/gunicorn on this "
+                "path, which a probe endpoint does not justify.", ""]
     hv = [med(s["results"][str(c)]["summary"]["healthz_vs_hello"]) for c in s["conns"]]
     if all(x is not None and x >= 0.9 for x in hv):
         lines += ["**/healthz** is on par with the bare hello-world at every client count "
@@ -207,61 +220,48 @@ def _overhead(o):
     fl = o.get("flows", {})
     if fl.get("flow"):
         p = fl["agg"]["prefect_s"]
-        nh = fl.get("agg_no_heartbeat") or {}
+        hb = fl.get("agg_heartbeat_on") or {}
         lines += [f"**Per flow run** Prefect costs {st(p, 2, 's')} on the deploy flow "
-                  f"(goal ≤ 2 s: {'met' if p['max'] <= 2 else 'missed'}). Most of it is the "
-                  "flow engine around the body, and most of that is the flow-run heartbeat: "
-                  "Prefect 3.9.1 starts a heartbeat thread (`flows.heartbeat_frequency`, "
-                  "default 180 s) that sleeps in 1 s steps, and the engine joins it at the end "
-                  "of every run, so each run waits out up to a second."]
-        if nh.get("flow_s", {}).get("n"):
-            lines[-1] += (f" With the heartbeat off the same flow's Prefect share is "
-                          f"{st(nh['prefect_s'], 2, 's')} (² measured with "
-                          "`temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: "
-                          "None})` around the run; an environment variable cannot set None).")
-        lines[-1] += (" *Proposal* (`papyrus_ops/commands/deploy.py`, `run_flow_state`, "
-                      "used by the CLI and the demo): run CLI-started flows with the heartbeat "
-                      "off as above — a process that runs the flow in the foreground has no "
-                      "use for crash detection by heartbeat; runs started by a worker keep "
-                      "Prefect's default.")
+                  f"(goal ≤ 2 s: {'met' if p['max'] <= 2 else 'missed'}), flow engine and "
+                  f"{num(med(fl['agg']['task_calls']), 0)} task runs together."]
+        if hb.get("flow_s", {}).get("n"):
+            lines[-1] += (f" Before the change it was {st(hb['prefect_s'], 2, 's')} (²: the "
+                          "same flow called with Prefect's default settings, in the same "
+                          "rounds).")
+        lines[-1] += (" Most of the difference was the flow-run heartbeat: Prefect 3.9.1 "
+                      "starts a heartbeat thread that sleeps in 1 s steps and joins it at "
+                      "the end of every run, so each run waited out up to a second. **What "
+                      "changed** (`papyrus_ops/commands/deploy.py`, `run_flow_state`, used by "
+                      "the CLI and the demo): flows run in the foreground have the heartbeat "
+                      "off — the process that would be declared dead is the one waiting for "
+                      "the answer; runs started by a worker keep Prefect's default.")
         lines.append("")
     demo = o.get("demo") or []
     if demo:
         warm = demo[-1]
-        steps = {x["step"]: x["seconds"] for x in warm["steps"]}
-        arch = next((v for k, v in steps.items() if k.startswith("cloudtrail")), None)
-        pre = steps.get("preflight")
-        tuned = (o.get("demo_tuned") or [None])[0]
-        lines += [f"**The warm main job** takes {num(warm['wall_s'])} s (goal 45 s). Where it "
-                  f"goes (run {warm['run']}): sandbox up {num(warm['sandbox_up_s'])} s, "
+        lines += [f"**The warm main job** takes {num(warm['wall_s'])} s (goal 45 s: "
+                  f"{'met' if warm['wall_s'] <= 45 and warm.get('ok') else 'missed'}); "
+                  "96.4 s in the previous full run (2026-11-28 22:23 UTC, before these "
+                  f"changes). Where it goes now (run {warm['run']}): sandbox up after "
+                  f"{num(warm['sandbox_up_s'])} s and the Prefect API answering after "
+                  f"{num(warm.get('api_up_s'))} s (in parallel), "
                   + ", ".join(f"{x['step']} {num(x['seconds'])} s" for x in warm["steps"])
-                  + f", the rest {num(warm['other_s'])} s (Python start-up and imports, the "
-                  "three route calls, sandbox down)."]
-        lines += ["", "* The CloudTrail step "
-                  f"({num(arch)} s) cannot be shorter than 44.5 s as the demo calls it: 90 "
-                  "one-day slices, at least one LookupEvents request each, at the client's "
-                  "2 requests/s — against a sandbox that enforces no limit. *Proposal* "
-                  "(`papyrus_ops/commands/demo.py`): run the demo's archive step with "
-                  "`max_rps=25` on the sandbox (the flow parameter exists; production keeps "
-                  "2) — or `days=7`.",
-                  f"* The first step (preflight, {num(pre)} s) also pays for the temporary "
-                  "Prefect server the first flow run starts (no `PREFECT_API_URL`): a "
-                  "`prefect server start` subprocess, its imports and SQLite migrations — "
-                  "several seconds on a quiet machine, much more under load. *Proposal* "
-                  "(`papyrus_ops/commands/demo.py`): start that server in the background "
-                  "while `daemon.up()` brings the sandbox up (both take seconds and neither "
-                  "needs the other), e.g. by entering Prefect's `SubprocessASGIServer` / "
-                  "`prefect server start` and setting `PREFECT_API_URL` before the flows run.",
-                  "* Each of the seven flow runs pays the heartbeat join (up to 1 s, see "
-                  "above).", ""]
-        if tuned:
-            lines += [f"Measured with the first two made from outside (a running Prefect API, "
-                      f"archive at 25 requests/s; ³ above): {num(tuned['wall_s'])} s "
-                      f"instead of {num(warm['wall_s'])} s"
-                      + (" — within the goal." if tuned["wall_s"] <= 45 else
-                         f" — still over 45 s on this machine at this load; the remaining "
-                         f"time is the sandbox start ({num(tuned['sandbox_up_s'])} s: moto, "
-                         "initdb + a PostgreSQL with SSL, the seeded service's first task "
-                         "booting gunicorn) and the flows' own work, each of which grows "
-                         "with the load average of a shared 2-core machine."), ""]
+                  + f", the rest {num(warm['other_s'])} s (Python start-up, the three route "
+                  "calls, sandbox down, the server's stop at exit). **What changed**: "
+                  "(1) `papyrus_ops/commands/demo.py` spawns a temporary `prefect server "
+                  "start` before the sandbox comes up, instead of the first flow run "
+                  "starting Prefect's own temporary server serially (its imports and "
+                  "migrations took 10–17 s here; the preflight step was 15.7 s, now it is "
+                  "the checks alone); (2) the demo's CloudTrail step runs at 20 requests/s "
+                  "on the sandbox, which enforces no AWS limit (46.2 s at 2 requests/s over "
+                  "90 one-day slices before; the nightly deployment keeps 2/s), and one-week "
+                  "slices; (3) the heartbeat change above, up to 1 s on each of the seven "
+                  "flow runs; (4) the sandbox skips moto's default AMI catalogue (~1 s of "
+                  "its start).", ""]
+        if warm["wall_s"] > 45:
+            lines += ["What is left is mostly fixed work: the sandbox start (moto's imports "
+                      "and first EC2 call, initdb and a PostgreSQL with SSL, the seeded "
+                      "service's first task booting gunicorn), the deploy waiting for a real "
+                      "task to boot and pass its probes, and start-up imports — each of which "
+                      "grows with the load average of a shared 2-core machine.", ""]
     return lines

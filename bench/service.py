@@ -174,6 +174,81 @@ def service_copy(name: str, patch: Path | None) -> Path:
     return dst
 
 
+def micro(db: Postgres, n: int = 1000) -> dict:
+    """Where one /dbcheck's time goes, in this process, one connection, no gunicorn: the
+    statements alone (psycopg2), the same through SQLAlchemy as `papyrus.db` does it, and
+    the Flask app through its test client. Milliseconds per call, median of 3 batches."""
+    import statistics
+
+    import psycopg2
+    from papyrus import create_app
+    from sqlalchemy import create_engine
+
+    sql = "INSERT INTO skus (sku, name, source) VALUES (%s, 'micro', 'app')"
+    ssl = ("SELECT s.ssl, s.version, current_database() FROM pg_stat_ssl AS s "
+           "WHERE s.pid = pg_backend_pid()")
+    conn = psycopg2.connect(**db.pg.connect_kwargs())
+    cur = conn.cursor()
+    kw = db.pg.connect_kwargs()
+
+    def per_call(fn) -> float:
+        for i in range(50):
+            fn(i)
+        batches = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for i in range(n):
+                fn(i)
+            batches.append((time.perf_counter() - t) / n * 1000)
+        return round(statistics.median(batches), 3)
+
+    def sku(prefix, i):
+        return f"SKU-MICRO-{prefix}-{i}-{secrets.token_hex(4)}"
+
+    out: dict = {}
+    conn.autocommit = True
+    out["SELECT 1 (one round trip)"] = per_call(lambda i: cur.execute("SELECT 1"))
+    out["INSERT, autocommit (pgbench's statement)"] = per_call(
+        lambda i: cur.execute(sql, (sku("a", i),)))
+    out["SELECT pg_stat_ssl row"] = per_call(lambda i: (cur.execute(ssl), cur.fetchone()))
+    conn.autocommit = False
+
+    def service_sequence(i):
+        conn.autocommit = True
+        cur.execute("SELECT 1")  # pool_pre_ping
+        conn.autocommit = False
+        cur.execute(sql, (sku("b", i),))  # BEGIN + INSERT
+        cur.execute(ssl)
+        cur.fetchone()
+        conn.commit()
+
+    out["ping + BEGIN, INSERT, SSL SELECT, COMMIT (psycopg2)"] = per_call(service_sequence)
+    eng = create_engine("postgresql+psycopg2://", connect_args=kw, pool_size=2, max_overflow=2,
+                        pool_pre_ping=True)
+
+    def as_service(i):
+        with eng.begin() as c:
+            c.exec_driver_sql(sql.replace("%s", "%(sku)s"), {"sku": sku("c", i)})
+            c.exec_driver_sql(ssl).one()
+
+    out["the same through SQLAlchemy, as papyrus.db did before (pre-ping on)"] = per_call(
+        as_service)
+    app = create_app({"DB_SECRET": db.secret(), "DBCHECK_TOKEN": "micro-token"})
+    from papyrus import db as papyrus_db
+
+    with app.app_context():
+        out["papyrus.db.insert_sku as it is now"] = per_call(
+            lambda i: papyrus_db.insert_sku(sku("d", i), "micro", "app"))
+    client = app.test_client()
+    out["Flask test client: /healthz"] = per_call(lambda i: client.get("/healthz"))
+    out["Flask test client: /dbcheck"] = per_call(
+        lambda i: client.get("/dbcheck", headers={"Authorization": "Bearer micro-token"}))
+    eng.dispose()
+    papyrus_db.dispose_engine(app)
+    conn.close()
+    return out
+
+
 def _agg(rows: list[dict], key: str) -> dict:
     return stats(r[key] for r in rows)
 
@@ -229,6 +304,8 @@ def run(runs: int = 3, seconds: int = 10, conns=CONNS, variants: bool = True) ->
             s.stop()
     if variants:
         data["variants"] = run_variants(db, token, seconds=seconds, runs=runs)
+    data["micro"] = micro(db, n=300 if seconds < 5 else 1000)
+    log("service micro (ms per call): " + "; ".join(f"{k} {v}" for k, v in data["micro"].items()))
     db.stop()
     save("service", data)
     return data
