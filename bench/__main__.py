@@ -39,6 +39,18 @@ def _env_defaults() -> None:
         os.environ.pop(k, None)
 
 
+def _save_meta(meta: dict, done: list[str], timings: dict, t_all: float) -> None:
+    meta.update({"finished": common.utc_now(), "load_end": common.loadavg(),
+                 "seconds": round(time.monotonic() - t_all, 1), "timings": timings})
+    runs = (common.load("meta") or {}).get("runs", {})
+    for name in done:
+        runs[name] = {k: meta[k] for k in ("started", "finished", "load_start",
+                                            "load_at_measure_start", "load_end")}
+        runs[name]["quiet_wait"] = meta.get("quiet_wait")
+    meta["runs"] = runs
+    common.save("meta", meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def run_demo():
                 demo = [] if a.no_demo else overhead.run_demo(1 if a.quick else 2)
-                tuned = [] if a.no_demo or a.quick else overhead.run_demo_tuned(prefect.env())
-                data = {"flows": flows, "demo": demo, "demo_tuned": tuned,
+                data = {"flows": flows, "demo": demo,
                         "goals": {"prefect_per_flow_s": overhead.FLOW_GOAL_S,
                                   "demo_warm_s": overhead.DEMO_GOAL_S}}
                 common.save("overhead", data)
@@ -149,16 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             sb.stop()
         if prefect is not None:
             prefect.stop()
-    meta.update({"finished": common.utc_now(), "load_end": common.loadavg(),
-                 "seconds": round(time.monotonic() - t_all, 1), "timings": timings})
-    prev = common.load("meta") or {}
-    runs = prev.get("runs", {})
-    for name in selected:
-        runs[name] = {k: meta[k] for k in ("started", "finished", "load_start",
-                                            "load_at_measure_start", "load_end")}
-        runs[name]["quiet_wait"] = meta.get("quiet_wait")
-    meta["runs"] = runs
-    common.save("meta", meta)
+        # Also after a failure: the benchmarks that finished keep their machine record.
+        _save_meta(meta, [n for n in selected if any(t.startswith(n) for t in timings)],
+                   timings, t_all)
     path = report.write(quick=a.quick)
     log(f"all done in {meta['seconds']}s; wrote {path}")
     return 0
