@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -36,14 +35,7 @@ def service(sb) -> dict:
 
 def push_variant(sb, tag: str) -> str:
     """Another image of the same code (a new build): a different manifest, so another digest."""
-    body = json.loads(sandbox_image.manifest())
-    body["annotations"] = {"build": tag}
-    text = json.dumps(body, sort_keys=True)
-    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    sb.client("ecr").put_image(repositoryName=sb.settings.ecr_repository, imageManifest=text,
-                               imageTag=tag, imageDigest=digest,
-                               imageManifestMediaType=sandbox_image.MANIFEST_MEDIA_TYPE)
-    return digest
+    return sandbox_image.push_build(sb.client("ecr"), sb.settings.ecr_repository, tag)
 
 
 def db_rows(sb, prefix: str) -> int:

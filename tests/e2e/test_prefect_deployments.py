@@ -19,7 +19,6 @@ service rolls back; `papyrus-ops prefect down` leaves no process behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -117,14 +116,7 @@ def assert_no_canary(*texts: str) -> None:
 
 def push_variant(sb, tag: str) -> str:
     """A new build of the same code: another manifest, so another digest, under `tag`."""
-    body = json.loads(sandbox_image.manifest())
-    body["annotations"] = {"build": tag}
-    text = json.dumps(body, sort_keys=True)
-    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    sb.client("ecr").put_image(repositoryName=sb.settings.ecr_repository, imageManifest=text,
-                               imageTag=tag, imageDigest=digest,
-                               imageManifestMediaType=sandbox_image.MANIFEST_MEDIA_TYPE)
-    return digest
+    return sandbox_image.push_build(sb.client("ecr"), sb.settings.ecr_repository, tag)
 
 
 def service(sb) -> dict:
