@@ -7,12 +7,10 @@ whatever ran before.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 
 # `tests/` is on sys.path (rootdir conftest, no __init__.py) and `tests/artifacts/` would then be
 # imported as a namespace package shadowing the real `artifacts` (the editable install's finder
@@ -23,35 +21,7 @@ if sys.path[0] != _ROOT:
 if getattr(sys.modules.get("artifacts"), "__file__", "") is None:
     del sys.modules["artifacts"]
 
-TEST_ALB = "papyrus-alb"
-
-
-def forget_monitoring(sb) -> None:
-    """Delete everything the monitoring flow manages (and the test ALB), if present."""
-    from tasks.eventrules import TARGET_ID
-    from tasks.monitoring import load_monitoring
-
-    cfg = load_monitoring(sb.settings)
-    cw, events, sns = sb.client("cloudwatch"), sb.client("events"), sb.client("sns")
-    elbv2, s3 = sb.client("elbv2"), sb.client("s3")
-    cw.delete_alarms(AlarmNames=[a.name for a in cfg.alarms])
-    with contextlib.suppress(ClientError):
-        events.remove_targets(Rule=cfg.rule, Ids=[TARGET_ID])
-    with contextlib.suppress(ClientError):
-        events.delete_rule(Name=cfg.rule)
-    for t in sns.list_topics()["Topics"]:
-        if t["TopicArn"].endswith(f":{cfg.topic}"):
-            sns.delete_topic(TopicArn=t["TopicArn"])
-    with contextlib.suppress(ClientError):
-        for lb in elbv2.describe_load_balancers(Names=[TEST_ALB])["LoadBalancers"]:
-            elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
-    with contextlib.suppress(ClientError):
-        for tg in elbv2.describe_target_groups(Names=[cfg.target_group])["TargetGroups"]:
-            elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
-    with contextlib.suppress(ClientError):
-        for obj in s3.list_objects_v2(Bucket=cfg.log_bucket).get("Contents", []):
-            s3.delete_object(Bucket=cfg.log_bucket, Key=obj["Key"])
-        s3.delete_bucket(Bucket=cfg.log_bucket)
+from tests.sandbox_cleanup import forget_monitoring  # noqa: E402 - after the path fix above
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ here must not depend on another suite's helpers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 from artifacts import verify_manifest
 from artifacts.storage import MANIFEST, PENDING, bundle_files
+from tests.sandbox_cleanup import forget_monitoring  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,33 +77,6 @@ def state_versions(sb) -> int:
     key = f"state/{sb.settings.env}/last_deploy.json"
     resp = sb.client("s3").list_object_versions(Bucket=sb.settings.evidence_bucket, Prefix=key)
     return len([v for v in resp.get("Versions", []) if v["Key"] == key])
-
-
-def forget_monitoring(sb) -> None:
-    """Delete what the monitoring flow manages (copied from tests/monitoring, no ALB here)."""
-    from botocore.exceptions import ClientError
-
-    from tasks.eventrules import TARGET_ID
-    from tasks.monitoring import load_monitoring
-
-    cfg = load_monitoring(sb.settings)
-    cw, events, sns = sb.client("cloudwatch"), sb.client("events"), sb.client("sns")
-    elbv2, s3 = sb.client("elbv2"), sb.client("s3")
-    cw.delete_alarms(AlarmNames=[a.name for a in cfg.alarms])
-    with contextlib.suppress(ClientError):
-        events.remove_targets(Rule=cfg.rule, Ids=[TARGET_ID])
-    with contextlib.suppress(ClientError):
-        events.delete_rule(Name=cfg.rule)
-    for t in sns.list_topics()["Topics"]:
-        if t["TopicArn"].endswith(f":{cfg.topic}"):
-            sns.delete_topic(TopicArn=t["TopicArn"])
-    with contextlib.suppress(ClientError):
-        for tg in elbv2.describe_target_groups(Names=[cfg.target_group])["TargetGroups"]:
-            elbv2.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
-    with contextlib.suppress(ClientError):
-        for obj in s3.list_objects_v2(Bucket=cfg.log_bucket).get("Contents", []):
-            s3.delete_object(Bucket=cfg.log_bucket, Key=obj["Key"])
-        s3.delete_bucket(Bucket=cfg.log_bucket)
 
 
 # -- evidence -------------------------------------------------------------------------------
