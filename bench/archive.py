@@ -53,13 +53,7 @@ def fill(sb, n: int, days: int, anchor: int) -> tuple[str, str]:
     from sandbox.seed import ACCOUNT_ID
 
     s = sb.settings
-    names = {"cluster": s.cluster, "service": s.service, "task_family": s.family,
-             "secret": s.db_secret_id, "db_instance": s.rds_instance,
-             "db_parameter_group": s.parameter_group,
-             "rds_security_group": s.rds_security_group,
-             "task_security_group": s.task_security_group,
-             "ecr_repository": s.ecr_repository, "evidence_bucket": s.evidence_bucket,
-             "task_role": s.task_role, "task_execution_role": s.execution_role}
+    names = sb.cloudtrail_names()
     store = sb.cloudtrail.get(ACCOUNT_ID, s.region)
     store.clear()
     store.add_events(cloudtrail.generate_history(n, days=days, now=anchor, names=names,

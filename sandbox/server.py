@@ -141,19 +141,24 @@ class Sandbox:
     def runtime(self):
         return self._runtime
 
+    def cloudtrail_names(self) -> dict[str, str]:
+        """The environment's resource names, as `cloudtrail.generate_history` wants them."""
+        s = self.settings
+        return {"cluster": s.cluster, "service": s.service, "task_family": s.family,
+                "secret": s.db_secret_id, "db_instance": s.rds_instance,
+                "db_parameter_group": s.parameter_group,
+                "rds_security_group": s.rds_security_group,
+                "task_security_group": s.task_security_group,
+                "ecr_repository": s.ecr_repository, "evidence_bucket": s.evidence_bucket,
+                "task_role": s.task_role, "task_execution_role": s.execution_role}
+
     def _seed_cloudtrail(self) -> None:
         """A realistic 90-day history (some of it Papyrus's) behind LookupEvents."""
         from sandbox import cloudtrail
 
         s = self.settings
         self.cloudtrail = cloudtrail.install()
-        names = {"cluster": s.cluster, "service": s.service, "task_family": s.family,
-                 "secret": s.db_secret_id, "db_instance": s.rds_instance,
-                 "db_parameter_group": s.parameter_group,
-                 "rds_security_group": s.rds_security_group,
-                 "task_security_group": s.task_security_group,
-                 "ecr_repository": s.ecr_repository, "evidence_bucket": s.evidence_bucket,
-                 "task_role": s.task_role, "task_execution_role": s.execution_role}
+        names = self.cloudtrail_names()
         store = self.cloudtrail.get(seed.ACCOUNT_ID, s.region)
         store.add_events(cloudtrail.generate_history(self.cloudtrail_events, names=names,
                                                      account_id=seed.ACCOUNT_ID,

@@ -62,7 +62,6 @@ def register(app) -> None:
     @app.command("demo")
     def demo(keep: bool = typer.Option(False, "--keep", help="Leave the sandbox running.")):
         """Run the whole pipeline on the sandbox (starts and stops it)."""
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from sandbox import daemon
 
         t0 = time.monotonic()
