@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import storage
-from artifacts.redact import REDACTOR, Redactor, install_log_redaction
+from ground.log_redaction import install_log_redaction
+from ground.redact import REDACTOR, Redactor
 
 log = logging.getLogger("papyrus.artifacts.bundle")
 
@@ -355,7 +356,7 @@ class EvidenceBundle:
         region = getattr(self.settings, "region", None)
         try:
             if s3 is None:
-                from papyrus_ops.aws import client
+                from ground.aws import client
 
                 s3 = client("s3", region)
             result.uploaded = storage.upload_bundle(self.folder, bucket, self.key_prefix, s3)

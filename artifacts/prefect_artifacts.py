@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any
 
-from artifacts.redact import REDACTOR
+from ground.redact import REDACTOR
 
 log = logging.getLogger("papyrus.artifacts.prefect")
 

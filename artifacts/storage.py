@@ -25,7 +25,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from artifacts.redact import REDACTOR
+from ground.redact import REDACTOR
 
 log = logging.getLogger("papyrus.artifacts.storage")
 

@@ -53,8 +53,8 @@ def main() -> None:
                    help="the archive before the benchmark-driven change (patched here only)")
     a = p.parse_args()
 
-    from papyrus_ops.aws import client
-    from papyrus_ops.config import load_env
+    from ground.aws import client
+    from ground.settings import load_env
     from tasks.cloudtrail import archive_slice, prepare_archive, resolve_papyrus_names
     from tasks.cloudtrail_window import resolve_window
 

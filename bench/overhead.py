@@ -50,7 +50,7 @@ DEMO_GOAL_S = 45.0
 # -- A. plain script ---------------------------------------------------------------------------
 def plain_deploy(sb, image_tag: str = "latest", poll: float = 1.0, timeout: float = 120) -> dict:
     """The same boto3 calls, no Prefect, no gate, no evidence."""
-    from papyrus_ops import aws
+    from ground import aws
 
     s = sb.settings
     t0 = time.monotonic()

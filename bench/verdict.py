@@ -12,7 +12,7 @@ For each run, three observers start right after `update_service`:
   rolloutState turns COMPLETED or FAILED, and the deployment's `updatedAt` at that moment —
   the state change time ("t0");
 * our verdict: `tasks.rollout.wait_for_verdict` (the task body, `.fn`, with the production
-  client from `papyrus_ops.aws` and the environment's poll interval), whose `decided_at` is the
+  client from `ground.aws` and the environment's poll interval), whose `decided_at` is the
   verdict time;
 * `aws ecs wait services-stable` (awscli v1 as a subprocess, default 15 s delay) whose exit is
   its verdict time; exit 0 means "stable", i.e. it calls the deploy a success.
@@ -110,7 +110,7 @@ def _register_revision(ecs, family: str, marker: str) -> str:
 
 
 def one_run(sb, kind: str, T: float, index: int, poll: float) -> dict:
-    from papyrus_ops import aws
+    from ground import aws
     from tasks.rollout import DEPLOYMENT_CONFIGURATION, wait_for_verdict
 
     s = sb.settings

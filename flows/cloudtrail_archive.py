@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow
 
 from artifacts.prefect_artifacts import progress
-from papyrus_ops.config import load_env
+from ground.settings import load_env
 from tasks.cloudtrail import (
     PROGRESS_KEY,
     archive_slice,
@@ -74,7 +74,7 @@ def cloudtrail_archive(
     if max_rps is not None and max_rps <= 0:
         raise ArchiveInputError("max_rps must be positive")
     settle = (DEFAULT_SETTLE_MINUTES if settle_minutes is None else settle_minutes) * 60
-    from papyrus_ops.aws import client
+    from ground.aws import client
 
     s3 = client("s3", settings.region)
     state = read_archive_state(settings, s3=s3) if incremental else None

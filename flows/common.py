@@ -6,8 +6,8 @@ import contextlib
 
 from prefect.concurrency.sync import concurrency
 
-from papyrus_ops import aws
-from papyrus_ops.config import Settings, load_env
+from ground import aws
+from ground.settings import Settings, load_env
 
 
 class BadInput(ValueError):
@@ -15,7 +15,7 @@ class BadInput(ValueError):
 
 
 def open_run(env: str) -> Settings:
-    from artifacts.redact import install_log_redaction
+    from ground.log_redaction import install_log_redaction
 
     install_log_redaction()
     return load_env(env)

@@ -14,8 +14,9 @@ import time
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from artifacts import REDACTOR, EvidenceBundle
+from artifacts import EvidenceBundle
 from flows.common import BadInput, aws_clients, deploy_lock, open_run
+from ground.redact import REDACTOR
 from tasks import ecr, probes, rollout, taskdef
 from tasks.db import read_db_secret
 from tasks.insert_check import insert_cli_row

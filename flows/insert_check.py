@@ -13,7 +13,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
-from artifacts.redact import REDACTOR, install_log_redaction
 from flows.common import BadInput
 from flows.schema_init import (
     bad_input_result,
@@ -21,8 +20,10 @@ from flows.schema_init import (
     load_settings_and_secret,
     verdict_state,
 )
-from papyrus_ops.aws import client
-from papyrus_ops.config import load_env
+from ground.aws import client
+from ground.log_redaction import install_log_redaction
+from ground.redact import REDACTOR
+from ground.settings import load_env
 from tasks.db import DbSecretUnavailable
 from tasks.insert_check import (
     EXPECTED_TAG,

@@ -22,7 +22,7 @@ from prefect.states import Failed
 from artifacts import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from flows.common import open_run
-from papyrus_ops.config import ConfigError
+from ground.settings import ConfigError
 from tasks.monitoring import (
     Clients,
     apply_item,

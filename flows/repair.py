@@ -27,8 +27,9 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
-from artifacts.redact import REDACTOR, install_log_redaction
-from papyrus_ops.config import ConfigError, load_env
+from ground.log_redaction import install_log_redaction
+from ground.redact import REDACTOR
+from ground.settings import ConfigError, load_env
 from tasks.preflight import aws_clients, overall, public
 from tasks.repairs import REPAIRS, SPECS, RepairError
 

@@ -24,10 +24,11 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from artifacts.bundle import EvidenceBundle
-from artifacts.redact import REDACTOR, install_log_redaction
 from flows.common import BadInput
-from papyrus_ops.aws import client
-from papyrus_ops.config import ConfigError, Settings, load_env
+from ground.aws import client
+from ground.log_redaction import install_log_redaction
+from ground.redact import REDACTOR
+from ground.settings import ConfigError, Settings, load_env
 from tasks.db import DbSecret, DbSecretError, DbSecretUnavailable, describe, read_db_secret
 from tasks.schema import Script, ScriptError, load_script, schema_apply, schema_dry_run
 

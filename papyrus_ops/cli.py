@@ -23,7 +23,7 @@ EnvOpt = typer.Option("local", "--env", "-e", help="Environment folder under dep
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr, then exit."""
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     line = " ".join(str(message).split())
     typer.echo(f"papyrus-ops: error: {REDACTOR.redact(line)}", err=True)
@@ -32,8 +32,8 @@ def fail(message: str, code: int = 2) -> None:
 
 def prepare(env: str):
     """Settings for `env`, its env file applied, log redaction on. Bad input exits 2."""
-    from artifacts.redact import install_log_redaction
-    from papyrus_ops.config import ConfigError, apply_env_file, load_env
+    from ground.log_redaction import install_log_redaction
+    from ground.settings import ConfigError, apply_env_file, load_env
 
     install_log_redaction()
     try:

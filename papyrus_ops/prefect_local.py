@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from papyrus_ops.config import ROOT
+from ground.envfile import read_env_file
+from ground.settings import ROOT
 
 DEFAULT_STATE = Path(os.environ.get("PAPYRUS_PREFECT_DIR", ROOT / ".prefect"))
 POOL = "papyrus-local"
@@ -157,15 +158,6 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 # -- environment -----------------------------------------------------------------------------
-def read_env_file(path: Path) -> dict[str, str]:
-    pairs = {}
-    for line in Path(path).read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() and not key.lstrip().startswith("#"):
-            pairs[key.strip()] = value
-    return pairs
-
-
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(TELEMETRY_OFF)

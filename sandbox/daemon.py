@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from papyrus_ops.config import ROOT
+from ground.envfile import read_env_file
+from ground.settings import ROOT
 
 DEFAULT_STATE = Path(os.environ.get("PAPYRUS_SANDBOX_DIR", ROOT / ".sandbox"))
 
@@ -48,11 +49,7 @@ def read_state(state: Path = DEFAULT_STATE) -> dict | None:
 
 
 def load_env_file(state: Path = DEFAULT_STATE) -> dict[str, str]:
-    path = state / "env"
-    if not path.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
+    return read_env_file(state / "env")
 
 
 def up(state: Path = DEFAULT_STATE, timeout: float = 120) -> dict:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from papyrus_ops.config import Settings, render_template
+from ground.render import render_service_definition, render_task_definition
+from ground.settings import Settings
 from sandbox import image
-from tasks.taskdef import render_task_definition
 
 ACCOUNT_ID = "123456789012"
 _TRUST = json.dumps({
@@ -121,6 +121,6 @@ def create_service(clients, s: Settings, variables: dict) -> str:
         {"name": "containerInsights", "value": "enabled"}])
     td = render_task_definition(s, variables)
     arn = ecs.register_task_definition(**td)["taskDefinition"]["taskDefinitionArn"]
-    svc = render_template(s.template_path("service"), variables)
+    svc = render_service_definition(s, variables)
     ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=arn, **svc)
     return arn

@@ -25,11 +25,12 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
-from papyrus_ops.config import Settings, load_env
+from ground.envfile import write_env_file
+from ground.render import task_definition_vars
+from ground.settings import Settings, load_env
 from sandbox import seed
 from sandbox.faults import Faults
 from sandbox.postgres import LocalPostgres, free_port
-from tasks.taskdef import task_definition_vars
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIASANDBOXSANDBOX00",
@@ -203,9 +204,7 @@ class Sandbox:
             self._moto = None
 
     def write_env_file(self) -> Path:
-        path = self.state_dir / "env"
-        lines = [f"{k}={v}" for k, v in self.env().items()]
-        path.write_text("\n".join(lines) + "\n")
+        path = write_env_file(self.state_dir / "env", self.env())
         (self.state_dir / "sandbox.json").write_text(json.dumps({
             "endpoint": self.endpoint, "pid": os.getpid(), "postgres_port": self.pg.port,
             "rds_endpoint": self.rds_endpoint, "image": self.seeded.image_uri,

@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
-from artifacts.redact import REDACTOR
+from ground.redact import REDACTOR
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 OK_VERDICTS = (PASS, SKIP)

@@ -624,7 +624,7 @@ def resolve_papyrus_names(settings: Any, extra: list[str] | None = None,
     if wanted:
         try:
             if ec2 is None:
-                from papyrus_ops.aws import client
+                from ground.aws import client
 
                 ec2 = client("ec2", settings.region)
             resp = ec2.describe_security_groups(
@@ -751,7 +751,7 @@ def archive_slice(client: Any, work_root: str, index: int, names: dict[str, Any]
                   base_events: int = 0, base_fraction: float = 0.0,
                   patience_seconds: float = 900.0) -> dict[str, Any]:
     """Archive one slice (see `archive_slice_core`); a retry resumes from the checkpoint."""
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     work = WorkDir(work_root)
     cp = work.load()
@@ -852,7 +852,7 @@ def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
     if settings.evidence_bucket:
         try:
             if s3 is None:
-                from papyrus_ops.aws import client
+                from ground.aws import client
 
                 s3 = client("s3", settings.region)
             body = s3.get_object(Bucket=settings.evidence_bucket,
@@ -890,7 +890,7 @@ def write_archive_state(settings: Any, state: dict[str, Any], s3: Any = None) ->
         key = STATE_KEY.format(env=settings.env)
         try:
             if s3 is None:
-                from papyrus_ops.aws import client
+                from ground.aws import client
 
                 s3 = client("s3", settings.region)
             s3.put_object(Bucket=settings.evidence_bucket, Key=key,

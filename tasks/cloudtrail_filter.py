@@ -84,7 +84,7 @@ class PapyrusNames:
 
 def names_from_settings(settings: Any, extra: Iterable[str] = (),
                         security_group_ids: Iterable[str] = ()) -> PapyrusNames:
-    """The Papyrus identifiers of an environment (`papyrus_ops.config.Settings`)."""
+    """The Papyrus identifiers of an environment (`ground.settings.Settings`)."""
     names: dict[str, str] = {}
     secrets: dict[str, str] = {}
     for f in NAME_FIELDS:

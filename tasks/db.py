@@ -31,8 +31,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from artifacts.redact import REDACTOR
-from papyrus_ops.config import Settings
+from ground.log_redaction import REDACTOR  # the process-wide one, log patching armed
+from ground.settings import Settings
 
 REQUIRED_KEYS = ("host", "port", "username", "password", "dbname")
 POSTGRES_ENGINES = ("postgres", "postgresql", "aurora-postgresql")

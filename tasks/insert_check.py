@@ -21,7 +21,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from papyrus_ops.config import Settings
+from ground.settings import Settings
 from tasks.db import DbSecret, connect, describe, one_line, retry_on_connect_error, ssl_status
 
 INSERT_SQL = "INSERT INTO skus (sku, name, source) VALUES (%s, %s, 'cli')"

@@ -34,8 +34,8 @@ from botocore.exceptions import BotoCoreError, ClientError, ConnectionError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from papyrus_ops.aws import client
-from papyrus_ops.config import ConfigError, Settings
+from ground.aws import client
+from ground.settings import ConfigError, Settings
 from tasks import accesslogs, alarms, eventrules, notifications, targets
 
 ACTIONS = ("create", "update", "unchanged", "blocked")
@@ -266,7 +266,7 @@ def load_monitoring(settings: Settings) -> MonitoringConfig:
 # -- clients ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Clients:
-    """The boto3 clients monitoring talks to (all with botocore retries, via papyrus_ops.aws)."""
+    """The boto3 clients monitoring talks to (all with botocore retries, via ground.aws)."""
 
     cloudwatch: Any
     events: Any

@@ -71,8 +71,8 @@ def _in_flow() -> bool:
 
 
 def aws_clients(settings, clients: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The clients the checks need: the ones given, the rest from papyrus_ops.aws.client."""
-    from papyrus_ops.aws import client
+    """The clients the checks need: the ones given, the rest from ground.aws.client."""
+    from ground.aws import client
 
     given = dict(clients or {})
     return {svc: given.get(svc) or client(svc, settings.region) for svc in SERVICES}

@@ -14,7 +14,7 @@ import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from papyrus_ops.config import Settings
+from ground.settings import Settings
 from tasks.rollout import _tasks
 
 
@@ -90,7 +90,7 @@ def probe_dbcheck(base_url: str, token: str) -> dict:
 @task(name="read-probe-token", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4])
 def read_probe_token(sm, s: Settings) -> str:
     """The /dbcheck bearer token, registered with the redactor before anyone can print it."""
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     token = sm.get_secret_value(SecretId=s.token_secret_id)["SecretString"].strip()
     REDACTOR.add(token)

@@ -31,8 +31,8 @@ from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from artifacts.redact import REDACTOR
-from papyrus_ops.config import Settings
+from ground.log_redaction import REDACTOR  # the process-wide one, log patching armed
+from ground.settings import Settings
 from tasks.check_result import SECRET_FIELDS
 from tasks.ecs_checks import check_ecs_exec, describe_service
 from tasks.secrets_rds import _same, check_secret_vs_rds, describe_rds

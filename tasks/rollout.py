@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from papyrus_ops.config import Settings
-from tasks.logs import run_logger
+from ground.logs import run_logger
+from ground.settings import Settings
 
 DEPLOYMENT_CONFIGURATION = {
     "deploymentCircuitBreaker": {"enable": True, "rollback": True},

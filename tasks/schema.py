@@ -30,8 +30,8 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from artifacts.redact import REDACTOR
-from papyrus_ops.config import ROOT, Settings
+from ground.redact import REDACTOR
+from ground.settings import ROOT, Settings
 from tasks.db import DbSecret, connect, describe, one_line, retry_on_connect_error, ssl_status
 
 DEFAULT_SCRIPT = ROOT / "service" / "sql" / "init.sql"

@@ -20,8 +20,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from prefect import get_run_logger, task
 
-from artifacts.redact import REDACTOR
-from papyrus_ops.config import Settings
+from ground.log_redaction import REDACTOR  # the process-wide one, log patching armed
+from ground.settings import Settings
 from tasks import state
 from tasks.check_result import AWS_CHECK_OPTS, FAIL, PASS, SECRET_FIELDS, SKIP, result
 from tasks.db import DbConnectError, DbSecret, DbSecretError, connect, parse_db_secret, ssl_status

@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import task
 
-from papyrus_ops.config import Settings
+from ground.settings import Settings
 from tasks.check_result import AWS_CHECK_OPTS, FAIL, PASS, result
 
 PG_PORT = 5432

@@ -18,7 +18,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from papyrus_ops.config import ROOT
+from ground.settings import ROOT
 from tasks.check_result import FAIL, PASS, result
 
 SERVICE_DIR = ROOT / "service"

@@ -28,7 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from prefect import task
 
-from papyrus_ops.config import Settings
+from ground.settings import Settings
 
 STATE_VERSION = 1
 KNOWN_FIELDS = ("rds_endpoint_address", "rds_endpoint_port", "task_definition_arn",
@@ -79,7 +79,7 @@ def record_deploy(s3, settings: Settings, *, rds=None, **fields: Any) -> dict[st
 
     Usual fields: rds_endpoint_address, rds_endpoint_port, task_definition_arn, image_digest;
     `at` defaults to now (UTC). When the RDS endpoint is not given it is looked up (with `rds`,
-    or a client from papyrus_ops.aws), so the next preflight can tell whether it changed.
+    or a client from ground.aws), so the next preflight can tell whether it changed.
     Returns the document written.
     """
     bad = [k for k in fields if any(w in k.lower() for w in _SECRETISH)]
@@ -88,7 +88,7 @@ def record_deploy(s3, settings: Settings, *, rds=None, **fields: Any) -> dict[st
     if not fields.get("rds_endpoint_address"):
         try:
             if rds is None:
-                from papyrus_ops.aws import client
+                from ground.aws import client
 
                 rds = client("rds", settings.region)
             fields.update(current_rds_endpoint(rds, settings))

@@ -13,7 +13,8 @@ import json
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from papyrus_ops.config import Settings, render_template
+from ground.render import task_definition_vars
+from ground.settings import Settings
 
 # Keys of a described task definition that ECS adds or that register_task_definition rejects.
 _ECS_FILLED = {
@@ -43,27 +44,6 @@ def template_variables(settings: Settings, image_uri: str, iam, sm, ec2) -> dict
             Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"])
     return task_definition_vars(settings, image_uri, roles, db_arn, token_arn,
                                 groups[0]["GroupId"], subnets)
-
-
-def task_definition_vars(s: Settings, image_uri: str, roles: dict[str, str], db_arn: str,
-                         token_arn: str, task_sg: str, subnets: list[str]) -> dict:
-    return {
-        "family": s.family, "container": s.container, "container_port": s.container_port,
-        "image": image_uri, "region": s.region, "log_group": s.log_group,
-        "task_role_arn": roles[s.task_role], "execution_role_arn": roles[s.execution_role],
-        "db_secret_arn": db_arn, "token_secret_arn": token_arn,
-        "task_security_group_id": task_sg, "subnets": subnets,
-    }
-
-
-def render_task_definition(settings: Settings, variables: dict) -> dict:
-    td = render_template(settings.template_path("task"), variables)
-    for c in td.get("containerDefinitions", []):
-        if c.get("name") == settings.container and settings.db_ssl_root_cert:
-            env = [e for e in c.get("environment", []) if e["name"] != "PGSSLROOTCERT"]
-            c["environment"] = [*env, {"name": "PGSSLROOTCERT",
-                                       "value": settings.db_ssl_root_cert}]
-    return td
 
 
 def normalise(td: dict) -> dict:

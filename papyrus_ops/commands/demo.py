@@ -32,7 +32,7 @@ def _show_routes(settings, result: dict) -> list[str]:
     """The three answers, from the task the deploy left running (token never printed)."""
     import httpx
 
-    from papyrus_ops import aws
+    from ground import aws
     from tasks.probes import probe_targets, read_probe_token
 
     base = probe_targets(aws.client("ecs", settings.region), settings,

@@ -78,7 +78,7 @@ def register(app) -> None:
         verdict = result.get("verdict")
         if verdict == "bad_input":
             fail(result.get("error", "bad input"))
-        from artifacts.redact import REDACTOR
+        from ground.redact import REDACTOR
 
         line = " ".join(str(result.get("reason") or result.get("error") or verdict).split())
         typer.echo(REDACTOR.redact(f"deploy {verdict}: {line}"), err=verdict != "success")

@@ -13,7 +13,7 @@ def register(app) -> None:
         """Upload every local bundle still marked pending; exit 1 if any remains pending."""
         settings = prepare(env)
         from artifacts.storage import upload_pending
-        from papyrus_ops import aws
+        from ground import aws
 
         results = upload_pending(settings.evidence_root,
                                  lambda region=None: aws.client("s3", region or settings.region))

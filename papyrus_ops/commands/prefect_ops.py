@@ -16,6 +16,8 @@ from pathlib import Path
 
 import typer
 
+from ground.envfile import read_env_file
+
 prefect_app = typer.Typer(no_args_is_help=True,
                           help="A local Prefect server + `papyrus-local` worker (sandbox).")
 
@@ -61,7 +63,7 @@ def up_cmd(
         fail(f"no env file {path}: the worker needs the sandbox's variables; run "
              "`papyrus-ops sandbox up` first (or pass --env-file)")
     try:
-        env = prefect_local.read_env_file(path)
+        env = read_env_file(path)
     except OSError as e:
         fail(f"cannot read {path}: {e}")
     if "AWS_ENDPOINT_URL" not in env:

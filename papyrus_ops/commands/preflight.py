@@ -19,7 +19,7 @@ _STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
 
 def run_flow(flow_fn, **params) -> dict[str, Any]:
     """Run a flow; its result dict whatever its final state (a crash becomes 'failed')."""
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     try:
         state = flow_fn(**params, return_state=True)
@@ -52,7 +52,7 @@ def _console():
 def print_preflight(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     con = _console()
     table = Table(title=f"preflight — {result.get('env')}", title_justify="left")
@@ -96,7 +96,7 @@ def _print_evidence(con, result: dict[str, Any]) -> None:
 def print_repair(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     con = _console()
     mode = result.get("mode")
@@ -130,7 +130,7 @@ def print_repair(result: dict[str, Any]) -> None:
 
 
 def _emit_json(result: dict[str, Any]) -> None:
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     typer.echo(json.dumps(REDACTOR.redact_obj(result), indent=2, default=str))
 

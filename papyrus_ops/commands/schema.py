@@ -18,7 +18,7 @@ import typer
 
 
 def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
     from papyrus_ops.cli import fail
 
     if result.get("bad_input"):
@@ -46,7 +46,7 @@ def _evidence_line(result: dict) -> str:
 
 def _check_secret(settings) -> None:
     """A broken DB secret is bad input: say so in one line before any flow run."""
-    from papyrus_ops.aws import client
+    from ground.aws import client
     from papyrus_ops.cli import fail
     from tasks.db import DbSecretError, DbSecretUnavailable, read_db_secret
 

@@ -33,7 +33,7 @@ from evidence_testlib import CANARY, REGION, make_s3  # noqa: E402
 
 @pytest.fixture(scope="session")
 def canary() -> str:
-    from artifacts.redact import REDACTOR
+    from ground.redact import REDACTOR
 
     REDACTOR.add(CANARY)
     return CANARY
@@ -76,7 +76,7 @@ def dead_endpoint():
 
 @pytest.fixture(scope="session")
 def base_settings():
-    from papyrus_ops.config import load_env
+    from ground.settings import load_env
 
     return load_env("local")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from artifacts import EvidenceBundle, verify_manifest
-from artifacts.redact import MARK
+from ground.redact import MARK
 
 SEED_NAMES = ["schema_dryrun_exec", "schema_apply_exec", "papyrus_psql_insert_cli",
               "papyrus_psql_insert_app", "running_image", "flask_url_map_after"]
@@ -85,7 +85,7 @@ def test_everything_written_is_redacted(local_settings, canary):
     # Registered after the file was written: caught at finish.
     late = "LATE-secret-" + uuid.uuid4().hex
     b.write_text("late", f"value {late}\n")
-    from artifacts import REDACTOR
+    from ground.redact import REDACTOR
 
     REDACTOR.add(late)
     res = b.finish("pass")

@@ -70,7 +70,7 @@ def _flush():
 
 
 def test_flow_logs_prints_and_errors_are_redacted(canary, console):
-    from artifacts import install_log_redaction
+    from ground.log_redaction import install_log_redaction
 
     install_log_redaction()
 
@@ -124,7 +124,7 @@ def test_redacted_errors_keep_the_state_message_clean(canary):
     no filter sees it); flows wrap their body in redacted_errors() to keep it clean."""
     from prefect.client.orchestration import get_client
 
-    from artifacts import RedactedError, redacted_errors
+    from ground.redact import RedactedError, redacted_errors
 
     @flow
     def failing_flow():
@@ -142,7 +142,7 @@ def test_redacted_errors_keep_the_state_message_clean(canary):
 
 
 def test_print_outside_log_prints_is_redacted(canary, capfd):
-    from artifacts import install_log_redaction
+    from ground.log_redaction import install_log_redaction
 
     install_log_redaction()
 
@@ -160,8 +160,7 @@ def test_print_outside_log_prints_is_redacted(canary, capfd):
 def test_every_handler_carries_the_filter(canary):
     import prefect  # noqa: F401 - Prefect's handlers exist
 
-    from artifacts import install_log_redaction
-    from artifacts.redact import RedactingFilter
+    from ground.log_redaction import RedactingFilter, install_log_redaction
 
     install_log_redaction()
     install_log_redaction()  # idempotent

@@ -11,14 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artifacts.redact import (
-    MARK,
-    RedactedError,
-    RedactingFilter,
-    Redactor,
-    is_sensitive_key,
-    redacted_errors,
-)
+from ground.log_redaction import RedactingFilter
+from ground.redact import MARK, RedactedError, Redactor, is_sensitive_key, redacted_errors
 
 AWS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 

@@ -79,7 +79,7 @@ def test_uploading_again_adds_no_object_version(evidence_settings, s3, bucket):
 
 
 def test_default_client_from_settings(evidence_settings, moto_endpoint, bucket, monkeypatch):
-    """finish(s3=None) builds its client with papyrus_ops.aws (standard AWS_ENDPOINT_URL)."""
+    """finish(s3=None) builds its client with ground.aws (standard AWS_ENDPOINT_URL)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -59,7 +59,7 @@ class CtServer:
 def _security_groups(endpoint: str) -> dict[str, str]:
     """The two Papyrus security groups in moto's EC2 (the flow resolves their ids). This is
     also the first EC2 call of the process, which costs moto seconds: paid here, once."""
-    from papyrus_ops.config import load_env
+    from ground.settings import load_env
 
     s = load_env("local")
     ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
@@ -115,7 +115,7 @@ class CtEnv:
 
 @pytest.fixture
 def ct_env(ct_server, monkeypatch, tmp_path) -> CtEnv:
-    from papyrus_ops.config import load_env
+    from ground.settings import load_env
 
     env = {"AWS_ENDPOINT_URL": ct_server.endpoint, "AWS_DEFAULT_REGION": REGION,
            "AWS_REGION": REGION, **CREDS,

@@ -11,7 +11,7 @@ import zlib
 import pytest
 from ct_support import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
 
-from papyrus_ops.config import load_env
+from ground.settings import load_env
 from sandbox import cloudtrail as ct
 from tasks.cloudtrail import (
     BoundaryDedupe,

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from papyrus_ops.config import load_env
+from ground.settings import load_env
 from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames, is_papyrus, names_from_settings
 
 NAMES = names_from_settings(load_env("local"), extra=["papyrus-deploy-oidc"],

@@ -199,7 +199,7 @@ def _epoch(iso: str) -> float:
 
 def test_client_side_limit_holds_the_real_rate(ct_env, monkeypatch):
     """At the default 2 requests/s, against a store that throttles anything faster."""
-    from papyrus_ops.aws import client
+    from ground.aws import client
 
     monkeypatch.delenv("PAPYRUS_CLOUDTRAIL_MAX_RPS")
     ct_env.seed(250, days=2)

@@ -14,7 +14,7 @@ import tracemalloc
 
 from ct_support import EXTRA_NAMES, FakeCloudTrail, papyrus_names
 
-from papyrus_ops.config import load_env
+from ground.settings import load_env
 from sandbox import cloudtrail as ct
 from tasks.cloudtrail import RateLimiter, archive_slice_core, prepare_archive
 from tasks.cloudtrail_filter import PapyrusFilter, names_from_settings

@@ -10,7 +10,7 @@ import shutil
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from papyrus_ops.config import ConfigError, load_env
+from ground.settings import ConfigError, load_env
 from tasks import alarms, monitoring
 from tasks.monitoring import desired_state, load_monitoring, plan
 from tasks.monitoring_policies import canonical_policy

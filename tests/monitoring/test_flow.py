@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from papyrus_ops import aws
+from ground import aws
 from sandbox.faults import READ_PREFIXES
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -10,7 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from papyrus_ops.config import ROOT
+from ground.settings import ROOT
 
 # A second secret value: the password a drifted secret carries (must never be shown either).
 DRIFT_PASSWORD = "CANARY-drift-pw-93be1d-PAPYRUS"

@@ -36,7 +36,7 @@ def schema_ready(sandbox, prefect_server):
 
 @pytest.fixture
 def sb(sandbox, prefect_server, schema_ready, capture_dir, capfd, request, monkeypatch):
-    from papyrus_ops import aws
+    from ground import aws
 
     # `prepare()` loads <PAPYRUS_SANDBOX_DIR>/env: never a developer's running sandbox here.
     monkeypatch.setenv("PAPYRUS_SANDBOX_DIR", str(capture_dir / "no-sandbox"))

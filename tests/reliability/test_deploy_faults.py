@@ -34,7 +34,7 @@ from reliability_lib import (
 
 import flows.deploy
 from flows.deploy import deploy
-from papyrus_ops import aws
+from ground import aws
 from papyrus_ops.commands.deploy import run_flow_state
 from tasks import rollout
 

@@ -9,7 +9,7 @@ from reliability_lib import assert_pending, sku_rows, upload_pending_twice
 
 from flows.insert_check import insert_check
 from flows.schema_init import run_for_result
-from papyrus_ops import aws
+from ground import aws
 
 
 def test_aws_endpoint_down_for_a_whole_run_is_a_clear_failure_with_pending_evidence(

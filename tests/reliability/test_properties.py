@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from artifacts.redact import Redactor
+from ground.redact import Redactor
 from tasks.image_ref import DIGEST_RE, REPO_RE, TAG_RE, ImageRef, parse_image_ref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,7 +197,7 @@ def toml_value(v) -> str:
 def deployments(tmp_path, monkeypatch):
     """A private PAPYRUS_DEPLOYMENTS_DIR with a copy of the local environment (the module reads
     the variable at import, so the module attribute is patched)."""
-    import papyrus_ops.config as config
+    import ground.settings as config
 
     root = tmp_path / "deployments"
     shutil.copytree(LOCAL, root / "fuzz")
@@ -206,7 +206,7 @@ def deployments(tmp_path, monkeypatch):
 
 
 def load(root: Path, text: str):
-    from papyrus_ops.config import load_env
+    from ground.settings import load_env
 
     (root / "fuzz" / "config.toml").write_text(text)
     return load_env("fuzz")
@@ -228,7 +228,7 @@ EDITABLE = ("region", "cluster", "container_port", "timeout_seconds", "poll_seco
 @example(key="poll_seconds", value=float("nan"))
 @example(key="timeout_seconds", value=float("inf"))
 def test_env_loader_settings_or_one_config_error(deployments, key, value):
-    from papyrus_ops.config import ConfigError
+    from ground.settings import ConfigError
 
     try:
         s = load(deployments, edited(key, toml_value(value)))
@@ -248,12 +248,12 @@ def test_env_loader_settings_or_one_config_error(deployments, key, value):
 @example(env="local/../local")
 @example(env="LOCAL")
 def test_env_names_are_folders_of_the_deployments_dir_only(deployments, env):
-    from papyrus_ops.config import ConfigError
+    from ground.settings import ConfigError
 
     try:
         s = load(deployments, BASE_TOML) if env == "fuzz" else None
         if s is None:
-            from papyrus_ops.config import load_env
+            from ground.settings import load_env
 
             s = load_env(env)
     except ConfigError as e:
@@ -268,7 +268,7 @@ def test_env_names_are_folders_of_the_deployments_dir_only(deployments, env):
 @example(section="aws", value="5")
 def test_env_loader_a_section_that_is_not_a_table_is_a_config_error(deployments, section,
                                                                        value):
-    from papyrus_ops.config import ConfigError
+    from ground.settings import ConfigError
 
     text = BASE_TOML.replace(f"[{section}]\n", f"[{section}_moved]\n")
     with pytest.raises(ConfigError, match=rf"\[{section}\]"):
@@ -279,7 +279,7 @@ def test_env_loader_a_section_that_is_not_a_table_is_a_config_error(deployments,
 @given(value=st.sampled_from(["nan", "inf", "+inf"]))
 @example(value="nan")
 def test_env_loader_refuses_a_poll_interval_that_is_not_finite(deployments, value):
-    from papyrus_ops.config import ConfigError
+    from ground.settings import ConfigError
 
     with pytest.raises(ConfigError, match="poll_seconds"):
         load(deployments, edited("poll_seconds", value))

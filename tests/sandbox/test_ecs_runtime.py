@@ -26,7 +26,8 @@ import psycopg2
 import pytest
 from moto.server import ThreadedMotoServer
 
-from papyrus_ops.config import Settings, load_env, render_template
+from ground.render import render_template
+from ground.settings import Settings, load_env
 from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 from sandbox.ecs_tasks import resolve_secret
 from sandbox.postgres import LocalPostgres, free_port

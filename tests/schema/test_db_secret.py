@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from artifacts.redact import REDACTOR
+from ground.redact import REDACTOR
 from tasks.db import DbSecretError, connect_params, describe, parse_db_secret
 
 PW = "unit-CANARY-pw-0b7e"

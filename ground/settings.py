@@ -1,15 +1,12 @@
 """Environment settings: one folder per environment under `deployments/`, ecspresso-style.
 
 `load_env("local")` reads `deployments/local/config.toml` into a frozen `Settings`; every
-missing or mistyped key is a `ConfigError` naming the file and the key. Templates beside the
-config are rendered by `render_template`, which substitutes `${name}` in string values of the
-parsed JSON (a string that is exactly `${name}` takes the value's own type, so templates stay
-valid JSON).
+missing or mistyped key is a `ConfigError` naming the file and the key. The JSON templates
+beside it are rendered by `ground.render`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -18,10 +15,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ground import envfile
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = Path(os.environ.get("PAPYRUS_DEPLOYMENTS_DIR", ROOT / "deployments"))
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(ValueError):
@@ -110,7 +109,7 @@ def _expand(value: str, where: str) -> str:
             return default
         raise ConfigError(f"{where}: environment variable {name} is not set")
 
-    return _VAR.sub(sub, value)
+    return VAR.sub(sub, value)
 
 
 def available_envs() -> list[str]:
@@ -173,42 +172,6 @@ def load_env(env: str) -> Settings:
     return Settings(**{k: v for k, v in values.items() if k in known})
 
 
-def render_template(path: Path, variables: dict[str, Any]) -> dict:
-    """Parse the JSON template at `path` and substitute `${name}` from `variables`."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            whole = _VAR.fullmatch(node)
-            if whole and whole.group(1) in variables:
-                return variables[whole.group(1)]
-
-            def sub(m: re.Match) -> str:
-                if m.group(1) not in variables:
-                    raise ConfigError(f"{path}: template variable {m.group(1)} has no value")
-                return str(variables[m.group(1)])
-
-            return _VAR.sub(sub, node)
-        return node
-
-    return walk(doc)
-
-
 def apply_env_file(settings: Settings) -> dict[str, str]:
     """Load the environment's env file (if it has one) into os.environ; never overrides."""
-    path = Path(settings.env_file) if settings.env_file else None
-    if path is None or not path.is_file():
-        return {}
-    loaded = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() and not key.startswith("#") and key not in os.environ:
-            os.environ[key] = loaded[key] = value
-    return loaded
+    return envfile.apply_env_file(settings.env_file or None)

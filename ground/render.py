@@ -1,0 +1,70 @@
+"""The environment folder's JSON templates, rendered: what would be sent to ECS, from plain files.
+
+`render_template` parses a template and substitutes `${name}` in its string values (a string
+that is exactly `${name}` takes the value's own type, so templates stay valid JSON). The task
+and service definitions are rendered here so that the deploy and the sandbox's seeding read the
+same files the same way, and neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ground.settings import VAR, ConfigError, Settings
+
+
+def render_template(path: Path, variables: dict[str, Any]) -> dict:
+    """Parse the JSON template at `path` and substitute `${name}` from `variables`."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str):
+            whole = VAR.fullmatch(node)
+            if whole and whole.group(1) in variables:
+                return variables[whole.group(1)]
+
+            def sub(m: re.Match) -> str:
+                if m.group(1) not in variables:
+                    raise ConfigError(f"{path}: template variable {m.group(1)} has no value")
+                return str(variables[m.group(1)])
+
+            return VAR.sub(sub, node)
+        return node
+
+    return walk(doc)
+
+
+def task_definition_vars(s: Settings, image_uri: str, roles: dict[str, str], db_arn: str,
+                         token_arn: str, task_sg: str, subnets: list[str]) -> dict:
+    return {
+        "family": s.family, "container": s.container, "container_port": s.container_port,
+        "image": image_uri, "region": s.region, "log_group": s.log_group,
+        "task_role_arn": roles[s.task_role], "execution_role_arn": roles[s.execution_role],
+        "db_secret_arn": db_arn, "token_secret_arn": token_arn,
+        "task_security_group_id": task_sg, "subnets": subnets,
+    }
+
+
+def render_task_definition(settings: Settings, variables: dict) -> dict:
+    td = render_template(settings.template_path("task"), variables)
+    for c in td.get("containerDefinitions", []):
+        if c.get("name") == settings.container and settings.db_ssl_root_cert:
+            env = [e for e in c.get("environment", []) if e["name"] != "PGSSLROOTCERT"]
+            c["environment"] = [*env, {"name": "PGSSLROOTCERT",
+                                       "value": settings.db_ssl_root_cert}]
+    return td
+
+
+def render_service_definition(settings: Settings, variables: dict) -> dict:
+    """`service-definition.json` rendered: what the environment declares about the service."""
+    return render_template(settings.template_path("service"), variables)
