@@ -7,11 +7,8 @@ import contextlib
 from prefect.concurrency.sync import concurrency
 
 from ground import aws
+from ground.retry import BadInput  # noqa: F401 - the flows' one bad-input error
 from ground.settings import Settings, load_env
-
-
-class BadInput(ValueError):
-    """The operator's input is wrong; nothing was changed."""
 
 
 def open_run(env: str) -> Settings:

@@ -1,57 +1,24 @@
 """`papyrus-ops`: the flows for people and CI. The exit code is the verdict.
 
 0 success; 1 the flow ran and its verdict is failure; 2 bad input (one line on stderr, nothing
-changed).
+changed) — `ground.result`'s contract, applied by `papyrus_ops.runner` for every command.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import typer
+
+from papyrus_ops.commands import register_all
+from papyrus_ops.runner import fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded default (moto + PostgreSQL).")
 evidence_app = typer.Typer(no_args_is_help=True, help="Evidence bundles.")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(evidence_app, name="evidence")
-
-EnvOpt = typer.Option("local", "--env", "-e", help="Environment folder under deployments/.")
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr, then exit."""
-    from ground.redact import REDACTOR
-
-    line = " ".join(str(message).split())
-    typer.echo(f"papyrus-ops: error: {REDACTOR.redact(line)}", err=True)
-    raise typer.Exit(code)
-
-
-def prepare(env: str):
-    """Settings for `env`, its env file applied, log redaction on. Bad input exits 2."""
-    from ground.log_redaction import install_log_redaction
-    from ground.settings import ConfigError, apply_env_file, load_env
-
-    install_log_redaction()
-    try:
-        settings = load_env(env)
-    except ConfigError as e:
-        fail(str(e))
-    apply_env_file(settings)
-    if settings.env_file and "AWS_ENDPOINT_URL" not in os.environ:
-        fail(f"environment {env!r} runs on the sandbox, which is not up "
-             f"(no {settings.env_file}): run `papyrus-ops sandbox up`")
-    return settings
-
-
-def finish(result: dict, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(result, indent=2, default=str))
-    raise typer.Exit(0 if result.get("verdict") == "success" else 1)
-
 
 # -- sandbox -------------------------------------------------------------------------------
 @sandbox_app.command("up")
@@ -87,13 +54,7 @@ def sandbox_status() -> None:
     typer.echo(json.dumps(info, indent=2))
 
 
-def _register_commands() -> None:
-    from papyrus_ops.commands import register_all
-
-    register_all(app)
-
-
-_register_commands()
+register_all(app, evidence_app)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -8,9 +8,11 @@ format so botocore classifies them exactly as it would classify AWS's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -42,7 +44,7 @@ class Call:
 class Rule:
     service: str  # boto3 client name, e.g. "ecs"; "*" for all
     operation: str  # e.g. "UpdateService"; "*" for all
-    kind: str  # "throttle" | "unavailable"
+    kind: str  # "throttle" | "unavailable" | "lost"
     remaining: int | None  # None: until cleared
     every: int = 1  # fire on every Nth matching call
     seen: int = 0
@@ -63,6 +65,12 @@ class Faults:
     def unavailable(self, service: str, operation: str = "*", times: int | None = None) -> Rule:
         """Answer matching calls with 503 until cleared (or `times` calls)."""
         return self._add(Rule(service, operation, "unavailable", times))
+
+    def lose_response(self, service: str, operation: str, times: int | None = 1) -> Rule:
+        """Serve the next `times` matching calls, then drop the connection before the body: the
+        change is made, the caller never hears of it (what a client sees when a network path
+        fails after AWS committed a request). The client sees a closed connection."""
+        return self._add(Rule(service, operation, "lost", times))
 
     def _add(self, rule: Rule) -> Rule:
         with self.lock:
@@ -112,7 +120,9 @@ class Faults:
                 status_holder[0] = int(status.split()[0])
                 return start_response(status, headers, exc_info)
 
-            if kind:
+            if kind == "lost":
+                result = _lost(app, environ, recording_start)
+            elif kind:
                 status, headers, body = _error(kind, protocol)
                 recording_start(status, headers)
                 result: Iterable[bytes] = [body]
@@ -124,6 +134,30 @@ class Faults:
             return result
 
         return middleware
+
+
+class ResponseLost(ConnectionError):
+    """Raised by the WSGI layer after the headers went out: the server closes the connection."""
+
+
+def _lost(app: Callable, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    # moto serves the request in full (the change is made); then the connection is shut before a
+    # byte of the answer goes out, as when a network path fails after AWS committed a request.
+    # The client sees the connection closed without a response (botocore: ConnectionClosedError).
+    held: list = []
+    for _chunk in app(environ, lambda status, headers, exc_info=None: held.append(status)):
+        pass
+    start_response(held[0] if held else "200 OK", [])
+    return _drop(environ.get("werkzeug.socket"))
+
+
+def _drop(sock) -> Iterable[bytes]:
+    # A generator: runs when the server starts sending, after the middleware recorded the call.
+    if sock is None:
+        raise ResponseLost("sandbox fault: no socket to drop")
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    yield from ()
 
 
 def _identify(environ: dict) -> tuple[str, str, str]:

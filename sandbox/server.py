@@ -29,13 +29,21 @@ from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
 from sandbox import seed
-from sandbox.faults import Faults
+from sandbox.faults import Faults, ResponseLost
 from sandbox.postgres import LocalPostgres, free_port
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIASANDBOXSANDBOX00",
     "AWS_SECRET_ACCESS_KEY": "sandbox-secret-access-key",
 }
+
+
+class _QuietLostResponses(logging.Filter):
+    """A response the fault layer drops on purpose is not a server error worth a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ResponseLost)
 
 
 class _FaultyMotoServer(ThreadedMotoServer):
@@ -47,7 +55,10 @@ class _FaultyMotoServer(ThreadedMotoServer):
 
     def _server_entry(self) -> None:
         app = self.faults.wrap(DomainDispatcherApplication(create_backend_app))
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request lines on stderr
+        werkzeug_log = logging.getLogger("werkzeug")
+        werkzeug_log.setLevel(logging.ERROR)  # no request lines on stderr
+        if not any(isinstance(f, _QuietLostResponses) for f in werkzeug_log.filters):
+            werkzeug_log.addFilter(_QuietLostResponses())
         self._server = make_server(self._ip_address, self._port, app, True)
         self._server_ready_event.set()
         self._server.serve_forever()

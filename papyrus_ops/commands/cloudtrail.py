@@ -10,9 +10,10 @@ from typing import Any
 
 import typer
 
+from papyrus_ops.runner import EnvOpt, answer, fail, prepare
+
 
 def register(app: typer.Typer) -> None:
-    from papyrus_ops.cli import EnvOpt, fail, finish, prepare
 
     @app.command("cloudtrail-archive")
     def cloudtrail_archive_cmd(
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
             fail(f"cloudtrail-archive failed: {type(e).__name__}: {e}", 1)
         if not as_json:
             _print_human(result)
-        finish(result, as_json)
+        answer(result, as_json)
 
 
 def _number(raw: str | None, flag: str, kind: type, fail) -> Any:

@@ -12,6 +12,8 @@ import time
 
 import typer
 
+from papyrus_ops.runner import prepare
+
 SANDBOX_LOOKUP_RPS = 20.0
 
 
@@ -75,7 +77,6 @@ def register(app) -> None:
                 os.environ["PREFECT_API_URL"] = prefect_api.wait()
                 typer.echo(f"prefect API at {prefect_api.api_url} "
                            f"({time.monotonic() - t0:.1f}s)")
-            from papyrus_ops.cli import prepare
 
             settings = prepare("local")
             from flows.cloudtrail_archive import cloudtrail_archive

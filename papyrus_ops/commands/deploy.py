@@ -7,6 +7,8 @@ import math
 
 import typer
 
+from papyrus_ops.runner import EnvOpt, fail, prepare
+
 
 def run_flow_state(flow_fn, **params) -> dict:
     """Run a flow in this process; return its summary dict whether it Completed or Failed.
@@ -30,7 +32,6 @@ def run_flow_state(flow_fn, **params) -> dict:
 
 def _seconds(option: str, text: str | None, low: float, high: float) -> float | None:
     """A finite number of seconds within [low, high]; anything else is one-line bad input."""
-    from papyrus_ops.cli import fail
 
     if text is None:
         return None
@@ -44,7 +45,6 @@ def _seconds(option: str, text: str | None, low: float, high: float) -> float | 
 
 
 def register(app) -> None:
-    from papyrus_ops.cli import EnvOpt, fail, prepare
 
     @app.command("deploy")
     def deploy_cmd(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from papyrus_ops.runner import EnvOpt, prepare
+
+GROUP = "evidence"  # papyrus-ops evidence upload-pending
+
 
 def register(app) -> None:
-    from papyrus_ops.cli import EnvOpt, evidence_app, prepare
 
-    @evidence_app.command("upload-pending")
+    @app.command("upload-pending")
     def upload_pending_cmd(env: str = EnvOpt) -> None:
         """Upload every local bundle still marked pending; exit 1 if any remains pending."""
         settings = prepare(env)

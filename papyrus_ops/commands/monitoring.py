@@ -6,9 +6,10 @@ import json
 
 import typer
 
+from papyrus_ops.runner import EnvOpt, fail, prepare
+
 
 def register(app) -> None:
-    from papyrus_ops.cli import EnvOpt, fail, prepare
 
     @app.command("monitoring")
     def monitoring_cmd(env: str = EnvOpt,

@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from ground.envfile import read_env_file
+from papyrus_ops.runner import fail
 
 prefect_app = typer.Typer(no_args_is_help=True,
                           help="A local Prefect server + `papyrus-local` worker (sandbox).")
@@ -53,7 +54,6 @@ def up_cmd(
 ) -> None:
     """Start a Prefect server on 127.0.0.1 and a process worker for `papyrus-local`."""
     from papyrus_ops import prefect_local
-    from papyrus_ops.cli import fail
     from sandbox import daemon
 
     if db not in prefect_local.DATABASES:
@@ -118,7 +118,6 @@ def register_cmd(
 ) -> None:
     """Create the `papyrus-local` work pool if missing and register prefect.yaml's deployments."""
     from papyrus_ops import prefect_local
-    from papyrus_ops.cli import fail
 
     state = _state(state_dir)
     pfile = prefect_file or prefect_local.PREFECT_FILE

@@ -13,6 +13,8 @@ from typing import Any
 
 import typer
 
+from papyrus_ops.runner import EnvOpt, fail, prepare
+
 REPAIR_CHOICES = ("secret", "sg", "exec")
 _STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
 
@@ -136,7 +138,6 @@ def _emit_json(result: dict[str, Any]) -> None:
 
 
 def register(app) -> None:
-    from papyrus_ops.cli import EnvOpt, fail, prepare
 
     @app.command("preflight")
     def preflight_cmd(

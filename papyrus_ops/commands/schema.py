@@ -16,10 +16,11 @@ from pathlib import Path
 
 import typer
 
+from papyrus_ops.runner import EnvOpt, fail, prepare
+
 
 def _emit(result: dict, as_json: bool, lines: list[str]) -> None:
     from ground.redact import REDACTOR
-    from papyrus_ops.cli import fail
 
     if result.get("bad_input"):
         fail(result.get("error") or "bad input")
@@ -47,7 +48,6 @@ def _evidence_line(result: dict) -> str:
 def _check_secret(settings) -> None:
     """A broken DB secret is bad input: say so in one line before any flow run."""
     from ground.aws import client
-    from papyrus_ops.cli import fail
     from tasks.db import DbSecretError, DbSecretUnavailable, read_db_secret
 
     try:
@@ -59,7 +59,6 @@ def _check_secret(settings) -> None:
 
 
 def register(app) -> None:
-    from papyrus_ops.cli import EnvOpt, fail, prepare
 
     @app.command("schema-init")
     def schema_init_cmd(

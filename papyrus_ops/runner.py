@@ -1,0 +1,99 @@
+"""What every command shares: one way to refuse input, one way to run a flow, one way to answer.
+
+    settings = prepare(env, as_json)        # bad env / sandbox not up -> one line, exit 2
+    res = run_flow(deploy, env=env, ...)    # the flow's result dict (ground.result), any state
+    answer(res, as_json, human=print_it)    # prints, then exits with ground.result.exit_code
+
+Exit codes: 0 success, 1 failed, 2 bad input (one line on stderr, nothing changed). With
+`--json`, stdout carries the result dict — for bad input too — and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import typer
+
+from ground import result as contract
+from ground.log_redaction import install_log_redaction
+from ground.redact import REDACTOR
+from ground.settings import ConfigError, Settings, apply_env_file, load_env
+
+EnvOpt = typer.Option("local", "--env", "-e", help="Environment folder under deployments/.")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout (CI).")
+
+
+def emit_json(res: dict[str, Any]) -> None:
+    typer.echo(json.dumps(REDACTOR.redact_obj(res), indent=2, default=str))
+
+
+def fail(message: str, code: int = 2, *, as_json: bool = False, flow: str = "",
+         env: str = "") -> NoReturn:
+    """One line on stderr (and, with --json, the bad-input result on stdout), then exit."""
+    line = contract.one_line(message)
+    if as_json:
+        verdict = contract.BAD_INPUT if code == 2 else contract.FAILED
+        emit_json(contract.result(flow, env, verdict, line, error=line))
+    typer.echo(f"papyrus-ops: error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def prepare(env: str, as_json: bool = False, flow: str = "") -> Settings:
+    """Settings for `env`, its env file applied, log redaction on. Bad input exits 2."""
+    install_log_redaction()
+    try:
+        settings = load_env(env)
+    except ConfigError as e:
+        fail(str(e), as_json=as_json, flow=flow, env=env)
+    apply_env_file(settings)
+    if settings.env_file and "AWS_ENDPOINT_URL" not in os.environ:
+        fail(f"environment {env!r} runs on the sandbox, which is not up "
+             f"(no {settings.env_file}): run `papyrus-ops sandbox up`",
+             as_json=as_json, flow=flow, env=env)
+    return settings
+
+
+def run_flow(flow_fn, **params: Any) -> dict[str, Any]:
+    """Run a flow in this process; its result dict whether it Completed or Failed.
+
+    The flow-run heartbeat is off here: it exists so that a server can tell when the process
+    running a flow died, but this process is the one waiting for the answer, and Prefect joins
+    the heartbeat thread (1 s sleeps) at the end of every run — up to a second per flow
+    (docs/benchmarks.md §4). Runs started by a worker keep Prefect's default."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    name = getattr(flow_fn, "name", getattr(flow_fn, "__name__", "flow"))
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        try:
+            state = flow_fn(**params, return_state=True)
+        except Exception as e:  # noqa: BLE001 - parameter validation and the like: one line
+            return contract.crashed(name, params.get("env", ""), f"{type(e).__name__}: {e}")
+    return contract.from_state(state, name, params.get("env", ""))
+
+
+def answer(res: dict[str, Any], as_json: bool,
+           human: Callable[[dict[str, Any]], None] | None = None) -> NoReturn:
+    """Print the result (JSON, or the human view and a closing line) and exit with its code."""
+    verdict = res.get("verdict")
+    if as_json:
+        emit_json(res)
+    elif verdict != contract.BAD_INPUT:
+        if human:
+            human(res)
+        typer.echo(f"{res.get('flow') or 'papyrus-ops'} {verdict}: "
+                   f"{contract.one_line(res.get('reason'))}", err=verdict != contract.SUCCESS)
+    if verdict == contract.BAD_INPUT:
+        typer.echo(f"papyrus-ops: error: {contract.one_line(res.get('reason'))}", err=True)
+    raise typer.Exit(contract.exit_code(res))
+
+
+def evidence_line(res: dict[str, Any]) -> str:
+    ev = res.get("evidence") or {}
+    if not ev:
+        return "evidence: none"
+    where = ev.get("s3_uri") or ("upload pending: " + str(ev.get("pending_reason") or "?")
+                                 if ev.get("upload_pending") else "local only")
+    return f"evidence: {ev.get('folder')} ({where})"
