@@ -232,7 +232,7 @@ def _overhead(o):
         lines[-1] += (" Most of the difference was the flow-run heartbeat: Prefect 3.9.1 "
                       "starts a heartbeat thread that sleeps in 1 s steps and joins it at "
                       "the end of every run, so each run waited out up to a second. **What "
-                      "changed** (`papyrus_ops/commands/deploy.py`, `run_flow_state`, used by "
+                      "changed** (`papyrus_ops/commands/deploy.py`, `runner.run_flow`, used by "
                       "the CLI and the demo): flows run in the foreground have the heartbeat "
                       "off — the process that would be declared dead is the one waiting for "
                       "the answer; runs started by a worker keep Prefect's default.")

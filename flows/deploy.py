@@ -1,10 +1,11 @@
 """The deploy flow, as the runbook does it by hand, as a checklist:
 
-preflight gate → pin the image by digest → render, diff, register → update the service →
+pin the image by digest → preflight gate → render, diff, register → update the service →
 wait for a true verdict → (roll back) → probe /healthz, /dbcheck and the CLI insert → evidence.
 
-Nothing changes before the gate passes and the image resolves; `plan=True` stops after the
-diff. Evidence is written whatever happens. The flow ends Failed when the deploy did not work.
+The image is resolved first (read-only), so a typo is answered at once; nothing changes before
+the gate passes; `plan=True` stops after the diff. Evidence is written whatever happens. The
+result is `ground.result`'s contract; the run ends Failed whenever the deploy did not work.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed
 
 from artifacts import EvidenceBundle
-from flows.common import BadInput, aws_clients, deploy_lock, open_run
-from ground.redact import REDACTOR
+from flows.common import aws_clients, deploy_lock, open_run
+from ground.render import render_task_definition
+from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
+from ground.retry import BadInput
 from tasks import ecr, probes, rollout, taskdef
 from tasks.db import read_db_secret
 from tasks.insert_check import insert_cli_row
@@ -30,10 +32,16 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
            rollback: bool = True, skip_preflight: bool = False):
     """Deploy `image` (tag, repo:tag, repo@sha256:…, or full ECR URI) to the environment.
 
+    Two requests for the same image are two deploys: the lock makes the second wait until the
+    first has its verdict, then it rolls out again (no new task definition revision — the
+    rendered one is already registered — but a new ECS deployment, new tasks, its own probes
+    and evidence). A *retry* inside one run never starts a second rollout: our deployment is
+    recognised by the PRIMARY deployment having changed since we read it under the lock.
+
     Args:
         env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
         image: The image to deploy: a tag ("latest"), repo:tag, repo@sha256:…, or a full ECR
-            URI. It is pinned to its digest before anything changes; an unknown tag changes
+            URI. It is pinned to its digest before anything else runs; an unknown tag changes
             nothing.
         plan: Plan only: show the task definition diff against the running revision and
             change nothing.
@@ -49,71 +57,83 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
     c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3")
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
-    summary: dict = {"verdict": "failed", "env": env, "image": image, "plan": plan}
+    data: dict = {"image": image, "plan": plan}
+    verdict, reason, error = FAILED, "", None
     try:
+        # 1. Pin first (read-only): a typo is answered before the gate, the lock or a change.
+        pinned = pin(c["ecr"], image, settings)
+        data["image_digest"] = pinned.digest
+        bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
         with deploy_lock(settings):
-            summary["lock_acquired_at"] = time.time()
-            _deploy(settings, c, bundle, summary, image, plan, rollback, skip_preflight,
-                    timeout_seconds or settings.deploy_timeout_seconds,
-                    poll_seconds or settings.deploy_poll_seconds, started)
+            data["lock_acquired_at"] = time.time()
+            reason = _deploy(settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
+                             timeout_seconds or settings.deploy_timeout_seconds,
+                             poll_seconds or settings.deploy_poll_seconds, started)
+        verdict = SUCCESS
     except BadInput as e:
-        summary.update(verdict="bad_input", error=REDACTOR.redact(str(e)))
+        verdict, reason = BAD_INPUT, str(e)
+    except DeployFailed as e:
+        reason = str(e)
     except Exception as e:  # noqa: BLE001 - the verdict and evidence must still be written
-        summary.update(verdict="failed", error=REDACTOR.redact(f"{type(e).__name__}: {e}"))
+        error = f"{type(e).__name__}: {e}"
+        reason = data.get("reason") or error
         get_run_logger().exception("deploy failed")
     finally:
-        summary["lock_released_at"] = time.time()
-        summary["seconds"] = round(time.time() - started, 1)
-        # A refused input changes nothing, not even the bucket: its evidence stays local.
-        result = bundle.finish("pass" if summary["verdict"] == "success" else "fail",
-                               s3=c["s3"], upload=summary["verdict"] != "bad_input")
-        summary["evidence"] = {"folder": str(result.folder), "s3_uri": result.s3_uri,
-                               "upload_pending": result.pending}
-    if summary["verdict"] != "success":
-        message = summary.get("error") or summary.get("reason", "deploy failed")
-        return Failed(message=REDACTOR.redact(message), data=summary)
-    return summary
+        data.setdefault("lock_acquired_at", None)
+        data["lock_released_at"] = time.time()
+    data.pop("reason", None)
+    # A refused input changes nothing, not even the bucket: its evidence stays local.
+    res = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=c["s3"],
+                        upload=verdict != BAD_INPUT)
+    return to_state(result("deploy", env, verdict, reason, error=error, started=started,
+                           evidence=evidence_summary(res), data=data))
 
 
-def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, image: str, plan: bool,
+class DeployFailed(RuntimeError):
+    """The deploy ran and did not work (gate, verdict, probe): the reason is the message."""
+
+
+def pin(ecr_client, image: str, settings):
+    """The image pinned to its digest; anything that does not resolve is bad input."""
+    try:
+        return ecr.pin_image(ecr_client, image, settings.ecr_repository, settings.region)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+
+
+def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bool,
             rollback: bool, skip_preflight: bool, timeout: float, poll: float,
-            started: float) -> None:
+            started: float) -> str:
+    """The checklist under the lock; returns the success reason, raises DeployFailed."""
     log = get_run_logger()
-    # 1. Gate: nothing changes before it passes.
+    # 2. Gate: nothing changes before it passes.
     if not skip_preflight:
         checks = run_checks(settings, bundle=bundle)
         failed = [ch for ch in checks if ch["verdict"] == "fail"]
         summary["preflight"] = "pass" if not failed else "fail"
         if failed:
-            raise RuntimeError("preflight failed: " + ", ".join(ch["check"] for ch in failed))
-    # 2. Pin: everything after this uses the digest.
-    try:
-        pinned = ecr.pin_image(c["ecr"], image, settings.ecr_repository, settings.region)
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    summary["image_digest"] = pinned.digest
-    bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
+            raise DeployFailed("preflight failed: " + ", ".join(ch["check"] for ch in failed))
     # 3. Render, diff, register.
     current = rollout.read_current(c["ecs"], settings)
     summary["previous_task_definition"] = current["task_definition"]
+    summary["previous_deployment_id"] = current["deployment_id"]
     variables = taskdef.template_variables(settings, pinned.uri, c["iam"], c["secretsmanager"],
                                            c["ec2"])
-    desired = taskdef.render_task_definition(settings, variables)
+    desired = render_task_definition(settings, variables)
     running_td = c["ecs"].describe_task_definition(
         taskDefinition=current["task_definition"])["taskDefinition"]
     diff = taskdef.diff_text(running_td, desired, current["task_definition"].rsplit("/", 1)[-1])
     bundle.write_text("task_definition_diff", diff)
     log.info("task definition diff against the running revision:\n%s", diff)
     if plan:
-        summary.update(verdict="success", reason="plan only: nothing changed", diff=diff)
-        return
-    reg = taskdef.register_task_definition(
-        c["ecs"], desired, [current["task_definition"],
-                            taskdef.latest_revision(c["ecs"], settings.family)])
+        summary["diff"] = diff
+        return "plan only: nothing changed"
+    reg = taskdef.register_task_definition(c["ecs"], desired, settings.family,
+                                           [current["task_definition"]])
     summary["task_definition"] = reg["arn"]
     bundle.set_context(task_definition_arn=reg["arn"])
     # 4. Update the service.
-    upd = rollout.update_service(c["ecs"], settings, reg["arn"], started)
+    upd = rollout.update_service(c["ecs"], settings, reg["arn"], current["deployment_id"])
     summary["deployment_id"] = upd["deployment_id"]
     bundle.set_context(deployment_id=upd["deployment_id"])
     # 5. Wait for a true verdict.
@@ -126,17 +146,15 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, image: str, plan
         summary["reason"] = verdict["reason"]
         if rollback and current["task_definition"] != reg["arn"]:
             _roll_back(settings, c, bundle, summary, current["task_definition"], timeout, poll)
-        raise RuntimeError(verdict["reason"])
+        raise DeployFailed(verdict["reason"])
     # 6. Probes: the app route, then the CLI route. A service that cannot reach its database
     # did not deploy, whatever ECS says.
     try:
         _probe(settings, c, bundle, summary, reg["arn"])
     except Exception as e:
-        summary["reason"] = f"probe failed: {e}"
         if rollback and current["task_definition"] != reg["arn"]:
             _roll_back(settings, c, bundle, summary, current["task_definition"], timeout, poll)
-        raise
-    summary.update(verdict="success", reason=verdict["reason"])
+        raise DeployFailed(f"probe failed: {e}") from e
     # Bookkeeping for the next preflight's endpoint check. The deploy already worked: a bucket
     # outage here must not turn the verdict (and the CLI's exit code) into a failure.
     try:
@@ -146,6 +164,7 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, image: str, plan
     except Exception as e:  # noqa: BLE001
         summary["state_recorded"] = False
         log.warning("deploy worked, but recording it for the next preflight failed: %s", e)
+    return verdict["reason"]
 
 
 def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll: float) -> None:

@@ -1,16 +1,17 @@
-"""preflight: the drift gate on its own, as a checklist (DESIGN.md "deploy flow" step 1).
+"""preflight: the drift gate on its own, as a checklist (the deploy flow's step 2).
 
 secret vs RDS (host/port/username/dbname, password present, optionally authenticates) →
 RDS endpoint unchanged since the last recorded deploy → rds.force_ssl=1 → RDS SG 5432 only
 from the ECS task SG → ECS Exec on → service code registers /, /healthz, /dbcheck →
 PGSSLMODE=require in the running task definition.
 
-Every check runs even when one fails; nothing is changed. The flow returns a dict:
+Every check runs even when one fails; nothing is changed. The result is `ground.result`'s
+contract, with `data`:
 
-    {"verdict": "success" | "failed" | "bad_input", "env": ..., "checks": [check, ...],
-     "failed": [check names],
-     "connection_diff": [{field, stored, rds, match}, ...],   # the secret vs RDS, masked
-     "evidence": {"folder", "s3_uri", "manifest", "upload_pending"}, "seconds": ...}
+    {"checks": [check, ...], "failed": [check names],
+     "connection_diff": [{field, stored, rds, match}, ...]}   # the secret vs RDS, masked
+
+and the run ends Failed (reason: the failed checks) when any check fails.
 
 The deploy flow uses the same checks through `tasks.preflight.run_checks`.
 """
@@ -26,7 +27,7 @@ from prefect import flow, get_run_logger
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from ground.log_redaction import install_log_redaction
-from ground.redact import REDACTOR
+from ground.result import BAD_INPUT, evidence_summary, result, to_state
 from ground.settings import ConfigError, load_env
 from tasks.preflight import SERVICE_DIR, aws_clients, failed, overall, public, run_checks
 
@@ -40,9 +41,15 @@ def connection_diff_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @flow(name="preflight", log_prints=False)
-def preflight(env: str = "local", service_dir: str | None = None,
-              check_db_auth: bool = True) -> dict[str, Any]:
-    """Check for drift before a deploy; change nothing. Verdict "success" when all pass."""
+def preflight(env: str = "local", service_dir: str | None = None, check_db_auth: bool = True):
+    """Check for drift before a deploy; change nothing. Verdict "success" when all pass.
+
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        service_dir: Service source whose URL map is checked (default: this checkout's
+            service/).
+        check_db_auth: Also log in with the secret's password (proves it authenticates).
+    """
     install_log_redaction()
     started = time.time()
     log = get_run_logger()
@@ -50,7 +57,7 @@ def preflight(env: str = "local", service_dir: str | None = None,
         settings = load_env(env)
     except ConfigError as e:
         log.error("bad input, nothing checked: %s", e)
-        return {"verdict": "bad_input", "env": env, "error": str(e), "checks": []}
+        return to_state(result("preflight", env, BAD_INPUT, str(e), started=started))
     source = Path(service_dir) if service_dir else SERVICE_DIR
     clients = aws_clients(settings)
     bundle = EvidenceBundle.open(settings, flow_name="preflight")
@@ -65,16 +72,12 @@ def preflight(env: str = "local", service_dir: str | None = None,
     res = bundle.finish("pass" if verdict == "success" else "fail", s3=clients["s3"])
     bad = failed(checks)
     if bad:
-        log.error("preflight %s: %d check(s) failed: %s", env, len(bad), ", ".join(bad))
+        reason = f"{len(bad)} check(s) failed: {', '.join(bad)}"
+        log.error("preflight %s: %s", env, reason)
     else:
-        log.info("preflight %s: all %d checks passed", env, len(checks))
-    return REDACTOR.redact_obj({
-        "verdict": verdict,
-        "env": env,
-        "checks": rows,
-        "failed": bad,
-        "connection_diff": connection_diff_rows(checks),
-        "evidence": {"folder": str(res.folder), "s3_uri": res.s3_uri,
-                     "manifest": str(res.manifest), "upload_pending": res.pending},
-        "seconds": round(time.time() - started, 2),
-    })
+        reason = f"all {len(checks)} checks passed"
+        log.info("preflight %s: %s", env, reason)
+    return to_state(result("preflight", env, verdict, reason, started=started,
+                           evidence=evidence_summary(res),
+                           data={"checks": rows, "failed": bad,
+                                 "connection_diff": connection_diff_rows(checks)}))

@@ -8,11 +8,12 @@ what: ``secret`` (host/port/username/dbname from the RDS truth; the password is 
 no forced deployment). Evidence: ``<stem>_before``, the plan, ``<stem>_after`` (after an apply)
 — e.g. ``rds_sg_inbound_before.json`` / ``rds_sg_inbound_after.json`` — all redacted.
 
-Returns:
+The result is `ground.result`'s contract, with `data`:
 
-    {"verdict": "success" | "failed" | "bad_input", "env", "what", "mode": "plan" | "apply",
-     "noop": bool, "actions": [...], "applied": [...], "checks": [check, ...] (after apply),
-     "error": "..." (on failure), "evidence": {"folder", "s3_uri", "manifest", "upload_pending"}}
+    {"what", "mode": "plan" | "apply", "noop": bool, "target", "actions": [...],
+     "applied": [...], "checks": [check, ...] (after apply), "note"}
+
+and the run ends Failed when the plan could not be made or the repair did not work.
 
 Plan mode's verdict is "success" when the plan could be made (``noop`` tells whether anything
 would change); apply's is "success" when the matching preflight check passes afterwards.
@@ -28,43 +29,48 @@ from prefect import flow, get_run_logger
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from ground.log_redaction import install_log_redaction
-from ground.redact import REDACTOR
+from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.settings import ConfigError, load_env
 from tasks.preflight import aws_clients, overall, public
 from tasks.repairs import REPAIRS, SPECS, RepairError
 
 
-def _bad(env: str, what: str, error: str) -> dict[str, Any]:
-    return {"verdict": "bad_input", "env": env, "what": what, "error": error, "actions": [],
-            "applied": [], "checks": []}
-
-
 @flow(name="repair", log_prints=False)
-def repair(env: str = "local", what: str = "secret", apply: bool = False) -> dict[str, Any]:
-    """Plan (and with apply=True, apply) the `what` repair in `env`."""
+def repair(env: str = "local", what: str = "secret", apply: bool = False):
+    """Plan (and with apply=True, apply) the `what` repair in `env`.
+
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        what: Which drift to repair: "secret" (host/port/username/dbname from RDS; the password
+            is kept), "sg" (RDS security group: 5432 only from the task group) or "exec"
+            (ECS Exec on).
+        apply: Make the changes. Without it, the plan is made and nothing changes.
+    """
     install_log_redaction()
     started = time.time()
     log = get_run_logger()
+    mode = "apply" if apply else "plan"
+    data: dict[str, Any] = {"what": what, "mode": mode, "noop": None, "actions": [],
+                            "applied": [], "checks": []}
     if what not in REPAIRS:
-        return _bad(env, what, f"unknown repair {what!r}: expected one of {', '.join(REPAIRS)}")
+        return to_state(result("repair", env, BAD_INPUT, f"unknown repair {what!r}: expected "
+                               f"one of {', '.join(REPAIRS)}", started=started, data=data))
     try:
         settings = load_env(env)
     except ConfigError as e:
-        return _bad(env, what, str(e))
+        return to_state(result("repair", env, BAD_INPUT, str(e), started=started, data=data))
     spec = SPECS[what]
     clients = aws_clients(settings)
     args = [clients[name] for name in spec["clients"]]
     stem = spec["evidence"]
     bundle = EvidenceBundle.open(settings, flow_name="repair")
-    bundle.set_context(environment=env, repair=what, mode="apply" if apply else "plan")
-    out: dict[str, Any] = {"verdict": "failed", "env": env, "what": what,
-                           "mode": "apply" if apply else "plan", "noop": None, "actions": [],
-                           "applied": [], "checks": []}
+    bundle.set_context(environment=env, repair=what, mode=mode)
+    verdict, reason, error = FAILED, "", None
     try:
         plan = spec["plan"](*args, settings)
-        out.update(noop=plan["noop"], actions=plan["actions"], target=plan["target"])
+        data.update(noop=plan["noop"], actions=plan["actions"], target=plan["target"])
         if plan.get("note"):
-            out["note"] = plan["note"]
+            data["note"] = plan["note"]
         bundle.write_json(f"{stem}_before", plan["before"])
         bundle.write_json(f"{what}_repair_plan", {k: v for k, v in plan.items() if k != "before"})
         for a in plan["actions"]:
@@ -72,31 +78,35 @@ def repair(env: str = "local", what: str = "secret", apply: bool = False) -> dic
         if not plan["actions"]:
             log.info("%s: nothing to repair", plan["target"])
         if not apply:
-            out["verdict"] = "success"
+            verdict = SUCCESS
+            reason = (f"plan: {len(plan['actions'])} change(s); nothing changed (re-run with "
+                      "--apply)" if plan["actions"] else f"{plan['target']}: nothing to repair")
             if plan["actions"]:
                 log.info("plan only: nothing changed (re-run with --apply)")
         else:
             done = spec["apply"](*args, settings, plan)
-            out["applied"] = done["applied"]
+            data["applied"] = done["applied"]
             bundle.write_json(f"{stem}_after", done["after"])
             # The proof: the matching preflight check(s), run again now.
             found = spec["check"](*args, settings)
             checks = found if isinstance(found, list) else [found]
-            out["checks"] = [public(c) for c in checks]
+            data["checks"] = [public(c) for c in checks]
             for c in checks:
                 bundle.add_check(c["check"], c["expected"], c["actual"], c["verdict"])
-            checks_table("repair-checks", out["checks"], f"repair {what} {env}: after")
-            out["verdict"] = overall(checks)
+            checks_table("repair-checks", data["checks"], f"repair {what} {env}: after")
+            verdict = overall(checks)
+            bad = [c["check"] for c in checks if c["verdict"] == "fail"]
+            reason = (f"applied {len(done['applied'])} change(s); "
+                      + (f"still failing: {', '.join(bad)}" if bad else "the check passes"))
     except RepairError as e:
-        out["error"] = str(e)
+        reason = str(e)
         log.error("%s", e)
     except Exception as e:  # noqa: BLE001 - the verdict and the evidence must still be written
-        out["error"] = f"{type(e).__name__}: {e}"
-        log.error("repair %s failed: %s", what, out["error"])
-    finally:
-        bundle.write_json(f"{what}_repair_result", {k: v for k, v in out.items()})
-        res = bundle.finish("pass" if out["verdict"] == "success" else "fail", s3=clients["s3"])
-        out["evidence"] = {"folder": str(res.folder), "s3_uri": res.s3_uri,
-                           "manifest": str(res.manifest), "upload_pending": res.pending}
-        out["seconds"] = round(time.time() - started, 2)
-    return REDACTOR.redact_obj(out)
+        error = f"{type(e).__name__}: {e}"
+        reason = f"repair {what} failed: {error}"
+        log.error("%s", reason)
+    res = result("repair", env, verdict, reason, error=error, started=started, data=data)
+    bundle.write_json(f"{what}_repair_result", res)
+    done_bundle = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=clients["s3"])
+    res["evidence"] = evidence_summary(done_bundle)
+    return to_state(res)

@@ -17,29 +17,51 @@ RETRY_MODE = os.environ.get("PAPYRUS_AWS_RETRY_MODE", "adaptive")
 MAX_ATTEMPTS = int(os.environ.get("PAPYRUS_AWS_MAX_ATTEMPTS", "8"))
 
 
-def client_config(retries: bool = True, **overrides) -> Config:
-    # botocore's `max_attempts` counts retries after the first call; `total_max_attempts` counts
-    # every call, so 1 means "never resend".
+# Calls that are not idempotent: resending one whose outcome is unknown (the connection closed
+# before the answer, or a 5xx after AWS may have acted) can make the change twice — a second ECS
+# deployment, a duplicate task definition revision. botocore resends them like any other call;
+# `_never_resend_unknown_outcome` stops that, while a throttle (AWS refused the call, nothing
+# happened) is still retried. The task that makes the call retries instead, after checking
+# what the first call did (tasks/rollout.update_service, tasks/taskdef.register_task_definition).
+NOT_IDEMPOTENT = {
+    "ecs": ("UpdateService", "RegisterTaskDefinition", "RunTask", "CreateService"),
+}
+
+
+def _never_resend_unknown_outcome(response=None, caught_exception=None, **_kwargs):
+    if caught_exception is not None:
+        return False  # no answer at all: the call may have been served
+    if response is not None and response[0].status_code >= 500:
+        return False
+    return None  # botocore's own retry handler decides (throttling is retried)
+
+
+def client_config(**overrides) -> Config:
     return Config(
-        retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS} if retries
-        else {"mode": RETRY_MODE, "total_max_attempts": 1},
+        retries={"mode": RETRY_MODE, "max_attempts": MAX_ATTEMPTS},
         connect_timeout=5,
         read_timeout=30,
         **overrides,
     )
 
 
+def guard_not_idempotent(c) -> None:
+    """Register the no-resend rule on client `c` for its non-idempotent operations."""
+    service_id = c.meta.service_model.service_id.hyphenize()
+    for op in NOT_IDEMPOTENT.get(c.meta.service_model.service_name, ()):
+        c.meta.events.register_first(f"needs-retry.{service_id}.{op}",
+                                     _never_resend_unknown_outcome,
+                                     unique_id=f"papyrus-never-resend-{op}")
+
+
 @lru_cache(maxsize=64)
-def _cached(service: str, region: str, endpoint: str | None, retries: bool = True):
+def _cached(service: str, region: str, endpoint: str | None):
     # The endpoint is part of the key so a sandbox restarted on another port gets new clients.
-    return boto3.session.Session().client(service, region_name=region,
-                                          config=client_config(retries))
+    c = boto3.session.Session().client(service, region_name=region, config=client_config())
+    guard_not_idempotent(c)
+    return c
 
 
-def client(service: str, region: str, retries: bool = True):
-    """A (cached, thread-safe) boto3 client for `service` in `region`.
-
-    `retries=False` is for calls that are not idempotent (UpdateService, RegisterTaskDefinition):
-    botocore would resend one whose response was lost and so make the change twice. Their task
-    retries instead, after checking whether the first call took effect."""
-    return _cached(service, region, os.environ.get("AWS_ENDPOINT_URL"), retries)
+def client(service: str, region: str):
+    """A (cached, thread-safe) boto3 client for `service` in `region`."""
+    return _cached(service, region, os.environ.get("AWS_ENDPOINT_URL"))

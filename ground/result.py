@@ -22,8 +22,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect.states import Failed
-
 from ground.redact import REDACTOR
 from ground.retry import BadInput
 
@@ -68,6 +66,9 @@ def to_state(res: dict[str, Any]):
     """What a flow returns: the dict (Completed) on success, `Failed` carrying it otherwise."""
     if res["verdict"] == SUCCESS:
         return res
+    # Imported here, not at the top: the CLI answers bad input without importing Prefect (~1 s).
+    from prefect.states import Failed
+
     return Failed(message=res["reason"], data=res)
 
 

@@ -17,6 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ground.logs import run_logger
+from ground.retry import transient_only
 from ground.settings import Settings
 
 DEPLOYMENT_CONFIGURATION = {
@@ -60,7 +61,7 @@ def primary(service: dict) -> dict:
 
 
 @task(name="read-current-deployment", cache_policy=NO_CACHE, retries=3,
-      retry_delay_seconds=[1, 2, 4])
+      retry_delay_seconds=[1, 2, 4], retry_condition_fn=transient_only)
 def read_current(ecs, s: Settings) -> dict:
     """What runs now: remembered so a rollback returns to it (not "revision minus one")."""
     svc = describe_service(ecs, s)
@@ -71,12 +72,16 @@ def read_current(ecs, s: Settings) -> dict:
                             if d.get("rolloutState") == "IN_PROGRESS"]}
 
 
-@task(name="update-service", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5])
-def update_service(ecs, s: Settings, task_definition: str, not_before: float) -> dict:
-    """Start our deployment. A retry after a lost response finds it instead of starting another."""
+@task(name="update-service", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5],
+      retry_condition_fn=transient_only)
+def update_service(ecs, s: Settings, task_definition: str, previous_deployment_id: str) -> dict:
+    """Start our deployment. `previous_deployment_id` is the PRIMARY read under the deploy lock;
+    if PRIMARY has changed since and runs our task definition, a previous attempt of this task
+    started it (its response was lost): that deployment is ours, no second one is started.
+    botocore does not resend UpdateService when its outcome is unknown (ground.aws)."""
     svc = describe_service(ecs, s)
     p = primary(svc)
-    if p["taskDefinition"] == task_definition and p["createdAt"].timestamp() >= not_before:
+    if p["id"] != previous_deployment_id and p["taskDefinition"] == task_definition:
         return {"deployment_id": p["id"], "task_definition": task_definition, "reused": True}
     busy = [d["id"] for d in svc["deployments"] if d.get("rolloutState") == "IN_PROGRESS"]
     if busy:
@@ -189,7 +194,8 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
         time.sleep(poll)
 
 
-@task(name="roll-back", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(name="roll-back", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,
+      retry_condition_fn=transient_only)
 def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     """Back to what was PRIMARY before this deploy. If ECS's circuit breaker already did it,
     only wait for that rollback; otherwise start one."""

@@ -14,6 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ground.render import task_definition_vars
+from ground.retry import transient_only
 from ground.settings import Settings
 
 # Keys of a described task definition that ECS adds or that register_task_definition rejects.
@@ -80,11 +81,12 @@ def diff_text(current: dict | None, desired: dict, current_label: str) -> str:
 
 
 @task(name="register-task-definition", cache_policy=NO_CACHE, retries=3,
-      retry_delay_seconds=[1, 2, 4])
-def register_task_definition(ecs, desired: dict, candidates: list[str]) -> dict:
-    """Register `desired` unless an existing revision among `candidates` (the PRIMARY's and the
-    family's latest) already equals it — so a re-run or a retry never adds a duplicate."""
-    for arn in dict.fromkeys(candidates):
+      retry_delay_seconds=[1, 2, 4], retry_condition_fn=transient_only)
+def register_task_definition(ecs, desired: dict, family: str, candidates: list[str]) -> dict:
+    """Register `desired` unless an existing revision among `candidates` (the PRIMARY's) or the
+    family's latest — read on every attempt — already equals it: a re-run, or a retry after a
+    lost response, never adds a duplicate. botocore does not resend it (ground.aws)."""
+    for arn in dict.fromkeys([*candidates, latest_revision(ecs, family)]):
         if not arn:
             continue
         existing = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]

@@ -12,19 +12,17 @@ import time
 
 import typer
 
-from papyrus_ops.runner import prepare
+from papyrus_ops.runner import prepare, run_flow
 
 SANDBOX_LOOKUP_RPS = 20.0
 
 
 def _step(rows: list, name: str, fn, **params) -> dict:
-    from papyrus_ops.commands.deploy import run_flow_state
-
     t0 = time.monotonic()
-    result = run_flow_state(fn, **params)
+    result = run_flow(fn, **params)
     seconds = time.monotonic() - t0
     verdict = result.get("verdict", "?")
-    detail = result.get("reason") or result.get("error") or result.get("outcome") or ""
+    detail = result.get("reason") or ""
     rows.append((name, verdict, f"{seconds:.1f}s", str(detail)[:90]))
     typer.echo(f"[{verdict:>7}] {name} ({seconds:.1f}s) {detail}")
     return result
@@ -38,7 +36,7 @@ def _show_routes(settings, result: dict) -> list[str]:
     from tasks.probes import probe_targets, read_probe_token
 
     base = probe_targets(aws.client("ecs", settings.region), settings,
-                         result["task_definition"])[0]
+                         result["data"]["task_definition"])[0]
     token = read_probe_token.fn(aws.client("secretsmanager", settings.region), settings)
     lines = []
     for path, headers in (("/", {}), ("/healthz", {}),

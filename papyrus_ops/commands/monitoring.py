@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from papyrus_ops.runner import EnvOpt, fail, prepare
+from papyrus_ops.runner import EnvOpt, fail, prepare, run_flow
 
 
 def register(app) -> None:
@@ -18,9 +18,8 @@ def register(app) -> None:
         """Plan, then (with --apply) converge the monitoring resources; evidence for both."""
         prepare(env)
         from flows.monitoring import monitoring
-        from papyrus_ops.commands.deploy import run_flow_state
 
-        result = run_flow_state(monitoring, env=env, apply=apply)
+        result = run_flow(monitoring, env=env, apply=apply)
         if as_json:
             typer.echo(json.dumps(result, indent=2, default=str))
         if result.get("verdict") == "bad_input":

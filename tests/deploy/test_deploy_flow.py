@@ -12,7 +12,7 @@ import pytest
 
 from artifacts import verify_manifest
 from flows.deploy import deploy
-from papyrus_ops.commands.deploy import run_flow_state
+from papyrus_ops.runner import run_flow
 from sandbox import image as sandbox_image
 from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
@@ -53,23 +53,24 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def schema(sandbox):
     from flows.schema_init import schema_init
 
-    result = run_flow_state(schema_init, env="local", apply=True)
+    result = run_flow(schema_init, env="local", apply=True)
     assert result["verdict"] == "success", result
 
 
 def test_happy_path(sandbox, schema):
     before_app, before_cli = db_rows(sandbox, "SKU-APP-"), db_rows(sandbox, "SKU-CLI-")
-    result = run_flow_state(deploy, env="local", image="latest")
+    result = run_flow(deploy, env="local", image="latest")
     assert result["verdict"] == "success", result
-    digest = result["image_digest"]
+    digest = result["data"]["image_digest"]
     assert digest == sandbox.seeded.image_uri.split("@")[1]
     svc = service(sandbox)
-    assert svc["taskDefinition"] == result["task_definition"]
+    assert svc["taskDefinition"] == result["data"]["task_definition"]
     assert len(svc["deployments"]) == 1 and svc["runningCount"] == 1
-    assert all(t["image_digest"] == digest for t in result["verdict_detail"]["running_tasks"])
+    running = result["data"]["verdict_detail"]["running_tasks"]
+    assert all(t["image_digest"] == digest for t in running)
     assert db_rows(sandbox, "SKU-APP-") == before_app + 1
     assert db_rows(sandbox, "SKU-CLI-") == before_cli + 1
-    assert result["probes"]["dbcheck"]["result"] == "INSERT 0 1"
+    assert result["data"]["probes"]["dbcheck"]["result"] == "INSERT 0 1"
     folder = result["evidence"]["folder"]
     from pathlib import Path
 
@@ -85,7 +86,7 @@ def test_happy_path(sandbox, schema):
 
 def test_same_digest_again_registers_no_new_revision(sandbox, schema):
     before = revisions(sandbox)
-    result = run_flow_state(deploy, env="local", image="latest")
+    result = run_flow(deploy, env="local", image="latest")
     assert result["verdict"] == "success", result
     assert revisions(sandbox) == before
 
@@ -93,8 +94,8 @@ def test_same_digest_again_registers_no_new_revision(sandbox, schema):
 def test_plan_changes_nothing(sandbox, schema):
     push_variant(sandbox, "plan-only")
     sandbox.faults.reset_calls()
-    result = run_flow_state(deploy, env="local", image="plan-only", plan=True)
-    assert result["verdict"] == "success" and "+" in result["diff"]
+    result = run_flow(deploy, env="local", image="plan-only", plan=True)
+    assert result["verdict"] == "success" and "+" in result["data"]["diff"]
     mutating = [c for c in sandbox.faults.served(mutating=True) if c.service != "s3"]
     assert mutating == []
 
@@ -105,11 +106,11 @@ def test_throttled_ecs_and_ecr_still_deploy_exactly_one_revision(sandbox, schema
     sandbox.faults.throttle("ecs", "*", times=None, every=3)
     sandbox.faults.throttle("ecr", "*", times=None, every=2)
     try:
-        result = run_flow_state(deploy, env="local", image="throttled")
+        result = run_flow(deploy, env="local", image="throttled")
     finally:
         sandbox.faults.clear()
     assert result["verdict"] == "success", result
-    assert result["image_digest"] == digest
+    assert result["data"]["image_digest"] == digest
     assert len(revisions(sandbox)) == len(before) + 1
 
 
@@ -122,7 +123,7 @@ def test_crash_path_exit_3_rolls_back_and_old_service_answers(sandbox, schema):
                         SecretString=json.dumps(json.loads(good) | {"dbname": "papyrus_drift"}))
     try:
         # The gate would refuse this drift; skipping it shows what the verdict does on its own.
-        result = run_flow_state(deploy, env="local", image="crash", skip_preflight=True,
+        result = run_flow(deploy, env="local", image="crash", skip_preflight=True,
                                 timeout_seconds=90)
     finally:
         sm.put_secret_value(SecretId=s.db_secret_id, SecretString=good)
@@ -130,7 +131,7 @@ def test_crash_path_exit_3_rolls_back_and_old_service_answers(sandbox, schema):
     assert "exit code(s) 3" in result["reason"], result["reason"]
     svc = service(sandbox)
     assert svc["taskDefinition"] == previous
-    assert result["rollback"]["ok"] is True
+    assert result["data"]["rollback"]["ok"] is True
     # The old task still answers.
     import httpx
 
@@ -155,6 +156,7 @@ def test_stable_but_rolled_back_is_a_failed_verdict(sandbox, schema):
     (["--image", "not a ref"], "malformed image reference"),
     (["--image", "papyrus@sha256:1234"], "malformed image reference"),
     (["--image", "no-such-tag"], "not found in ECR"),
+    (["--image", "papyrus:no-such-tag"], "not found in ECR"),
     (["--image", "other-repo:latest"], "not this environment's"),
     (["--image", "latest", "--env", "nowhere"], "unknown environment"),
 ])
@@ -163,8 +165,10 @@ def test_bad_input_one_line_exit_2_no_mutation(sandbox, args, message):
     before = revisions(sandbox)
     r = cli("deploy", *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    err_lines = [line for line in r.stderr.splitlines() if "papyrus-ops: error" in line]
-    assert len(err_lines) == 1 and message in err_lines[0], r.stderr
+    # Exactly one line on stderr, and no traceback: it is answered before any flow runs.
+    err_lines = r.stderr.splitlines()
+    assert len(err_lines) == 1 and err_lines[0].startswith("papyrus-ops: error: "), r.stderr
+    assert message in err_lines[0], r.stderr
     assert sandbox.faults.served(mutating=True) == []
     assert revisions(sandbox) == before
 
@@ -175,7 +179,7 @@ def test_two_deploys_of_the_same_service_never_interleave(sandbox, schema):
     results: dict[str, dict] = {}
 
     def run(tag: str) -> None:
-        results[tag] = run_flow_state(deploy, env="local", image=tag, skip_preflight=True)
+        results[tag] = run_flow(deploy, env="local", image=tag, skip_preflight=True)
 
     threads = [threading.Thread(target=run, args=(t,)) for t in ("concurrent-a", "concurrent-b")]
     for t in threads:
@@ -184,12 +188,12 @@ def test_two_deploys_of_the_same_service_never_interleave(sandbox, schema):
         t.join(timeout=300)
     a, b = results["concurrent-a"], results["concurrent-b"]
     assert a["verdict"] == b["verdict"] == "success", (a, b)
-    first, second = sorted((a, b), key=lambda r: r["lock_acquired_at"])
-    assert first["lock_released_at"] <= second["lock_acquired_at"]
+    first, second = sorted((a, b), key=lambda r: r["data"]["lock_acquired_at"])
+    assert first["data"]["lock_released_at"] <= second["data"]["lock_acquired_at"]
 
 
 def test_canary_in_no_captured_output(sandbox, schema, capfd):
-    run_flow_state(deploy, env="local", image="latest", plan=True)
+    run_flow(deploy, env="local", image="latest", plan=True)
     out, err = capfd.readouterr()
     assert CANARY_PASSWORD not in out + err and CANARY_TOKEN not in out + err
 

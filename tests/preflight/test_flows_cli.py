@@ -14,6 +14,7 @@ from preflight_testlib import DRIFT_PASSWORD, invoke, run_cli
 
 from flows.preflight import preflight
 from flows.repair import repair
+from papyrus_ops.runner import run_flow
 from tasks.preflight import CHECK_NAMES
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "sandbox", "baseline")
@@ -22,7 +23,7 @@ RDS_SG_CHECK = "rds_sg.5432_only_from_task_sg"
 
 
 def by_name(result: dict) -> dict[str, dict]:
-    return {c["check"]: c for c in result["checks"]}
+    return {c["check"]: c for c in result["data"]["checks"]}
 
 
 def evidence_files(result: dict) -> dict[str, Path]:
@@ -91,12 +92,12 @@ def test_clean_sandbox_cli_json_exit_0(sandbox, capfd):
     r = run_cli("preflight", "--env", "local", "--json")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = json.loads(r.stdout)
-    assert out["verdict"] == "success" and out["failed"] == []
-    assert [c["check"] for c in out["checks"]] == list(CHECK_NAMES)
-    assert {c["verdict"] for c in out["checks"]} == {"pass"}
+    assert out["verdict"] == "success" and out["data"]["failed"] == []
+    assert [c["check"] for c in out["data"]["checks"]] == list(CHECK_NAMES)
+    assert {c["verdict"] for c in out["data"]["checks"]} == {"pass"}
     assert all(set(c) == {"check", "expected", "actual", "verdict", "detail"}
-               for c in out["checks"])
-    assert {r["field"] for r in out["connection_diff"]} == \
+               for c in out["data"]["checks"])
+    assert {r["field"] for r in out["data"]["connection_diff"]} == \
         {"host", "port", "username", "dbname", "password"}
     ev = out["evidence"]
     assert ev["s3_uri"].startswith(f"s3://{sandbox.settings.evidence_bucket}/preflight/")
@@ -119,10 +120,10 @@ def test_dbname_and_password_drift_cli_exit_1(sandbox, drift, capfd):
     assert r.exit_code == 1, r.output[-3000:]
     out = json.loads(r.stdout)
     assert out["verdict"] == "failed"
-    assert out["failed"] == ["secret.dbname", "secret.password_authenticates"]
-    row = next(x for x in out["connection_diff"] if x["field"] == "dbname")
+    assert out["data"]["failed"] == ["secret.dbname", "secret.password_authenticates"]
+    row = next(x for x in out["data"]["connection_diff"] if x["field"] == "dbname")
     assert (row["stored"], row["rds"], row["match"]) == ("papyrus_old", "papyrus", False)
-    pw = next(x for x in out["connection_diff"] if x["field"] == "password")
+    pw = next(x for x in out["data"]["connection_diff"] if x["field"] == "password")
     assert pw["stored"] == "present"
     assert_nowhere(sandbox, r.output, *capfd.readouterr(),
                    prefect_logs(flow_run_ids(out["evidence"]["folder"])),
@@ -151,11 +152,11 @@ def test_flow_runs_every_check_even_when_several_fail(sandbox, drift):
     drift.exec_off()
     drift.last_deploy(rds_endpoint_address="old.example", rds_endpoint_port=5432)
     sandbox.faults.reset_calls()
-    out = preflight(env="local")
+    out = run_flow(preflight, env="local")
     assert out["verdict"] == "failed"
-    assert out["failed"] == ["secret.port", "rds.endpoint_unchanged", "rds.force_ssl",
+    assert out["data"]["failed"] == ["secret.port", "rds.endpoint_unchanged", "rds.force_ssl",
                              RDS_SG_CHECK, "ecs.exec_enabled"]
-    assert len(out["checks"]) == len(CHECK_NAMES)
+    assert len(out["data"]["checks"]) == len(CHECK_NAMES)
     assert infra_mutations(sandbox) == []
     manifest = json.loads((Path(out["evidence"]["folder"]) / "manifest.json").read_text())
     assert manifest["verdict"] == "fail"
@@ -168,7 +169,8 @@ def test_flow_runs_every_check_even_when_several_fail(sandbox, drift):
             flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(manifest["flow_run_id"])])))
     table = next(a for a in arts if a.key == "preflight-checks")
     assert table.type == "table" and "rds.force_ssl" in str(table.data)
-    assert {c["check"] for c in manifest["checks"] if c["verdict"] == "fail"} == set(out["failed"])
+    failed_in_manifest = {c["check"] for c in manifest["checks"] if c["verdict"] == "fail"}
+    assert failed_in_manifest == set(out["data"]["failed"])
 
 
 def test_bad_input_exit_2(sandbox):
@@ -178,24 +180,25 @@ def test_bad_input_exit_2(sandbox):
     assert r.exit_code == 2 and "unknown repair" in r.output
     r = invoke("preflight", "--service-dir", "/nonexistent")
     assert r.exit_code == 2 and "no papyrus package" in r.output
-    assert repair(env="local", what="bogus")["verdict"] == "bad_input"
+    assert run_flow(repair, env="local", what="bogus")["verdict"] == "bad_input"
 
 
 # -- repairs ------------------------------------------------------------------------------------
 def test_repair_secret_plan_then_apply(sandbox, drift, capfd):
     before = drift.secret(dbname="papyrus_old", port=str(sandbox.pg.port + 7), extra="kept")
     sandbox.faults.reset_calls()
-    plan = repair(env="local", what="secret")
-    assert plan["verdict"] == "success" and plan["mode"] == "plan" and not plan["noop"]
-    assert {a["key"] for a in plan["actions"]} == {"dbname", "port"}
+    plan = run_flow(repair, env="local", what="secret")
+    assert plan["verdict"] == "success" and plan["data"]["mode"] == "plan"
+    assert not plan["data"]["noop"]
+    assert {a["key"] for a in plan["data"]["actions"]} == {"dbname", "port"}
     assert infra_mutations(sandbox) == [], "a plan must not change anything"
     assert drift.secret_doc() == before
 
     r = invoke("repair", "secret", "--env", "local", "--apply", "--json")
     assert r.exit_code == 0, r.output[-3000:]
     out = json.loads(r.stdout)
-    assert out["verdict"] == "success" and out["mode"] == "apply"
-    assert {c["verdict"] for c in out["checks"]} == {"pass"}
+    assert out["verdict"] == "success" and out["data"]["mode"] == "apply"
+    assert {c["verdict"] for c in out["data"]["checks"]} == {"pass"}
     after = drift.secret_doc()
     assert after["dbname"] == "papyrus" and after["port"] == sandbox.pg.port
     assert after["password"] == sandbox.db_password  # kept, and still authenticates:
@@ -205,8 +208,8 @@ def test_repair_secret_plan_then_apply(sandbox, drift, capfd):
         set(files)
     shown = json.loads(files["db_secret_before.json"].read_text())
     assert shown["dbname"] == "papyrus_old" and shown["password_present"] is True
-    again = preflight(env="local")
-    assert again["verdict"] == "success", again["failed"]
+    again = run_flow(preflight, env="local")
+    assert again["verdict"] == "success", again["data"]["failed"]
     assert_nowhere(sandbox, r.output, *capfd.readouterr(),
                    prefect_logs(flow_run_ids(out["evidence"]["folder"],
                                              plan["evidence"]["folder"])),
@@ -226,9 +229,9 @@ def test_repair_sg_plan_then_apply(sandbox, drift):
     assert infra_mutations(sandbox) == []
     assert drift.inbound() == rules_before
 
-    out = repair(env="local", what="sg", apply=True)
+    out = run_flow(repair, env="local", what="sg", apply=True)
     assert out["verdict"] == "success", out
-    assert [a["action"] for a in out["applied"]] == ["revoke"] * 4
+    assert [a["action"] for a in out["data"]["applied"]] == ["revoke"] * 4
     [only] = drift.inbound()
     assert only["ReferencedGroupInfo"]["GroupId"] == drift.task_sg
     assert (only["FromPort"], only["ToPort"]) == (5432, 5432)
@@ -241,9 +244,9 @@ def test_repair_sg_plan_then_apply(sandbox, drift):
 def test_repair_sg_restores_a_missing_task_rule(sandbox, drift):
     drift.sg_revoke_task_rule()
     drift.sg_allow(lo=5400, hi=5500, group=drift.task_sg)  # too wide: replaced by the exact one
-    out = repair(env="local", what="sg", apply=True)
+    out = run_flow(repair, env="local", what="sg", apply=True)
     assert out["verdict"] == "success", out
-    assert [a["action"] for a in out["applied"]] == ["authorize", "revoke"]
+    assert [a["action"] for a in out["data"]["applied"]] == ["authorize", "revoke"]
     [only] = drift.inbound()
     assert (only["FromPort"], only["ToPort"]) == (5432, 5432)
 
@@ -253,8 +256,8 @@ def test_repair_exec_plan_then_apply(sandbox, drift):
     td = drift.service()["taskDefinition"]
     deployments = [d["id"] for d in drift.service()["deployments"]]
     sandbox.faults.reset_calls()
-    plan = repair(env="local", what="exec")
-    assert plan["verdict"] == "success" and len(plan["actions"]) == 1
+    plan = run_flow(repair, env="local", what="exec")
+    assert plan["verdict"] == "success" and len(plan["data"]["actions"]) == 1
     assert infra_mutations(sandbox) == []
     assert not drift.exec_enabled()
 
@@ -267,10 +270,10 @@ def test_repair_exec_plan_then_apply(sandbox, drift):
     assert [d["id"] for d in svc["deployments"]] == deployments  # no forced deployment
     assert ("ecs", "UpdateService") in mutating(sandbox)
     # Applying again is a no-op.
-    noop = repair(env="local", what="exec", apply=True)
-    assert noop["verdict"] == "success" and noop["noop"] and noop["applied"] == []
+    noop = run_flow(repair, env="local", what="exec", apply=True)
+    assert noop["verdict"] == "success" and noop["data"]["noop"] and noop["data"]["applied"] == []
 
 
 def test_sandbox_left_clean(sandbox):
-    out = preflight(env="local", check_db_auth=True)
-    assert out["verdict"] == "success", out["failed"]
+    out = run_flow(preflight, env="local", check_db_auth=True)
+    assert out["verdict"] == "success", out["data"]["failed"]

@@ -35,7 +35,7 @@ from reliability_lib import (
 import flows.deploy
 from flows.deploy import deploy
 from ground import aws
-from papyrus_ops.commands.deploy import run_flow_state
+from papyrus_ops.runner import run_flow
 from tasks import rollout
 
 # Every AWS service the deploy flow talks to (preflight included).
@@ -78,7 +78,7 @@ def test_throttling_on_every_deploy_service_then_the_bucket_down_at_evidence_upl
     monkeypatch.setattr(flows.deploy, "record_deploy", hook)
     rules = throttle_every_service(sb, DEPLOY_SERVICES)
     try:
-        result = run_flow_state(deploy, env="local", image="rel-throttled")
+        result = run_flow(deploy, env="local", image="rel-throttled")
     finally:
         sb.faults.clear()
         aws._cached.cache_clear()
@@ -86,8 +86,8 @@ def test_throttling_on_every_deploy_service_then_the_bucket_down_at_evidence_upl
     assert all(n >= 1 for n in hits.values()), hits
     assert hook.fired
     assert result["verdict"] == "success", result
-    assert result["preflight"] == "pass" and result["image_digest"] == digest
-    assert service(sb)["taskDefinition"] == result["task_definition"]
+    assert result["data"]["preflight"] == "pass" and result["data"]["image_digest"] == digest
+    assert service(sb)["taskDefinition"] == result["data"]["task_definition"]
     # One new revision, one row per probe route, one last-deploy record: retries added nothing.
     assert counts(sb) == {**before, "revisions": before["revisions"] + 1,
                           "app": before["app"] + 1, "cli": before["cli"] + 1,
@@ -129,14 +129,14 @@ def test_crash_loop_rolls_back_stable_on_the_old_revision_and_the_verdict_is_fai
     sm.put_secret_value(SecretId=s.db_secret_id, SecretString=json.dumps(drifted))
     try:
         # The gate would refuse the drift: skipping it shows what the verdict does on its own.
-        result = run_flow_state(deploy, env="local", image="rel-crash", skip_preflight=True,
+        result = run_flow(deploy, env="local", image="rel-crash", skip_preflight=True,
                                 timeout_seconds=90)
     finally:
         sm.put_secret_value(SecretId=s.db_secret_id, SecretString=good)
     assert result["verdict"] == "failed", result
     assert "rolled back" in result["reason"] and "exit code(s) 3" in result["reason"], result
-    assert result["rollback"] == {**result["rollback"], "to": previous, "started_by_us": False,
-                                  "ok": True}
+    rb = result["data"]["rollback"]
+    assert rb == {**rb, "to": previous, "started_by_us": False, "ok": True}
     assert stable_on(sb, previous)
     from tasks.probes import probe_targets
 
@@ -156,14 +156,15 @@ def test_database_down_during_the_probes_fails_and_rolls_back(sb, monkeypatch):
     monkeypatch.setattr(rollout, "wait_for_verdict", hook)
     try:
         # The gate is proven elsewhere (the throttled deploy runs it); here it only costs time.
-        result = run_flow_state(deploy, env="local", image="rel-dbdown", skip_preflight=True,
+        result = run_flow(deploy, env="local", image="rel-dbdown", skip_preflight=True,
                                 timeout_seconds=120)
     finally:
         sb.pg.start()
     assert hook.fired
     assert result["verdict"] == "failed", result
     assert "probe failed" in result["reason"] and "/dbcheck answered 503" in result["reason"]
-    assert result["rollback"]["ok"] is True and result["rollback"]["started_by_us"] is True
+    rb = result["data"]["rollback"]
+    assert rb["ok"] is True and rb["started_by_us"] is True
     assert service(sb)["taskDefinition"] == previous
     assert counts(sb) == {**before, "revisions": before["revisions"] + 1}
     manifest = assert_evidence_complete(sb, result["evidence"]["folder"])
@@ -194,14 +195,14 @@ def test_aws_endpoint_and_postgres_restart_in_the_middle_of_a_deploy(sb, monkeyp
     worker = threading.Thread(target=chaos, daemon=True)
     monkeypatch.setattr(rollout, "update_service",
                         After(rollout.update_service, lambda _r: worker.start()))
-    result = run_flow_state(deploy, env="local", image="rel-restarts", skip_preflight=True,
+    result = run_flow(deploy, env="local", image="rel-restarts", skip_preflight=True,
                             timeout_seconds=120)
     worker.join(timeout=120)
     assert not errors, errors
     assert window.get("pg"), window
     assert result["verdict"] == "success", result
     # The verdict could only be reached through the outage: nothing succeeded during it.
-    assert result["verdict_detail"]["decided_at"] >= window["up"]
+    assert result["data"]["verdict_detail"]["decided_at"] >= window["up"]
     # (A request already in flight when the endpoint went is recorded a moment later: skip 0.5 s.)
     during = [c for c in sb.faults.served() if window["down"] + 0.5 < c.at < window["up"]]
     assert all(c.status == 503 for c in during), during
@@ -211,13 +212,22 @@ def test_aws_endpoint_and_postgres_restart_in_the_middle_of_a_deploy(sb, monkeyp
     assert_evidence_complete(sb, result["evidence"]["folder"])
 
 
-def test_two_deploys_of_one_image_at_once_make_one_revision_and_one_rollout(sb):
+def deployments_started(sb) -> list:
+    """UpdateService calls that reached moto (each one starts an ECS deployment)."""
+    return [c for c in sb.faults.served("ecs") if c.operation == "UpdateService"]
+
+
+def test_two_deploys_of_one_image_at_once_are_two_rollouts_in_turn_with_one_revision(sb):
+    """Two separate requests are two deploys (flows/deploy.py's docstring): the lock serialises
+    them, whichever thread is scheduled first, and the second rolls the same revision out again
+    on top of the first's verdict. Nothing here depends on the order the threads start in."""
     push_variant(sb, "rel-twin")
     before = counts(sb)
+    sb.faults.reset_calls()
     results: dict[int, dict] = {}
 
     def run(i: int) -> None:
-        results[i] = run_flow_state(deploy, env="local", image="rel-twin", skip_preflight=True)
+        results[i] = run_flow(deploy, env="local", image="rel-twin", skip_preflight=True)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -225,12 +235,16 @@ def test_two_deploys_of_one_image_at_once_make_one_revision_and_one_rollout(sb):
     for t in threads:
         t.join(timeout=400)
     assert len(results) == 2
-    first, second = sorted(results.values(), key=lambda r: r["lock_acquired_at"])
+    first, second = sorted(results.values(), key=lambda r: r["data"]["lock_acquired_at"])
     assert first["verdict"] == second["verdict"] == "success", (first, second)
-    assert first["lock_released_at"] <= second["lock_acquired_at"]
-    assert first["task_definition"] == second["task_definition"]
-    # The second found the first's deployment of the same revision instead of starting another.
-    assert second["deployment_id"] == first["deployment_id"]
+    assert first["data"]["lock_released_at"] <= second["data"]["lock_acquired_at"]
+    # One revision for both; two deployments, the second started from the first's.
+    assert first["data"]["task_definition"] == second["data"]["task_definition"]
+    assert second["data"]["previous_task_definition"] == first["data"]["task_definition"]
+    assert second["data"]["previous_deployment_id"] == first["data"]["deployment_id"]
+    assert second["data"]["deployment_id"] != first["data"]["deployment_id"]
+    assert len(deployments_started(sb)) == 2
+    assert service(sb)["deployments"][0]["id"] == second["data"]["deployment_id"]
     # Each run proves its own deploy (one row per route each) and records it.
     assert counts(sb) == {**before, "revisions": before["revisions"] + 1,
                           "app": before["app"] + 2, "cli": before["cli"] + 2,
@@ -238,6 +252,32 @@ def test_two_deploys_of_one_image_at_once_make_one_revision_and_one_rollout(sb):
     assert first["evidence"]["folder"] != second["evidence"]["folder"]
     for r in (first, second):
         assert_evidence_complete(sb, r["evidence"]["folder"])
+
+
+def test_lost_responses_to_register_and_update_service_make_one_revision_and_one_rollout(sb):
+    """AWS made the change, the answer never came back (the connection closed first). botocore
+    must not resend these calls; the task's retry finds what the lost call did: the revision it
+    registered, and the deployment it started (PRIMARY changed since we read it under the lock)."""
+    push_variant(sb, "rel-lost")
+    before = counts(sb)
+    sb.faults.reset_calls()
+    register = sb.faults.lose_response("ecs", "RegisterTaskDefinition", times=1)
+    update = sb.faults.lose_response("ecs", "UpdateService", times=1)
+    try:
+        result = run_flow(deploy, env="local", image="rel-lost", skip_preflight=True)
+    finally:
+        sb.faults.clear()
+    assert register.remaining == 0 and update.remaining == 0  # both faults fired
+    assert result["verdict"] == "success", result
+    served = [c.operation for c in sb.faults.served("ecs", mutating=True)]
+    assert served.count("RegisterTaskDefinition") == 1, served
+    assert served.count("UpdateService") == 1, served
+    assert counts(sb) == {**before, "revisions": before["revisions"] + 1,
+                          "app": before["app"] + 1, "cli": before["cli"] + 1,
+                          "state": before["state"] + 1}
+    assert service(sb)["deployments"][0]["id"] == result["data"]["deployment_id"]
+    assert service(sb)["taskDefinition"] == result["data"]["task_definition"]
+    assert_evidence_complete(sb, result["evidence"]["folder"])
 
 
 def test_bucket_down_for_a_whole_deploy_the_verdict_matches_what_runs(sb, monkeypatch):
@@ -251,7 +291,7 @@ def test_bucket_down_for_a_whole_deploy_the_verdict_matches_what_runs(sb, monkey
     push_variant(sb, "rel-nobucket")
     sb.faults.unavailable("s3", "PutObject", times=None)
     try:
-        result = run_flow_state(deploy, env="local", image="rel-nobucket", skip_preflight=True)
+        result = run_flow(deploy, env="local", image="rel-nobucket", skip_preflight=True)
     finally:
         sb.faults.clear()
         aws._cached.cache_clear()
@@ -260,7 +300,7 @@ def test_bucket_down_for_a_whole_deploy_the_verdict_matches_what_runs(sb, monkey
     upload_pending(sb.settings.evidence_root, lambda region=None: sb.client("s3"))
     assert_evidence_complete(sb, result["evidence"]["folder"])
     running = service(sb)["taskDefinition"]
-    deployed = running == result.get("task_definition")
+    deployed = running == result["data"].get("task_definition")
     assert (result["verdict"] == "success") == deployed, (result["verdict"], result.get("error"),
                                                           running)
-    assert result["verdict"] == "success" and result["state_recorded"] is False, result
+    assert result["verdict"] == "success" and result["data"]["state_recorded"] is False, result
