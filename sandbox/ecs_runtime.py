@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moto.core.responses import ActionResult
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
@@ -404,6 +405,28 @@ def _create_service_response(self):
         return result
 
 
+def _list_task_definitions_response(self):
+    """ListTaskDefinitions as AWS answers it: `sort` ASC (default) or DESC by family and
+    revision, `maxResults` (at most 100) with a `nextToken` for the rest. moto ignores both and
+    returns every ARN in insertion order, so "the family's latest" (sort=DESC, maxResults=1)
+    came back as its first revision. AWS: ECS API Reference, ListTaskDefinitions ("sort",
+    "maxResults", "nextToken")."""
+    arns = self.ecs_backend.list_task_definitions(self._get_param("familyPrefix"),
+                                                  self._get_param("status", "ACTIVE"))
+
+    def key(arn: str) -> tuple[str, int]:
+        family, _, rev = arn.rsplit("/", 1)[-1].rpartition(":")
+        return family, int(rev)
+
+    arns = sorted(arns, key=key, reverse=self._get_param("sort", "ASC") == "DESC")
+    start = int(self._get_param("nextToken") or 0)
+    size = min(int(self._get_param("maxResults") or 100), 100)
+    page = {"taskDefinitionArns": arns[start:start + size]}
+    if start + size < len(arns):
+        page["nextToken"] = str(start + size)
+    return ActionResult(page)
+
+
 _BACKEND_PATCHES = {
     "create_service": _create_service,
     "update_service": _update_service,
@@ -420,10 +443,15 @@ def _patch() -> None:
         setattr(EC2ContainerServiceBackend, name, fn)
     _ORIGINALS["response.create_service"] = EC2ContainerServiceResponse.create_service
     EC2ContainerServiceResponse.create_service = _create_service_response
+    _ORIGINALS["response.list_task_definitions"] = \
+        EC2ContainerServiceResponse.list_task_definitions
+    EC2ContainerServiceResponse.list_task_definitions = _list_task_definitions_response
 
 
 def _unpatch() -> None:
     for name in _BACKEND_PATCHES:
         setattr(EC2ContainerServiceBackend, name, _ORIGINALS.pop(name))
     EC2ContainerServiceResponse.create_service = _ORIGINALS.pop("response.create_service")
+    EC2ContainerServiceResponse.list_task_definitions = _ORIGINALS.pop(
+        "response.list_task_definitions")
 

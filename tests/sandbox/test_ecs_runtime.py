@@ -485,3 +485,21 @@ def test_stop_all_leaves_no_process_behind(world):
     (task,) = [t for t in world.tasks(desiredStatus="STOPPED") if t["lastStatus"] == "STOPPED"
                and t["stoppedReason"] == "Sandbox ECS runtime stopped"]
     assert task["stoppedAt"]
+
+
+def test_list_task_definitions_sorts_and_pages_as_aws_does(sandbox):
+    """moto ignores `sort` and `maxResults`; the sandbox answers as the ECS API Reference says."""
+    ecs, family = sandbox.client("ecs"), "papyrus-sortcheck"
+    for _ in range(3):
+        ecs.register_task_definition(family=family, containerDefinitions=[
+            {"name": "app", "image": "busybox", "memory": 128}])
+    desc = ecs.list_task_definitions(familyPrefix=family, sort="DESC", maxResults=1)
+    assert [a.rsplit(":", 1)[1] for a in desc["taskDefinitionArns"]] == ["3"]
+    assert desc["nextToken"]
+    rest = ecs.list_task_definitions(familyPrefix=family, sort="DESC", maxResults=1,
+                                     nextToken=desc["nextToken"])
+    assert [a.rsplit(":", 1)[1] for a in rest["taskDefinitionArns"]] == ["2"]
+    asc = ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
+    assert [a.rsplit(":", 1)[1] for a in asc] == ["1", "2", "3"]
+    for arn in asc:
+        ecs.deregister_task_definition(taskDefinition=arn)
