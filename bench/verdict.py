@@ -111,7 +111,7 @@ def _register_revision(ecs, family: str, marker: str) -> str:
 
 def one_run(sb, kind: str, T: float, index: int, poll: float) -> dict:
     from ground import aws
-    from tasks.rollout import DEPLOYMENT_CONFIGURATION, wait_for_verdict
+    from tasks.rollout import wait_for_verdict
 
     s = sb.settings
     ecs = sb.client("ecs")
@@ -133,8 +133,7 @@ def one_run(sb, kind: str, T: float, index: int, poll: float) -> dict:
     try:
         started = time.time()
         resp = ecs.update_service(cluster=s.cluster, service=s.service, taskDefinition=td,
-                                  forceNewDeployment=True, enableExecuteCommand=True,
-                                  deploymentConfiguration=DEPLOYMENT_CONFIGURATION)
+                                  forceNewDeployment=True)
         dep_id = next(d["id"] for d in resp["service"]["deployments"] if d["status"] == "PRIMARY")
         watcher, waiter = StateWatcher(sb, dep_id), Waiter(sb)
         watcher.start()

@@ -16,7 +16,6 @@ from prefect import flow, get_run_logger
 
 from artifacts import EvidenceBundle
 from flows.common import aws_clients, deploy_lock, open_run
-from ground.render import render_task_definition
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.retry import BadInput
 from tasks import ecr, probes, rollout, taskdef
@@ -113,27 +112,33 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
         summary["preflight"] = "pass" if not failed else "fail"
         if failed:
             raise DeployFailed("preflight failed: " + ", ".join(ch["check"] for ch in failed))
-    # 3. Render, diff, register.
+    # 3. Render (the env folder is the whole truth), diff, register.
     current = rollout.read_current(c["ecs"], settings)
     summary["previous_task_definition"] = current["task_definition"]
     summary["previous_deployment_id"] = current["deployment_id"]
-    variables = taskdef.template_variables(settings, pinned.uri, c["iam"], c["secretsmanager"],
-                                           c["ec2"])
-    desired = render_task_definition(settings, variables)
+    rendered = taskdef.render_definitions(settings, pinned.uri, c["iam"], c["secretsmanager"],
+                                          c["ec2"])
+    desired = rendered["task_definition"]
     running_td = c["ecs"].describe_task_definition(
         taskDefinition=current["task_definition"])["taskDefinition"]
     diff = taskdef.diff_text(running_td, desired, current["task_definition"].rsplit("/", 1)[-1])
+    service_diff = taskdef.service_diff_text(rollout.describe_service(c["ecs"], settings),
+                                             rendered["service"], settings.service)
     bundle.write_text("task_definition_diff", diff)
+    bundle.write_text("service_definition_diff", service_diff)
+    bundle.write_json("service_update", rendered["service"])
     log.info("task definition diff against the running revision:\n%s", diff)
+    log.info("service settings diff (what UpdateService will send):\n%s", service_diff)
     if plan:
-        summary["diff"] = diff
+        summary["diff"], summary["service_diff"] = diff, service_diff
         return "plan only: nothing changed"
     reg = taskdef.register_task_definition(c["ecs"], desired, settings.family,
                                            [current["task_definition"]])
     summary["task_definition"] = reg["arn"]
     bundle.set_context(task_definition_arn=reg["arn"])
     # 4. Update the service.
-    upd = rollout.update_service(c["ecs"], settings, reg["arn"], current["deployment_id"])
+    upd = rollout.update_service(c["ecs"], settings, reg["arn"], current["deployment_id"],
+                                 rendered["service"])
     summary["deployment_id"] = upd["deployment_id"]
     bundle.set_context(deployment_id=upd["deployment_id"])
     # 5. Wait for a true verdict.
@@ -159,7 +164,8 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     # outage here must not turn the verdict (and the CLI's exit code) into a failure.
     try:
         record_deploy(c["s3"], settings, image_digest=pinned.digest,
-                      task_definition_arn=reg["arn"], deployment_id=upd["deployment_id"])
+                      task_definition_arn=reg["arn"], deployment_id=upd["deployment_id"],
+                      previous_task_definition_arn=current["task_definition"])
         summary["state_recorded"] = True
     except Exception as e:  # noqa: BLE001
         summary["state_recorded"] = False

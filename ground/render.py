@@ -68,3 +68,21 @@ def render_task_definition(settings: Settings, variables: dict) -> dict:
 def render_service_definition(settings: Settings, variables: dict) -> dict:
     """`service-definition.json` rendered: what the environment declares about the service."""
     return render_template(settings.template_path("service"), variables)
+
+
+# What a deploy may change on an existing service (ECS API Reference, UpdateService request
+# parameters). Create-only keys of the file (launchType, schedulingStrategy, tags, ...) are
+# applied when the service is created and left alone afterwards.
+SERVICE_UPDATE_KEYS = (
+    "desiredCount", "deploymentConfiguration", "networkConfiguration", "enableExecuteCommand",
+    "healthCheckGracePeriodSeconds", "loadBalancers", "serviceRegistries",
+    "capacityProviderStrategy", "placementConstraints", "placementStrategy", "platformVersion",
+    "propagateTags", "enableECSManagedTags", "serviceConnectConfiguration",
+    "availabilityZoneRebalancing", "volumeConfigurations", "vpcLatticeConfigurations",
+)
+
+
+def service_update_params(service_definition: dict) -> dict:
+    """The part of a rendered service definition that UpdateService sends: exactly the keys the
+    file declares (a key it leaves out is left as it is on the service)."""
+    return {k: service_definition[k] for k in SERVICE_UPDATE_KEYS if k in service_definition}

@@ -20,12 +20,6 @@ from ground.logs import run_logger
 from ground.retry import transient_only
 from ground.settings import Settings
 
-DEPLOYMENT_CONFIGURATION = {
-    "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-    "maximumPercent": 200,
-    "minimumHealthyPercent": 100,
-}
-
 
 class RolloutInProgress(RuntimeError):
     """Someone else's rollout is still running on this service: we change nothing."""
@@ -74,10 +68,13 @@ def read_current(ecs, s: Settings) -> dict:
 
 @task(name="update-service", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5],
       retry_condition_fn=transient_only)
-def update_service(ecs, s: Settings, task_definition: str, previous_deployment_id: str) -> dict:
+def update_service(ecs, s: Settings, task_definition: str, previous_deployment_id: str,
+                   service_params: dict) -> dict:
     """Start our deployment. `previous_deployment_id` is the PRIMARY read under the deploy lock;
     if PRIMARY has changed since and runs our task definition, a previous attempt of this task
     started it (its response was lost): that deployment is ours, no second one is started.
+    `service_params` is what the environment folder's service-definition.json declares
+    (deployment configuration, circuit breaker, ECS Exec, network, ...): sent as it is.
     botocore does not resend UpdateService when its outcome is unknown (ground.aws)."""
     svc = describe_service(ecs, s)
     p = primary(svc)
@@ -87,11 +84,9 @@ def update_service(ecs, s: Settings, task_definition: str, previous_deployment_i
     if busy:
         raise RolloutInProgress(f"service {s.service} has a rollout in progress ({busy[0]}); "
                                 "refusing to start another")
-    resp = ecs.update_service(
-        cluster=s.cluster, service=s.service, taskDefinition=task_definition,
-        forceNewDeployment=True, enableExecuteCommand=True,
-        deploymentConfiguration=DEPLOYMENT_CONFIGURATION,
-    )
+    resp = ecs.update_service(cluster=s.cluster, service=s.service,
+                              taskDefinition=task_definition, forceNewDeployment=True,
+                              **service_params)
     return {"deployment_id": primary(resp["service"])["id"], "task_definition": task_definition,
             "reused": False}
 
@@ -198,12 +193,12 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
       retry_condition_fn=transient_only)
 def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     """Back to what was PRIMARY before this deploy. If ECS's circuit breaker already did it,
-    only wait for that rollback; otherwise start one."""
+    only wait for that rollback; otherwise start one. Only the task definition changes: the
+    service's other settings stay as they are."""
     svc = describe_service(ecs, s)
     p = primary(svc)
     if p["taskDefinition"] == previous_task_definition:
         return {"deployment_id": p["id"], "started": False}
     resp = ecs.update_service(cluster=s.cluster, service=s.service,
-                              taskDefinition=previous_task_definition, forceNewDeployment=True,
-                              deploymentConfiguration=DEPLOYMENT_CONFIGURATION)
+                              taskDefinition=previous_task_definition, forceNewDeployment=True)
     return {"deployment_id": primary(resp["service"])["id"], "started": True}

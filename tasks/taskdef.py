@@ -1,4 +1,5 @@
-"""Render the environment's task definition, diff it against what runs, register it once.
+"""Render the environment's task and service definitions, diff them against what runs, register
+the task definition once.
 
 The diff and the "already registered?" test both compare normalised documents: the fields ECS
 fills in (ARN, revision, status, registeredAt, empty lists, container cpu 0, …) are dropped, and
@@ -13,7 +14,12 @@ import json
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ground.render import task_definition_vars
+from ground.render import (
+    render_service_definition,
+    render_task_definition,
+    service_update_params,
+    task_definition_vars,
+)
 from ground.retry import transient_only
 from ground.settings import Settings
 
@@ -73,11 +79,33 @@ def normalise(td: dict) -> dict:
     return clean(doc)
 
 
-def diff_text(current: dict | None, desired: dict, current_label: str) -> str:
-    a = json.dumps(normalise(current), indent=2, sort_keys=True).splitlines() if current else []
-    b = json.dumps(normalise(desired), indent=2, sort_keys=True).splitlines()
+def render_definitions(settings: Settings, image_uri: str, iam, sm, ec2) -> dict:
+    """What a deploy of `image_uri` would send: the task definition and the UpdateService
+    parameters, rendered from the environment folder (read-only lookups of ARNs and IDs)."""
+    variables = template_variables(settings, image_uri, iam, sm, ec2)
+    return {"task_definition": render_task_definition(settings, variables),
+            "service": service_update_params(render_service_definition(settings, variables))}
+
+
+def running_service_params(service: dict, keys) -> dict:
+    """The described service's values for `keys` (the ones the env folder declares)."""
+    return {k: service[k] for k in keys if k in service}
+
+
+def service_diff_text(service: dict, desired: dict, label: str) -> str:
+    """What UpdateService would change: the declared keys, running vs rendered."""
+    return _json_diff(running_service_params(service, desired), desired, label)
+
+
+def _json_diff(current: dict | None, desired: dict, current_label: str) -> str:
+    a = json.dumps(current, indent=2, sort_keys=True).splitlines() if current else []
+    b = json.dumps(desired, indent=2, sort_keys=True).splitlines()
     lines = list(difflib.unified_diff(a, b, current_label, "rendered", lineterm=""))
     return "\n".join(lines) if lines else "(no change)"
+
+
+def diff_text(current: dict | None, desired: dict, current_label: str) -> str:
+    return _json_diff(normalise(current) if current else None, normalise(desired), current_label)
 
 
 @task(name="register-task-definition", cache_policy=NO_CACHE, retries=3,
@@ -100,3 +128,35 @@ def latest_revision(ecs, family: str) -> str | None:
     arns = ecs.list_task_definitions(familyPrefix=family, status="ACTIVE", sort="DESC",
                                      maxResults=1)["taskDefinitionArns"]
     return arns[0] if arns else None
+
+
+def running_image(ecs, settings: Settings, task_definition_arn: str) -> str:
+    """The image of the environment's container in a task definition (what runs now)."""
+    td = ecs.describe_task_definition(taskDefinition=task_definition_arn)["taskDefinition"]
+    for c in td.get("containerDefinitions", []):
+        if c.get("name") == settings.container:
+            return c["image"]
+    raise ValueError(f"{task_definition_arn}: no container named {settings.container!r}")
+
+
+def compare_with_running(settings: Settings, c: dict, image_uri: str | None = None) -> dict:
+    """Render what a deploy would send and compare it with what runs (read-only). `c` holds
+    ecs, iam, secretsmanager and ec2 clients. Without `image_uri`, the running image is kept:
+    the diff is then what the environment folder alone would change."""
+    svc = c["ecs"].describe_services(cluster=settings.cluster,
+                                     services=[settings.service])["services"]
+    if not svc or svc[0].get("status") != "ACTIVE":
+        raise ValueError(f"service {settings.service!r} not found in cluster "
+                         f"{settings.cluster!r}")
+    svc = svc[0]
+    running_arn = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")[
+        "taskDefinition"]
+    image_uri = image_uri or running_image(c["ecs"], settings, running_arn)
+    rendered = render_definitions(settings, image_uri, c["iam"], c["secretsmanager"], c["ec2"])
+    running_td = c["ecs"].describe_task_definition(taskDefinition=running_arn)["taskDefinition"]
+    label = running_arn.rsplit("/", 1)[-1]
+    td_diff = diff_text(running_td, rendered["task_definition"], label)
+    svc_diff = service_diff_text(svc, rendered["service"], settings.service)
+    return {"image": image_uri, "running_task_definition": running_arn, **rendered,
+            "task_definition_diff": td_diff, "service_diff": svc_diff,
+            "changed": td_diff != "(no change)" or svc_diff != "(no change)"}
