@@ -17,15 +17,20 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def run(**kw):
+    """The flow's result: the contract's keys, with the flow's own (`data`) next to them."""
     from flows.cloudtrail_archive import cloudtrail_archive
+    from ground.result import KEYS
 
     kw.setdefault("extra_names", EXTRA_NAMES)
     kw.setdefault("settle_minutes", 0)
-    return cloudtrail_archive(env="local", **kw)
+    res = cloudtrail_archive(env="local", **kw, return_state=True).result(
+        raise_on_failure=False)
+    assert set(res) == set(KEYS), res
+    return {**res, **res["data"]}
 
 
 def archive_paths(result) -> tuple[Path, Path]:
-    folder = Path(result["folder"])
+    folder = Path(result["evidence"]["folder"])
     return folder / result["files"]["all"]["name"], folder / result["files"]["papyrus"]["name"]
 
 
@@ -89,7 +94,7 @@ def test_full_archive(ct_env):
     for f in (all_path, pap_path, all_path.parent / "manifest.json"):
         key = manifest["key_prefix"] + f.name
         assert ct_env.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == f.read_bytes()
-    assert result["api"]["duplicates"] == 0 and not result["upload_pending"]
+    assert result["api"]["duplicates"] == 0 and not result["evidence"]["upload_pending"]
     # Prefect artifacts: the progress bar (at 100%) and the evidence summary.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -137,8 +142,9 @@ def test_interrupted_run_resumes_with_the_same_content(ct_env, monkeypatch):
         return original(request)
 
     monkeypatch.setattr(store, "handle", failing)
-    with pytest.raises(Exception, match="injected after 9 calls"):
-        run(days=90, slice_hours=24 * 10, checkpoint_every=2)
+    failed = run(days=90, slice_hours=24 * 10, checkpoint_every=2)
+    assert failed["verdict"] == "failed" and "injected after 9 calls" in failed["reason"]
+    assert failed["evidence"] is None  # nothing published
     cp = json.loads((_work(ct_env) / "checkpoint.json").read_text())
     assert cp["completed"] or cp["cursor"]  # some progress was checkpointed
     assert 0 < cp["totals"]["events"] < len(seeded)
