@@ -194,10 +194,10 @@ def instrument(flow_obj):
 
 
 def flow_deploy(tm: Timings, heartbeat: bool = False) -> dict:
-    """One deploy flow run as the CLI runs it (`run_flow_state`: heartbeat off);
+    """One deploy flow run as the CLI runs it (`run_flow`: heartbeat off);
     `heartbeat=True` runs it as before that change, with Prefect's default heartbeat."""
     from flows.deploy import deploy
-    from papyrus_ops.commands.deploy import run_flow_state
+    from papyrus_ops.runner import run_flow
 
     tm.reset()
     t0 = time.perf_counter()
@@ -206,11 +206,12 @@ def flow_deploy(tm: Timings, heartbeat: bool = False) -> dict:
         result = state.result(raise_on_failure=False)
         result = result if isinstance(result, dict) else {"verdict": "failed"}
     else:
-        result = run_flow_state(deploy, env="local", image="latest")
+        result = run_flow(deploy, env="local", image="latest")
     wall = time.perf_counter() - t0
     task_overhead = sum(max(0.0, c["call"] - c["fn"]) for c in tm.calls)
     engine_flow = wall - tm.flow_body
-    detail = result.get("verdict_detail") or {}
+    detail = (result.get("verdict_detail") or (result.get("data") or {}).get("verdict_detail")
+              or {})
     by_task: dict[str, float] = {}
     for c in tm.calls:
         by_task[c["name"]] = by_task.get(c["name"], 0.0) + c["call"]
@@ -230,7 +231,7 @@ def flow_deploy(tm: Timings, heartbeat: bool = False) -> dict:
 def run_flows(runs: int = 3, sb=None, heartbeat_runs: int = 2) -> dict:
     from flows.deploy import deploy
     from flows.schema_init import schema_init
-    from papyrus_ops.commands.deploy import run_flow_state
+    from papyrus_ops.runner import run_flow
 
     own = sb is None
     if own:
@@ -239,7 +240,7 @@ def run_flows(runs: int = 3, sb=None, heartbeat_runs: int = 2) -> dict:
     poll = float(sb.settings.deploy_poll_seconds)
     rows_plain, rows_flow = [], []
     try:
-        res = run_flow_state(schema_init, env="local", apply=True)
+        res = run_flow(schema_init, env="local", apply=True)
         if res.get("verdict") != "success":
             raise RuntimeError(f"schema_init failed: {res}")
         with instrument(deploy) as tm:

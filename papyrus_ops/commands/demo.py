@@ -18,13 +18,13 @@ SANDBOX_LOOKUP_RPS = 20.0
 
 
 def _step(rows: list, name: str, fn, **params) -> dict:
-    from papyrus_ops.commands.deploy import run_flow_state
+    from papyrus_ops.runner import run_flow
 
     t0 = time.monotonic()
-    result = run_flow_state(fn, **params)
+    result = run_flow(fn, **params)
     seconds = time.monotonic() - t0
     verdict = result.get("verdict", "?")
-    detail = result.get("reason") or result.get("error") or result.get("outcome") or ""
+    detail = result.get("reason") or result.get("error") or ""
     rows.append((name, verdict, f"{seconds:.1f}s", str(detail)[:90]))
     typer.echo(f"[{verdict:>7}] {name} ({seconds:.1f}s) {detail}")
     return result
@@ -37,8 +37,10 @@ def _show_routes(settings, result: dict) -> list[str]:
     from ground import aws
     from tasks.probes import probe_targets, read_probe_token
 
-    base = probe_targets(aws.client("ecs", settings.region), settings,
-                         result["task_definition"])[0]
+    # The deploy's task definition: under `data` (ground.result), or at the top level.
+    task_definition = (result.get("data") or {}).get("task_definition") \
+        or result["task_definition"]
+    base = probe_targets(aws.client("ecs", settings.region), settings, task_definition)[0]
     token = read_probe_token.fn(aws.client("secretsmanager", settings.region), settings)
     lines = []
     for path, headers in (("/", {}), ("/healthz", {}),

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from reliability_lib import assert_evidence_complete, forget_monitoring
 
-from papyrus_ops.commands.deploy import run_flow_state
+from papyrus_ops.runner import run_flow
 
 PAGE = 200
 DEMO: dict[str, dict] = {}
@@ -61,7 +61,7 @@ def test_the_readme_main_job_on_the_canary_sandbox(sb, capfd):
     try:
         for name, fn, params in steps:
             t0 = time.monotonic()
-            DEMO[name] = run_flow_state(fn, env="local", **params)
+            DEMO[name] = run_flow(fn, env="local", **params)
             print(f"[{DEMO[name].get('verdict')}] {name} ({time.monotonic() - t0:.1f}s)")
         assert {n: r.get("verdict") for n, r in DEMO.items()} == {
             n: "success" for n, _, _ in steps}, DEMO
@@ -75,7 +75,7 @@ def test_the_readme_main_job_on_the_canary_sandbox(sb, capfd):
     assert dbcheck.startswith("GET /dbcheck -> 200") and "INSERT 0 1" in dbcheck, dbcheck
     for name in ("preflight", "deploy --image latest", "monitoring --apply"):
         assert_evidence_complete(sb, DEMO[name]["evidence"]["folder"])
-    assert_evidence_complete(sb, DEMO["cloudtrail-archive"]["folder"])
+    assert_evidence_complete(sb, DEMO["cloudtrail-archive"]["evidence"]["folder"])
 
 
 def test_a_successful_deploy_logs_no_error(sb):
