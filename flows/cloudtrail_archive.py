@@ -23,6 +23,7 @@ from typing import Any
 from prefect import flow
 
 from artifacts.prefect_artifacts import progress
+from ground.log_redaction import install_log_redaction
 from ground.result import BAD_INPUT, FAILED, SUCCESS, result, to_state
 from ground.settings import ConfigError, load_env
 from tasks.cloudtrail import (
@@ -77,6 +78,7 @@ def cloudtrail_archive(
     settle_minutes: how far behind now the default `until` stays (default 15, 0 with an
     explicit until). checkpoint_every / log_every: pages between checkpoints / progress.
     """
+    install_log_redaction()
     logger, started = _log(), time.time()
     try:
         reason, data, evidence = _archive(

@@ -267,3 +267,36 @@ def test_killed_run_resumes(ct_env, tmp_path):
     ids = ids_of(archive_paths(result)[0])
     assert len(ids) == len(set(ids)) == len(seeded)
     assert set(ids) == {e.event_id for e in seeded}
+
+
+def test_a_failing_archive_ends_the_flow_run_failed_with_the_redacted_reason(ct_env,
+                                                                            monkeypatch):
+    """Through the Prefect API: FAILED, the state message the result's (redacted) reason, and
+    nothing published. The injected error carries a value the redactor knows."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from flows.cloudtrail_archive import cloudtrail_archive
+    from ground.redact import REDACTOR
+    from ground.result import KEYS
+
+    secret = f"CANARY-{uuid.uuid4().hex}-PAPYRUS"
+    REDACTOR.add(secret)
+    ct_env.seed(200, days=2)
+
+    def failing(request):
+        raise ct.LookupEventsError("AccessDeniedException", f"injected: token {secret}")
+
+    monkeypatch.setattr(ct_env.store, "handle", failing)
+    state = cloudtrail_archive(env="local", days=3, slice_hours=24, extra_names=EXTRA_NAMES,
+                               settle_minutes=0, return_state=True)
+    res = state.result(raise_on_failure=False)
+    assert tuple(res) == KEYS and res["verdict"] == "failed" and res["evidence"] is None, res
+    assert "injected: token ***" in res["reason"] and "rerun the same request" in res["reason"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.state.type.value == "FAILED"
+    assert flow_run.state.message == res["reason"]
+    assert secret not in flow_run.state.message and secret not in json.dumps(res)
+    assert not list((ct_env.root / "cloudtrail").glob("2*"))  # nothing published

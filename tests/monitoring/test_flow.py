@@ -163,6 +163,27 @@ def test_a_configured_but_missing_load_balancer_fails_the_plan(mon, monkeypatch)
     assert any("load balancer 'papyrus-alb'" in p and "not found" in p for p in r["problems"])
 
 
+def test_a_failing_plan_ends_the_flow_run_failed_with_the_redacted_reason(mon, monkeypatch):
+    """Through the Prefect API: the run is FAILED and its state message is the result's
+    reason, redacted (here the missing ALB's name carries a value the redactor knows)."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from ground.redact import REDACTOR
+
+    secret = f"cnry{uuid.uuid4().hex[:12]}"  # an ALB name has at most 32 characters
+    REDACTOR.add(secret)
+    monkeypatch.setenv("PAPYRUS_ALB_NAME", f"papyrus-alb-{secret}")
+    state, r = run(apply=False)
+    assert r["verdict"] == "failed" and "load balancer 'papyrus-alb-***'" in r["reason"], r
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.state.type.value == "FAILED"
+    assert flow_run.state.message == r["reason"]
+    assert secret not in flow_run.state.message and secret not in json.dumps(r)
+
+
 def test_an_alb_gets_its_alarms_on_the_target_group_and_access_logs(mon, monkeypatch):
     elbv2 = mon.client("elbv2")
     lb = elbv2.create_load_balancer(Name="papyrus-alb", Subnets=mon.seeded.subnets,

@@ -324,3 +324,34 @@ def test_bad_input_exit_2(tmp_path, capfd):
     r = cli("insert-check", "--env", "nosuchenv")
     assert r.exit_code == 2 and "unknown environment" in r.stderr
     assert_no_canary(capfd)
+
+
+# -- the result contract, as Prefect records it ---------------------------------------------------
+def flow_run_of(state):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def test_a_failing_dry_run_ends_the_flow_run_failed_with_the_redacted_reason(
+        sandbox, fresh_db, tmp_path, capfd):
+    from ground.redact import REDACTOR
+    from ground.result import KEYS
+
+    secret = f"CANARY-{uuid.uuid4().hex}-PAPYRUS"
+    REDACTOR.add(secret)  # a value the redactor knows, in the failing statement's first line
+    broken = tmp_path / "init.sql"
+    broken.write_text(DEFAULT_SCRIPT.read_text().replace(
+        "COMMENT ON TABLE skus IS '", f"COMMENT ON TABEL skus IS '{secret} "))
+    state = schema_init(env="local", sql_path=str(broken), database=fresh_db,
+                        return_state=True)
+    res = state.result(raise_on_failure=False)
+    assert tuple(res) == KEYS and res["verdict"] == "failed", res
+    assert "statement 3 (line 18: COMMENT ON TABEL skus IS '*** " in res["reason"], res["reason"]
+    run = flow_run_of(state)
+    assert run.state.type.value == "FAILED"
+    assert run.state.message == res["reason"]
+    assert secret not in run.state.message and secret not in json.dumps(res)
+    assert tables(sandbox, fresh_db) == []
+    assert_no_canary(capfd, res)
