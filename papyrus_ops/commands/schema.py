@@ -62,8 +62,10 @@ def register(app) -> None:
         def human(res: dict) -> None:
             data = res.get("data") or {}
             dry, ap = data.get("dryrun") or {}, data.get("apply") or {}
-            typer.echo(f"script: {script.name} ({len(script.statements)} statements, "
-                       f"sha256 {script.sha256})")
+            # From the (redacted) result, as everything else printed here.
+            typer.echo(f"script: {data.get('script', script.name)} "
+                       f"({data.get('statements', len(script.statements))} statements, "
+                       f"sha256 {data.get('checksum', script.sha256)})")
             if dry:
                 typer.echo(f"dry run: {dry.get('outcome')}"
                            + (f" ({', '.join(dry.get('tags') or [])}; rolled back)"
