@@ -126,11 +126,12 @@ def ours_flow(sb, since: str, until: str, prefect_env: dict) -> dict:
         raise RuntimeError(f"papyrus-ops cloudtrail-archive failed ({r.returncode}): "
                            f"{r.stderr[-2000:]}")
     res = json.loads(r.stdout[r.stdout.index("{"):])
+    data = res["data"]
     return {"tool": "ours-flow (papyrus-ops cloudtrail-archive)", "seconds": round(r.seconds, 3),
             "maxrss_mb": round(r.maxrss_mb, 1), "cpu_s": round(r.user_s + r.sys_s, 2),
-            "events": res["events"], "papyrus": res["papyrus_events"],
-            "events_per_s_wall": round(res["events"] / r.seconds, 1),
-            "upload_pending": res.get("upload_pending")}
+            "events": data["events"], "papyrus": data["papyrus_events"],
+            "events_per_s_wall": round(data["events"] / r.seconds, 1),
+            "upload_pending": (res.get("evidence") or {}).get("upload_pending")}
 
 
 def cli_pipeline(sb, since: str, until: str, tag: str, timeout: float = 1800) -> dict:

@@ -210,7 +210,8 @@ def flow_deploy(tm: Timings, heartbeat: bool = False) -> dict:
     wall = time.perf_counter() - t0
     task_overhead = sum(max(0.0, c["call"] - c["fn"]) for c in tm.calls)
     engine_flow = wall - tm.flow_body
-    detail = result.get("verdict_detail") or {}
+    detail = (result.get("verdict_detail") or (result.get("data") or {}).get("verdict_detail")
+              or {})
     by_task: dict[str, float] = {}
     for c in tm.calls:
         by_task[c["name"]] = by_task.get(c["name"], 0.0) + c["call"]

@@ -5,17 +5,27 @@
 
 Ordering, gating and evidence only: LookupEvents, the filter, the gzip streaming and the
 checkpoint live in `tasks.cloudtrail*`. See docs/cloudtrail.md.
+
+Returns `ground.result`'s contract. Bad input (`ArchiveInputError`, an unknown environment) is
+`bad_input`, nothing written; a failed slice (the checkpoint kept: the next run resumes) or any
+other error is `failed`; either ends the run Failed with the dict as its data. `data`: mode,
+window_asked, window, events, papyrus_events and, for an archive, first/last_event_time, files,
+manifest_sha256, resumed, attempts, slices, api, notes, state (or `skipped` when nothing is new).
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from artifacts.prefect_artifacts import progress
-from ground.settings import load_env
+from ground.log_redaction import install_log_redaction
+from ground.result import BAD_INPUT, FAILED, SUCCESS, result, to_state
+from ground.settings import ConfigError, load_env
 from tasks.cloudtrail import (
     PROGRESS_KEY,
     archive_slice,
@@ -29,6 +39,7 @@ from tasks.cloudtrail import (
 from tasks.cloudtrail_store import WorkDir
 from tasks.cloudtrail_window import ArchiveInputError, fmt, resolve_window, utcnow
 
+FLOW = "cloudtrail_archive"
 DEFAULT_SETTLE_MINUTES = 15.0  # CloudTrail delivers events within ~15 min of the API call
 
 
@@ -56,7 +67,7 @@ def cloudtrail_archive(
     settle_minutes: float | None = None,
     checkpoint_every: int = 20,
     log_every: int = 20,
-) -> dict[str, Any]:
+):
     """Archive CloudTrail LookupEvents over a window as NDJSON + gzip, with a Papyrus subset.
 
     env: environment folder under deployments/. days (default 90) or since/until (ISO-8601
@@ -67,7 +78,28 @@ def cloudtrail_archive(
     settle_minutes: how far behind now the default `until` stays (default 15, 0 with an
     explicit until). checkpoint_every / log_every: pages between checkpoints / progress.
     """
-    logger = _log()
+    install_log_redaction()
+    logger, started = _log(), time.time()
+    try:
+        reason, data, evidence = _archive(
+            logger, env, days, since, until, incremental, max_rps, slice_hours, resume,
+            extra_names, settle_minutes, checkpoint_every, log_every)
+    except (ArchiveInputError, ConfigError) as e:
+        logger.error("cloudtrail: bad input, nothing written: %s", e)
+        res = result(FLOW, env, BAD_INPUT, str(e), error=str(e), started=started)
+    except Exception as e:  # noqa: BLE001 - one verdict, the Prefect state message its reason
+        error = f"{type(e).__name__}: {e}"
+        reason = str(e) if isinstance(e, ArchiveIncompleteError) else error
+        logger.error("cloudtrail: %s", reason)
+        res = result(FLOW, env, FAILED, reason, error=error, started=started)
+    else:
+        res = result(FLOW, env, SUCCESS, reason, evidence=evidence, started=started, data=data)
+    return to_state(res)
+
+
+def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours, resume,
+             extra_names, settle_minutes, checkpoint_every, log_every):
+    """The archive itself: (reason, data, evidence); bad input and failures raise."""
     settings = load_env(env)
     if slice_hours <= 0:
         raise ArchiveInputError("slice_hours must be positive")
@@ -88,8 +120,9 @@ def cloudtrail_archive(
             "window": window.to_dict()}
     if window.empty:
         logger.info("cloudtrail: nothing new since %s", fmt(window.since))
-        return {**base, "verdict": "success", "skipped": "nothing new since the last archive",
-                "events": 0, "papyrus_events": 0}
+        skipped = "nothing new since the last archive"
+        return (f"{skipped} ({fmt(window.since)})",
+                {**base, "skipped": skipped, "events": 0, "papyrus_events": 0}, None)
 
     names = resolve_papyrus_names(settings, extra_names)
     work = WorkDir.for_env(settings.evidence_root, env)
@@ -138,20 +171,18 @@ def cloudtrail_archive(
     logger.info("cloudtrail: archived %d events (%d Papyrus) to %s%s", summary["counts"]["all"],
                 summary["counts"]["papyrus"], published["s3_uri"] or published["folder"],
                 " (upload pending)" if published["pending"] else "")
-    return {
+    where = published["s3_uri"] or published["folder"]
+    reason = (f"archived {summary['counts']['all']} events ({summary['counts']['papyrus']} "
+              f"Papyrus) to {where}" + (" (upload pending)" if published["pending"] else ""))
+    data = {
         **base,
-        "verdict": "success",
         "window": summary["window_covered"],
         "events": summary["counts"]["all"],
         "papyrus_events": summary["counts"]["papyrus"],
         "first_event_time": summary["first_event_time"],
         "last_event_time": summary["last_event_time"],
         "files": summary["files"],
-        "folder": published["folder"],
-        "manifest": published["manifest"],
         "manifest_sha256": published["manifest_sha256"],
-        "s3_uri": published["s3_uri"],
-        "upload_pending": published["pending"],
         "resumed": bool(cp["resumed"]),
         "attempts": summary["attempts"],
         "slices": len(cp["slices"]),
@@ -159,6 +190,16 @@ def cloudtrail_archive(
         "notes": summary["notes"],
         "state": state_out["state"],
     }
+    return reason, data, _evidence(published)
+
+
+def _evidence(published: dict[str, Any]) -> dict[str, Any]:
+    """`ground.result.evidence_summary`'s shape for the published archive bundle."""
+    manifest = json.loads(Path(published["manifest"]).read_text())
+    return {"folder": published["folder"], "s3_uri": published["s3_uri"],
+            "manifest": published["manifest"], "upload_pending": published["pending"],
+            "pending_reason": published["pending_reason"],
+            "files": [f["name"] for f in manifest.get("files", [])]}
 
 
 def _asked(window) -> dict[str, Any]:

@@ -7,9 +7,10 @@ With `apply` it converges each create/update item in order, then reads and plans
 verdict is success only if that second plan is all unchanged. A blocked item (a difference that
 cannot be applied in place, a missing VPC or load balancer) makes the verdict failed, plan or not.
 
-Returns the summary dict (`verdict` "success"/"failed", `exit_code` 0/1, plan counts, items,
-notes, problems, evidence); on failure the flow run ends Failed carrying the same dict as its
-data, so `flow(..., return_state=True).result(raise_on_failure=False)` always gives it.
+Returns `ground.result`'s contract (verdict success/failed/bad_input; `data`: apply, plan, items,
+notes, problems, uploaded and, with `apply`, applied, after, items_after); on anything but
+success the flow run ends Failed carrying the same dict as its data, so
+`papyrus_ops.runner.run_flow(monitoring, ...)` always gives it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed
 
 from artifacts import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from flows.common import open_run
+from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.settings import ConfigError
 from tasks.monitoring import (
     Clients,
@@ -43,13 +44,14 @@ def monitoring(env: str = "local", apply: bool = False):
     """Plan (and with `apply=True` converge) the Papyrus alarms, task-failure rule, target group
     and ALB access-log bucket described in `deployments/<env>/monitoring.toml`."""
     log, started = get_run_logger(), time.time()
-    summary: dict = {"env": env, "apply": apply, "verdict": "failed", "exit_code": 1}
+    summary: dict = {"apply": apply}  # the result's `data`
     try:  # bad input: one line, no AWS call, nothing changed
         settings = open_run(env)
         cfg = load_monitoring(settings)
     except ConfigError as e:
-        summary.update(verdict="bad_input", exit_code=2, error=str(e))
-        return Failed(message=str(e), data=summary)
+        return to_state(result("monitoring", env, BAD_INPUT, str(e), error=str(e),
+                               started=started, data=summary))
+    ok, error = False, None
     clients = Clients.for_region(settings.region)
     bundle = EvidenceBundle.open(settings, flow_name="monitoring")
     bundle.set_context(environment=env, apply=apply, config=str(cfg.path))
@@ -88,22 +90,24 @@ def monitoring(env: str = "local", apply: bool = False):
             bundle.add_check(f"{i['resource']} {i['name']}", "unchanged", i["action"],
                              "pass" if i["action"] == "unchanged" else
                              "fail" if i["action"] == "blocked" else "warn")
-        summary.update(verdict="success" if ok else "failed", exit_code=0 if ok else 1)
     except Exception as e:  # noqa: BLE001 - the verdict and the evidence must still be written
-        summary.update(error=f"{type(e).__name__}: {e}")
+        ok, error = False, f"{type(e).__name__}: {e}"
         log.exception("monitoring failed")
     finally:
-        summary["seconds"] = round(time.time() - started, 1)
-        result = bundle.finish("pass" if summary["verdict"] == "success" else "fail",
-                               s3=clients.s3)
-        summary["evidence"] = {"folder": str(result.folder), "s3_uri": result.s3_uri,
-                               "uploaded": len(result.uploaded),
-                               "upload_pending": result.pending}
-    if summary["verdict"] != "success":
-        reason = (summary.get("error") or "; ".join(summary.get("problems") or [])
+        written = bundle.finish("pass" if ok else "fail", s3=clients.s3)
+        summary["uploaded"] = len(written.uploaded)
+    if ok:
+        reason = (f"converged: {_counts_line(summary['after'])}" if apply
+                  else f"plan: {_counts_line(summary['plan'])}")
+    else:
+        reason = (error or "; ".join(summary.get("problems") or [])
                   or ("monitoring did not converge" if apply else "the plan has blocked items"))
-        return Failed(message=reason, data=summary)
-    return summary
+    return to_state(result("monitoring", env, SUCCESS if ok else FAILED, reason, error=error,
+                           evidence=evidence_summary(written), started=started, data=summary))
+
+
+def _counts_line(c: dict) -> str:
+    return ", ".join(f"{n} {action}" for action, n in c.items())
 
 
 def _show(items: list[dict], title: str) -> None:

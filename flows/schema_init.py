@@ -7,27 +7,28 @@
    ``papyrus_schema_migrations``. The same checksum again is a no-op; a different script over an
    applied one is refused ("init.sql is production data").
 
-The result is a plain dict; ``verdict`` is "success" or "failed", ``bad_input`` is True when
-nothing was attempted because the environment, the SQL file or the DB secret is unusable. Like
-the deploy flow, a failed verdict ends the flow run Failed (so the UI tells the truth) with the
-dict as the state's data: ``run_for_result(schema_init, ...)`` (or ``return_state=True`` and
-``state.result(raise_on_failure=False)``) gives the dict in both cases.
+Returns `ground.result`'s contract: ``verdict`` "success", "failed", or "bad_input" (nothing
+attempted: the environment, the SQL file or the DB secret is unusable); ``data`` holds mode,
+outcome, script, checksum, statements, database, dryrun, apply and flow_run_id. Anything but
+success ends the flow run Failed (so the UI tells the truth) with the dict as the state's data:
+``papyrus_ops.runner.run_flow(schema_init, ...)`` gives the dict in both cases.
 """
 
 from __future__ import annotations
 
 import getpass
 import socket
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed
 
 from artifacts.bundle import EvidenceBundle
 from flows.common import BadInput
 from ground.aws import client
 from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
+from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.settings import ConfigError, Settings, load_env
 from tasks.db import DbSecret, DbSecretError, DbSecretUnavailable, describe, read_db_secret
 from tasks.schema import Script, ScriptError, load_script, schema_apply, schema_dry_run
@@ -37,31 +38,6 @@ def _flow_run_id() -> str | None:
     from prefect.runtime import flow_run
 
     return str(flow_run.id) if flow_run.id else None
-
-
-def bad_input_result(message: str, **fields: Any) -> dict[str, Any]:
-    return {"verdict": "failed", "bad_input": True, "error": REDACTOR.redact(message),
-            "flow_run_id": _flow_run_id(), **fields}
-
-
-def verdict_state(result: dict[str, Any]):
-    """What a flow returns: the dict on success, a Failed state carrying it otherwise."""
-    if result.get("verdict") == "success":
-        return result
-    return Failed(message=result.get("error") or "failed", data=result)
-
-
-def run_for_result(flow_fn, **params: Any) -> dict[str, Any]:
-    """Run a flow and return its result dict whether the run Completed or Failed."""
-    state = flow_fn(**params, return_state=True)
-    try:
-        result = state.result(raise_on_failure=False)
-    except Exception as e:  # noqa: BLE001 - a crashed run still gets a one-line verdict
-        result = {"verdict": "failed", "error": REDACTOR.redact(f"{type(e).__name__}: {e}")}
-    if not isinstance(result, dict):
-        message = state.message or f"{type(result).__name__}: {result}"
-        result = {"verdict": "failed", "error": REDACTOR.redact(message)}
-    return result
 
 
 def load_settings_and_secret(env: str) -> tuple[Settings, DbSecret]:
@@ -76,12 +52,6 @@ def load_settings_and_secret(env: str) -> tuple[Settings, DbSecret]:
     except DbSecretError as e:
         raise BadInput(str(e)) from None
     return settings, secret
-
-
-def evidence_fields(res: Any) -> dict[str, Any]:
-    return {"folder": str(res.folder), "manifest": str(res.manifest),
-            "files": [f["name"] for f in res.files], "s3_uri": res.s3_uri,
-            "upload_pending": res.pending, "pending_reason": res.pending_reason}
 
 
 def _stage_summary(stage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -114,14 +84,16 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
     server instead of the secret's dbname (a rehearsal copy; tests).
     """
     install_log_redaction()
-    logger = get_run_logger()
+    logger, started = get_run_logger(), time.time()
     mode = "apply" if apply else "dryrun"
     try:
         script = load_script(sql_path)
         settings, secret = load_settings_and_secret(env)
     except (ScriptError, BadInput) as e:
         logger.error("bad input, nothing attempted: %s", e)
-        return verdict_state(bad_input_result(str(e), env=env, mode=mode))
+        return to_state(result("schema_init", env, BAD_INPUT, str(e), error=str(e),
+                               started=started,
+                               data={"mode": mode, "flow_run_id": _flow_run_id()}))
     except DbSecretUnavailable as e:
         settings, secret, unavailable = load_env(env), None, str(e)
     else:
@@ -181,16 +153,11 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
         bundle.add_check("apply gate", "a dry run of this checksum passed in this run",
                          f"dry run {dry['outcome']}: apply not attempted", "fail")
 
-    verdict = "success" if passed and (not apply or ap["outcome"] in ("applied", "noop")) \
-        else "failed"
+    ok = passed and (not apply or ap["outcome"] in ("applied", "noop"))
     error = dry["error"] if not passed else (ap["error"] if ap else None)
-    result = {
-        "verdict": verdict,
-        "bad_input": False,
-        "env": env,
+    data = {
         "mode": mode,
         "outcome": (ap or dry)["outcome"],
-        "error": error,
         "script": script.name,
         "checksum": script.sha256,
         "statements": len(script.statements),
@@ -200,10 +167,20 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
         "apply": _stage_summary(ap),
         "flow_run_id": _flow_run_id(),
     }
-    bundle.write_json("schema_init_result", result)
-    res = bundle.finish("pass" if verdict == "success" else "fail",
-                        s3=client("s3", settings.region))
-    result["evidence"] = evidence_fields(res)
+    verdict, reason = (SUCCESS, _success_reason(script, dry, ap)) if ok else \
+        (FAILED, error or _reason(ap or dry))
+    bundle.write_json("schema_init_result",
+                      result("schema_init", env, verdict, reason, error=error, data=data))
+    res = bundle.finish("pass" if ok else "fail", s3=client("s3", settings.region))
     if res.pending:
         logger.warning("evidence upload pending: %s", res.pending_reason)
-    return verdict_state(result)
+    return to_state(result("schema_init", env, verdict, reason, error=error,
+                           evidence=evidence_summary(res), started=started, data=data))
+
+
+def _success_reason(script: Script, dry: dict[str, Any], ap: dict[str, Any] | None) -> str:
+    if ap is None:
+        return f"dry run passed: {len(dry['tags'])} statements, rolled back"
+    if ap["outcome"] == "noop":
+        return f"already applied: sha256 {script.sha256[:12]}, nothing executed"
+    return f"applied: {len(ap['tags'])} statements committed, sha256 {script.sha256[:12]} recorded"

@@ -43,6 +43,7 @@ from botocore.exceptions import (
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from ground.retry import transient_only
 from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames, names_from_settings
 from tasks.cloudtrail_store import (
     ArchiveBusyError,
@@ -614,7 +615,8 @@ def archive_slice_core(
 # ------------------------------------------------------------------------------------------
 # Prefect tasks
 # ------------------------------------------------------------------------------------------
-@task(name="cloudtrail-papyrus-names", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="cloudtrail-papyrus-names", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+      retry_condition_fn=transient_only)
 def resolve_papyrus_names(settings: Any, extra: list[str] | None = None,
                           ec2: Any = None) -> dict[str, Any]:
     """The filter's identifiers from settings, plus the security groups' ids when EC2 knows
@@ -842,7 +844,8 @@ def publish_archive(settings: Any, work_root: str, s3: Any = None) -> dict[str, 
     }
 
 
-@task(name="cloudtrail-read-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="cloudtrail-read-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+      retry_condition_fn=transient_only)
 def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
     """The last archive's covered window: the later of the bucket's and the local copy."""
     candidates = []
@@ -872,7 +875,8 @@ def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
     return max(candidates, key=lambda s: _epoch(s["covered_until"]))
 
 
-@task(name="cloudtrail-write-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(name="cloudtrail-write-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+      retry_condition_fn=transient_only)
 def write_archive_state(settings: Any, state: dict[str, Any], s3: Any = None) -> dict[str, Any]:
     """Record the covered window locally and in the bucket (never moves it backwards)."""
     previous = read_archive_state.fn(settings, s3=s3)

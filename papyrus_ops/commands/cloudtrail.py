@@ -1,16 +1,21 @@
 """`papyrus-ops cloudtrail-archive`: the CloudTrail archive flow for people, CI and cron.
 
 Exit codes: 0 archived; 1 the run failed (an interrupted run resumes on the next call); 2 bad
-input (one line on stderr, nothing written).
+input (one line on stderr, nothing written). `--json` prints `ground.result`'s dict (bad input
+too); counts, window and files are under `data`, the bundle under `evidence`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import typer
 
-from papyrus_ops.runner import EnvOpt, answer, fail, prepare
+from papyrus_ops.runner import EnvOpt, JsonOpt, answer, prepare, run_flow
+from papyrus_ops.runner import fail as refuse
+
+FLOW = "cloudtrail_archive"
 
 
 def register(app: typer.Typer) -> None:
@@ -32,11 +37,12 @@ def register(app: typer.Typer) -> None:
             None, "--extra-name", help="One more Papyrus identifier for the filter (repeatable)."),
         no_resume: bool = typer.Option(
             False, "--no-resume", help="Discard an interrupted run instead of resuming it."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        as_json: bool = JsonOpt,
     ) -> None:
         """Archive CloudTrail events (NDJSON, gzip) plus a Papyrus-only file, as evidence."""
         from tasks.cloudtrail_window import ArchiveInputError, resolve_window
 
+        fail = functools.partial(refuse, as_json=as_json, flow=FLOW, env=env)
         # Validate everything the flow would refuse before touching anything. Numbers are
         # parsed here (not by Click) so that every bad value is one line and exit 2.
         n_days = _number(days, "--days", int, fail)
@@ -47,21 +53,13 @@ def register(app: typer.Typer) -> None:
             resolve_window(n_days, since, until, incremental=incremental)
         except ArchiveInputError as e:
             fail(f"--{str(e)}" if str(e).split(":")[0] in ("days", "since", "until") else str(e))
-        prepare(env)
+        prepare(env, as_json, FLOW)
         from flows.cloudtrail_archive import cloudtrail_archive
 
-        kwargs: dict[str, Any] = {"env": env, "days": n_days, "since": since, "until": until,
-                                  "incremental": incremental, "max_rps": rps,
-                                  "resume": not no_resume, "extra_names": extra_name or None}
-        try:
-            result = cloudtrail_archive(**kwargs)
-        except ArchiveInputError as e:
-            fail(str(e))
-        except Exception as e:
-            fail(f"cloudtrail-archive failed: {type(e).__name__}: {e}", 1)
-        if not as_json:
-            _print_human(result)
-        answer(result, as_json)
+        res = run_flow(cloudtrail_archive, env=env, days=n_days, since=since, until=until,
+                       incremental=incremental, max_rps=rps, resume=not no_resume,
+                       extra_names=extra_name or None)
+        answer(res, as_json, human=_print_human)
 
 
 def _number(raw: str | None, flag: str, kind: type, fail) -> Any:
@@ -73,12 +71,15 @@ def _number(raw: str | None, flag: str, kind: type, fail) -> Any:
         fail(f"{flag}: {raw!r} is not {'an integer' if kind is int else 'a number'}")
 
 
-def _print_human(result: dict[str, Any]) -> None:
-    if result.get("skipped"):
-        typer.echo(f"cloudtrail-archive: {result['skipped']} ({result['window']['since']})")
+def _print_human(res: dict[str, Any]) -> None:
+    data, ev = res.get("data") or {}, res.get("evidence") or {}
+    if res.get("verdict") != "success":
+        return  # the closing line says why
+    if data.get("skipped"):
+        typer.echo(f"cloudtrail-archive: {data['skipped']} ({data['window']['since']})")
         return
-    where = result.get("s3_uri") or result.get("folder")
-    pending = " (upload pending)" if result.get("upload_pending") else ""
+    where = ev.get("s3_uri") or ev.get("folder")
+    pending = " (upload pending)" if ev.get("upload_pending") else ""
     typer.echo(
-        f"cloudtrail-archive: {result['events']} events, {result['papyrus_events']} Papyrus, "
-        f"window {result['window']['since']} .. {result['window']['until']} -> {where}{pending}")
+        f"cloudtrail-archive: {data['events']} events, {data['papyrus_events']} Papyrus, "
+        f"window {data['window']['since']} .. {data['window']['until']} -> {where}{pending}")

@@ -58,6 +58,8 @@ def test_cli_archive_json(ct_env):
                                       "--extra-name", "papyrus-deploy-oidc", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["verdict"] == "success" and out["events"] == len(seeded)
-    assert out["files"]["all"]["key"].startswith("docs/evidence/cloudtrail/")
-    assert out["papyrus_events"] == 30
+    data = out["data"]
+    assert out["verdict"] == "success" and data["events"] == len(seeded)
+    assert data["files"]["all"]["key"].startswith("docs/evidence/cloudtrail/")
+    assert data["papyrus_events"] == 30
+    assert out["evidence"]["folder"] and "manifest.json" not in out["evidence"]["files"]

@@ -17,15 +17,20 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def run(**kw):
+    """The flow's result: the contract's keys, with the flow's own (`data`) next to them."""
     from flows.cloudtrail_archive import cloudtrail_archive
+    from ground.result import KEYS
 
     kw.setdefault("extra_names", EXTRA_NAMES)
     kw.setdefault("settle_minutes", 0)
-    return cloudtrail_archive(env="local", **kw)
+    res = cloudtrail_archive(env="local", **kw, return_state=True).result(
+        raise_on_failure=False)
+    assert set(res) == set(KEYS), res
+    return {**res, **res["data"]}
 
 
 def archive_paths(result) -> tuple[Path, Path]:
-    folder = Path(result["folder"])
+    folder = Path(result["evidence"]["folder"])
     return folder / result["files"]["all"]["name"], folder / result["files"]["papyrus"]["name"]
 
 
@@ -89,7 +94,7 @@ def test_full_archive(ct_env):
     for f in (all_path, pap_path, all_path.parent / "manifest.json"):
         key = manifest["key_prefix"] + f.name
         assert ct_env.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == f.read_bytes()
-    assert result["api"]["duplicates"] == 0 and not result["upload_pending"]
+    assert result["api"]["duplicates"] == 0 and not result["evidence"]["upload_pending"]
     # Prefect artifacts: the progress bar (at 100%) and the evidence summary.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -137,8 +142,9 @@ def test_interrupted_run_resumes_with_the_same_content(ct_env, monkeypatch):
         return original(request)
 
     monkeypatch.setattr(store, "handle", failing)
-    with pytest.raises(Exception, match="injected after 9 calls"):
-        run(days=90, slice_hours=24 * 10, checkpoint_every=2)
+    failed = run(days=90, slice_hours=24 * 10, checkpoint_every=2)
+    assert failed["verdict"] == "failed" and "injected after 9 calls" in failed["reason"]
+    assert failed["evidence"] is None  # nothing published
     cp = json.loads((_work(ct_env) / "checkpoint.json").read_text())
     assert cp["completed"] or cp["cursor"]  # some progress was checkpointed
     assert 0 < cp["totals"]["events"] < len(seeded)
@@ -261,3 +267,36 @@ def test_killed_run_resumes(ct_env, tmp_path):
     ids = ids_of(archive_paths(result)[0])
     assert len(ids) == len(set(ids)) == len(seeded)
     assert set(ids) == {e.event_id for e in seeded}
+
+
+def test_a_failing_archive_ends_the_flow_run_failed_with_the_redacted_reason(ct_env,
+                                                                            monkeypatch):
+    """Through the Prefect API: FAILED, the state message the result's (redacted) reason, and
+    nothing published. The injected error carries a value the redactor knows."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from flows.cloudtrail_archive import cloudtrail_archive
+    from ground.redact import REDACTOR
+    from ground.result import KEYS
+
+    secret = f"CANARY-{uuid.uuid4().hex}-PAPYRUS"
+    REDACTOR.add(secret)
+    ct_env.seed(200, days=2)
+
+    def failing(request):
+        raise ct.LookupEventsError("AccessDeniedException", f"injected: token {secret}")
+
+    monkeypatch.setattr(ct_env.store, "handle", failing)
+    state = cloudtrail_archive(env="local", days=3, slice_hours=24, extra_names=EXTRA_NAMES,
+                               settle_minutes=0, return_state=True)
+    res = state.result(raise_on_failure=False)
+    assert tuple(res) == KEYS and res["verdict"] == "failed" and res["evidence"] is None, res
+    assert "injected: token ***" in res["reason"] and "rerun the same request" in res["reason"]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.state.type.value == "FAILED"
+    assert flow_run.state.message == res["reason"]
+    assert secret not in flow_run.state.message and secret not in json.dumps(res)
+    assert not list((ct_env.root / "cloudtrail").glob("2*"))  # nothing published

@@ -27,9 +27,10 @@ def capture_dir(tmp_root):
 def schema_ready(sandbox, prefect_server):
     """The main database has the schema (tests/schema applies it first in a full run; this
     makes tests/reliability runnable on its own). A no-op when it is there already."""
-    from flows.schema_init import run_for_result, schema_init
+    from flows.schema_init import schema_init
+    from papyrus_ops.runner import run_flow
 
-    result = run_for_result(schema_init, env="local", apply=True)
+    result = run_flow(schema_init, env="local", apply=True)
     assert result["verdict"] == "success", result
     return result
 

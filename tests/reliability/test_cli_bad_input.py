@@ -1,7 +1,8 @@
 """Bad input through the real CLI (`python -m papyrus_ops.cli ...` subprocesses on the session
 sandbox): each case prints exactly one line on stderr (`papyrus-ops: error: ...`), nothing on
-stdout, exits 2, makes no mutating AWS call (the fault layer's recorder), writes no evidence, and
-never shows the canary password that the broken secret carries.
+stdout (with --json: the bad-input result, `ground.result`'s dict, and nothing else), exits 2,
+makes no mutating AWS call (the fault layer's recorder), writes no evidence, and never shows the
+canary password that the broken secret carries.
 
 The cases run once, in parallel, with the broken secret in place (module fixture); each row is
 then its own test. Cases already proven in another suite (deploy: malformed image, unknown tag,
@@ -45,6 +46,8 @@ CASES = [
     ("schema-broken-secret", ["schema-init", "--apply"], "secret papyrus/prd/db: not valid JSON"),
     ("insert-check-broken-secret", ["insert-check", "--json"],
      "secret papyrus/prd/db: not valid JSON"),
+    ("schema-missing-sql-json", ["schema-init", "--sql", "{sql}/missing.sql", "--json"],
+     "not found"),
     ("cloudtrail-days-91", ["cloudtrail-archive", "--days", "91"], "outside 1..90"),
     ("cloudtrail-days-text", ["cloudtrail-archive", "--days", "ninety"], "is not an integer"),
     ("cloudtrail-since-too-old", ["cloudtrail-archive", "--since", "2001-01-01T00:00:00Z"],
@@ -56,10 +59,15 @@ CASES = [
     ("cloudtrail-days-and-since", ["cloudtrail-archive", "--days", "3", "--since", T1],
      "either days or since/until"),
     ("cloudtrail-max-rps-0", ["cloudtrail-archive", "--max-rps", "0"], "--max-rps"),
+    ("cloudtrail-days-91-json", ["cloudtrail-archive", "--days", "91", "--json"],
+     "outside 1..90"),
     ("monitoring-env", ["monitoring", "--apply", "--env", "nope"], "unknown environment"),
+    ("monitoring-env-json", ["monitoring", "--env", "nope", "--json"], "unknown environment"),
     ("repair-what", ["repair", "everything", "--apply"], "unknown repair"),
     ("evidence-env", ["evidence", "upload-pending", "--env", "nope"], "unknown environment"),
     ("evidence-env-script", ["evidence", "upload-pending", "--env", "nope"],
+     "unknown environment"),
+    ("evidence-env-json", ["evidence", "upload-pending", "--env", "nope", "--json"],
      "unknown environment"),
     # Found by this suite, fixed in 2b2d916: Click's multi-line usage box, and inf reaching the
     # flow (time.sleep(inf) after update_service).
@@ -116,7 +124,15 @@ def test_bad_input_is_one_line_exit_2(batch, case, message):
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("papyrus-ops: error: ") and message in lines[0], lines[0]
-    assert r.stdout == "", r.stdout
+    if "--json" in dict((c[0], c[1]) for c in CASES)[case]:
+        from ground.result import KEYS
+
+        out = json.loads(r.stdout)  # the bad-input result, and nothing else
+        assert tuple(out) == KEYS and out["verdict"] == "bad_input", out
+        assert out["reason"] == lines[0].removeprefix("papyrus-ops: error: ")
+        assert out["evidence"] is None
+    else:
+        assert r.stdout == "", r.stdout
     for secret in batch["secrets"]:
         assert secret not in r.stdout + r.stderr
 
@@ -138,7 +154,7 @@ def test_deploy_refuses_bad_numbers_before_any_flow_runs(monkeypatch, args):
     from papyrus_ops.cli import app
 
     started: list[dict] = []
-    monkeypatch.setattr(deploy_cmd, "run_flow_state",
+    monkeypatch.setattr(deploy_cmd, "run_flow",
                         lambda _flow, **params: started.append(params) or {"verdict": "success"})
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never reached
     monkeypatch.setenv("PAPYRUS_SANDBOX_DIR", "/nonexistent")

@@ -50,6 +50,9 @@ def test_interrupted_archive_resumes_under_throttling_exactly_once(sb, monkeypat
     assert state.is_failed(), state
     assert "failed" in state.message and "the checkpoint" in state.message \
         and "rerun the same request to resume" in state.message, state.message
+    failed = state.result(raise_on_failure=False)
+    assert failed["verdict"] == "failed" and failed["reason"] == state.message
+    assert failed["evidence"] is None
     # Nothing published: no bundle, no object.
     assert published(sb) == before_local
     assert bucket_versions(sb, sb.settings.evidence_bucket, ARCHIVE_KEY_PREFIX)[0] == before_bucket
@@ -57,16 +60,17 @@ def test_interrupted_archive_resumes_under_throttling_exactly_once(sb, monkeypat
     monkeypatch.setattr(store, "handle", original)
     rule = sb.faults.throttle("cloudtrail", "LookupEvents", times=None, every=2)
     try:
-        result = cloudtrail_archive(**PARAMS)
+        res = cloudtrail_archive(**PARAMS)
     finally:
         sb.faults.clear()
+    result = {**res, **res["data"]}  # the flow's own fields next to the contract's
     assert rule.seen // rule.every >= 1  # the rerun really was throttled
     assert result["verdict"] == "success" and result["resumed"] is True, result
     assert result["attempts"] == 2
     since = parse_utc(result["window"]["since"]).timestamp()
     until = parse_utc(result["window"]["until"]).timestamp()
     expected = {e.event_id for e in store.events() if since <= e.event_time < until}
-    folder = Path(result["folder"])
+    folder = Path(result["evidence"]["folder"])
     [all_path] = folder.glob("cloudtrail_events_*Z.jsonl.gz")
     ids = event_ids(all_path)
     assert len(ids) == len(set(ids)) == result["events"] == len(expected) > 0

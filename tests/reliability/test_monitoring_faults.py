@@ -21,9 +21,12 @@ def empty_account(sb, monkeypatch):
 
 def run(apply: bool):
     from flows.monitoring import monitoring
+    from ground.result import KEYS
 
     state = monitoring(env="local", apply=apply, return_state=True)
-    return state.result(raise_on_failure=False)
+    res = state.result(raise_on_failure=False)
+    assert set(res) == set(KEYS), res
+    return {**res, **res["data"]}  # the flow's own fields, next to the contract's
 
 
 def test_throttling_on_every_service_monitoring_uses(empty_account):

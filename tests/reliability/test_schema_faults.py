@@ -11,7 +11,8 @@ import pytest
 from reliability_lib import Before, assert_evidence_complete
 
 import flows.schema_init
-from flows.schema_init import run_for_result, schema_init
+from flows.schema_init import schema_init
+from papyrus_ops.runner import run_flow
 from tasks.schema import MIGRATIONS_TABLE
 
 
@@ -49,24 +50,25 @@ def test_database_down_for_the_whole_apply_fails_cleanly_then_applies_once(
     hook = Before(flows.schema_init.schema_apply, sb.pg.stop)
     monkeypatch.setattr(flows.schema_init, "schema_apply", hook)
     try:
-        r = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
+        r = run_flow(schema_init, env="local", apply=True, database=fresh_db)
     finally:
         sb.pg.start()
     assert hook.fired
-    assert r["verdict"] == "failed" and not r["bad_input"], r
-    assert r["dryrun"]["outcome"] == "passed"
-    assert r["apply"]["outcome"] == "failed" and "cannot connect" in r["apply"]["error"]
-    assert "connection refused" in r["apply"]["error"].lower() or "could not connect" in \
-        r["apply"]["error"].lower()
+    assert r["verdict"] == "failed", r
+    dry, ap = r["data"]["dryrun"], r["data"]["apply"]
+    assert dry["outcome"] == "passed"
+    assert ap["outcome"] == "failed" and "cannot connect" in ap["error"]
+    assert "connection refused" in ap["error"].lower() or "could not connect" in \
+        ap["error"].lower()
     assert "-- not run: " in stage_log(r, "schema_apply_exec.log")
     assert tables(sb, fresh_db) == []  # nothing half-applied
     assert_evidence_complete(sb, r["evidence"]["folder"])
 
     monkeypatch.setattr(flows.schema_init, "schema_apply", hook.fn)
-    again = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
-    assert again["outcome"] == "applied", again
-    once_more = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
-    assert once_more["outcome"] == "noop", once_more
+    again = run_flow(schema_init, env="local", apply=True, database=fresh_db)
+    assert again["data"]["outcome"] == "applied", again
+    once_more = run_flow(schema_init, env="local", apply=True, database=fresh_db)
+    assert once_more["data"]["outcome"] == "noop", once_more
     assert migrations(sb, fresh_db) == 1
     for res in (again, once_more):
         assert_evidence_complete(sb, res["evidence"]["folder"])
@@ -82,9 +84,9 @@ def test_database_blip_during_the_apply_is_carried_by_retries(sb, fresh_db, monk
 
     monkeypatch.setattr(flows.schema_init, "schema_apply",
                         Before(flows.schema_init.schema_apply, blip))
-    r = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
+    r = run_flow(schema_init, env="local", apply=True, database=fresh_db)
     timer[0].join(timeout=60)
-    assert r["verdict"] == "success" and r["outcome"] == "applied", r
+    assert r["verdict"] == "success" and r["data"]["outcome"] == "applied", r
     assert migrations(sb, fresh_db) == 1
     assert "\nCOMMIT\n" in stage_log(r, "schema_apply_exec.log")
     assert_evidence_complete(sb, r["evidence"]["folder"])
@@ -95,7 +97,7 @@ def test_two_schema_applies_at_once_apply_once(sb, fresh_db):
     lock = threading.Lock()
 
     def run() -> None:
-        res = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
+        res = run_flow(schema_init, env="local", apply=True, database=fresh_db)
         with lock:
             results.append(res)
 
@@ -105,14 +107,14 @@ def test_two_schema_applies_at_once_apply_once(sb, fresh_db):
     for t in threads:
         t.join(timeout=300)
     assert len(results) == 2
-    outcomes = sorted(r["outcome"] for r in results)
+    outcomes = sorted(r["data"]["outcome"] for r in results)
     assert outcomes.count("applied") == 1, outcomes
-    [other] = [r for r in results if r["outcome"] != "applied"]
+    [other] = [r for r in results if r["data"]["outcome"] != "applied"]
     # Either it came second (a no-op) or it met the advisory lock: a clear failure, nothing run.
-    if other["outcome"] == "noop":
+    if other["data"]["outcome"] == "noop":
         assert other["verdict"] == "success"
     else:
-        assert other["outcome"] == "lock_held" and other["verdict"] == "failed", other
+        assert other["data"]["outcome"] == "lock_held" and other["verdict"] == "failed", other
         assert "holds the schema lock" in other["error"]
     assert tables(sb, fresh_db) == [MIGRATIONS_TABLE, "skus"]
     assert migrations(sb, fresh_db) == 1

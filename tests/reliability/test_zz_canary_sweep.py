@@ -75,7 +75,7 @@ def test_the_readme_main_job_on_the_canary_sandbox(sb, capfd):
     assert dbcheck.startswith("GET /dbcheck -> 200") and "INSERT 0 1" in dbcheck, dbcheck
     for name in ("preflight", "deploy --image latest", "monitoring --apply"):
         assert_evidence_complete(sb, DEMO[name]["evidence"]["folder"])
-    assert_evidence_complete(sb, DEMO["cloudtrail-archive"]["folder"])
+    assert_evidence_complete(sb, DEMO["cloudtrail-archive"]["evidence"]["folder"])
 
 
 def test_a_successful_deploy_logs_no_error(sb):

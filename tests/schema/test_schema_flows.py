@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.insert_check import insert_check
-from flows.schema_init import run_for_result, schema_init
+from flows.schema_init import schema_init
+from papyrus_ops.runner import run_flow
 from tasks.db import connect, read_db_secret
 from tasks.insert_check import insert_cli_row
 from tasks.schema import DEFAULT_SCRIPT, MIGRATIONS_TABLE, SCHEMA_LOCK_KEY, load_script
@@ -69,6 +70,10 @@ def cli(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+def lines_of(text: str) -> list[str]:
+    return text.strip().splitlines()
+
+
 def evidence(result: dict, suffix: str) -> str:
     folder = Path(result["evidence"]["folder"])
     [path] = folder.glob(f"*_{suffix}")
@@ -92,7 +97,7 @@ def assert_no_canary(capfd, *results: dict, extra: str = "") -> None:
     [canary] = CANARY
     out, err = capfd.readouterr()
     assert canary not in out + err + extra
-    run_ids = [r["flow_run_id"] for r in results if r.get("flow_run_id")]
+    run_ids = [r["data"]["flow_run_id"] for r in results if r["data"].get("flow_run_id")]
     for r in results:
         folder = (r.get("evidence") or {}).get("folder")
         if folder:
@@ -107,21 +112,21 @@ def assert_no_canary(capfd, *results: dict, extra: str = "") -> None:
 
 # -----------------------------------------------------------------------------------------------
 def test_dry_run_then_apply_then_noop(sandbox, fresh_db, capfd):
-    dry = run_for_result(schema_init, env="local", database=fresh_db)
+    dry = run_flow(schema_init, env="local", database=fresh_db)
     assert dry["verdict"] == "success", dry
-    assert dry["mode"] == "dryrun" and dry["apply"] is None
-    assert dry["dryrun"]["tags"] == ["CREATE TABLE", "CREATE INDEX", "COMMENT"]
-    assert dry["checksum"] == INIT_SHA and dry["database"] == fresh_db
+    assert dry["data"]["mode"] == "dryrun" and dry["data"]["apply"] is None
+    assert dry["data"]["dryrun"]["tags"] == ["CREATE TABLE", "CREATE INDEX", "COMMENT"]
+    assert dry["data"]["checksum"] == INIT_SHA and dry["data"]["database"] == fresh_db
     log = evidence(dry, "schema_dryrun_exec.log")
     assert "[1/3] line 7: CREATE TABLE IF NOT EXISTS skus (" in log
     assert "\nCREATE TABLE  (" in log and "\nROLLBACK\n" in log and "COMMIT" not in log
     assert "ssl=true" in log and INIT_SHA in log
     assert tables(sandbox, fresh_db) == []  # the dry run left nothing behind
 
-    applied = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
+    applied = run_flow(schema_init, env="local", apply=True, database=fresh_db)
     assert applied["verdict"] == "success", applied
-    assert applied["outcome"] == "applied"
-    assert applied["apply"]["tags"] == ["CREATE TABLE", "CREATE INDEX", "COMMENT"]
+    assert applied["data"]["outcome"] == "applied"
+    assert applied["data"]["apply"]["tags"] == ["CREATE TABLE", "CREATE INDEX", "COMMENT"]
     assert tables(sandbox, fresh_db) == [MIGRATIONS_TABLE, "skus"]
     row = sandbox.pg.psql_admin(
         "SELECT checksum, script_name FROM papyrus_schema_migrations", fresh_db)
@@ -133,9 +138,9 @@ def test_dry_run_then_apply_then_noop(sandbox, fresh_db, capfd):
     assert any(n.endswith("_schema_apply_exec.log") for n in names)
     assert applied["evidence"]["s3_uri"] and not applied["evidence"]["upload_pending"]
 
-    again = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
-    assert again["verdict"] == "success" and again["outcome"] == "noop", again
-    assert again["apply"]["tags"] == []
+    again = run_flow(schema_init, env="local", apply=True, database=fresh_db)
+    assert again["verdict"] == "success" and again["data"]["outcome"] == "noop", again
+    assert again["data"]["apply"]["tags"] == []
     assert "no-op, nothing executed" in evidence(again, "schema_apply_exec.log")
     count = "SELECT count(*) FROM papyrus_schema_migrations"
     assert sandbox.pg.psql_admin(count, fresh_db) == "1"
@@ -151,12 +156,13 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
             "--database", fresh_db, "--json")
     assert r.exit_code == 1, r.output
     result = json.loads(r.stdout)
-    assert result["verdict"] == "failed" and result["outcome"] == "failed"
-    failed = result["dryrun"]["failed_statement"]
+    assert result["verdict"] == "failed" and result["data"]["outcome"] == "failed"
+    assert result["reason"] == result["error"]  # the Prefect state message too
+    failed = result["data"]["dryrun"]["failed_statement"]
     assert (failed["number"], failed["line"]) == (3, 18)
     assert "statement 3 (line 18: COMMENT ON TABEL skus" in result["error"]
     assert "syntax error" in result["error"]
-    assert result["apply"] is None  # the apply never started
+    assert result["data"]["apply"] is None  # the apply never started
     log = evidence(result, "schema_dryrun_exec.log")
     assert "[3/3] line 18: COMMENT ON TABEL" in log and "ERROR:  syntax error" in log
     assert log.rstrip().splitlines()[-2:][0] == "-- result: FAILED"
@@ -172,14 +178,14 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
 
 
 def test_different_script_over_an_applied_one_is_refused(sandbox, fresh_db, tmp_path, capfd):
-    first = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
-    assert first["outcome"] == "applied", first
+    first = run_flow(schema_init, env="local", apply=True, database=fresh_db)
+    assert first["data"]["outcome"] == "applied", first
     other = tmp_path / "init.sql"
     other.write_text(DEFAULT_SCRIPT.read_text() + "\nCREATE TABLE IF NOT EXISTS extra (x int);\n")
-    r = run_for_result(schema_init, env="local", apply=True, sql_path=str(other),
+    r = run_flow(schema_init, env="local", apply=True, sql_path=str(other),
                        database=fresh_db)
-    assert r["verdict"] == "failed" and r["outcome"] == "refused", r
-    assert r["dryrun"]["outcome"] == "passed"  # it runs; it is just not the applied script
+    assert r["verdict"] == "failed" and r["data"]["outcome"] == "refused", r
+    assert r["data"]["dryrun"]["outcome"] == "passed"  # it runs; it is not the applied one
     assert "production data" in r["error"] and INIT_SHA[:12] in r["error"]
     assert "the apply will be refused" in evidence(r, "schema_dryrun_exec.log")
     assert "ROLLBACK" in evidence(r, "schema_apply_exec.log")
@@ -197,14 +203,14 @@ def test_a_held_schema_lock_is_a_clear_error_not_a_hang(sandbox, fresh_db, capfd
         with holder.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
         t0 = time.monotonic()
-        r = run_for_result(schema_init, env="local", apply=True, database=fresh_db)
+        r = run_flow(schema_init, env="local", apply=True, database=fresh_db)
         elapsed = time.monotonic() - t0
     finally:
         holder.close()
     assert elapsed < 20
-    assert r["verdict"] == "failed" and r["outcome"] == "lock_held", r
+    assert r["verdict"] == "failed" and r["data"]["outcome"] == "lock_held", r
     assert "holds the schema lock" in r["error"] and str(SCHEMA_LOCK_KEY) in r["error"]
-    assert r["apply"] is None
+    assert r["data"]["apply"] is None
     assert tables(sandbox, fresh_db) == []
     assert_no_canary(capfd, r)
 
@@ -213,21 +219,23 @@ def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
     r = cli("schema-init", "--env", "local", "--apply", "--json")
     assert r.exit_code == 0, r.output
     applied = json.loads(r.stdout)
-    assert applied["outcome"] in ("applied", "noop") and applied["database"] == "papyrus"
+    assert applied["data"]["outcome"] in ("applied", "noop")
+    assert applied["data"]["database"] == "papyrus"
     assert "skus" in tables(sandbox, "papyrus")  # stays applied for the other test modules
 
     r = cli("insert-check", "--env", "local", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert res["verdict"] == "success" and res["tag"] == "INSERT 0 1" and res["ssl"] is True
-    assert re.fullmatch(r"SKU-CLI-\d{8}T\d{6}Z-[0-9a-f]{8}", res["sku"])
-    query = f"SELECT source FROM skus WHERE sku = '{res['sku']}'"  # noqa: S608 - checked above
+    data = res["data"]
+    assert res["verdict"] == "success" and data["tag"] == "INSERT 0 1" and data["ssl"] is True
+    assert re.fullmatch(r"SKU-CLI-\d{8}T\d{6}Z-[0-9a-f]{8}", data["sku"])
+    query = f"SELECT source FROM skus WHERE sku = '{data['sku']}'"  # noqa: S608 - checked above
     row = sandbox.pg.psql_admin(query, "papyrus")
     assert row == "cli"
     log = evidence(res, "papyrus_psql_insert_cli.log")
     assert "\nINSERT 0 1\n" in log and "\nCOMMIT\n" in log
     assert "-- ssl: true (TLSv1." in log and "\n t   | TLSv1." in log
-    assert f"-- sku: {res['sku']} (source cli)" in log and "-- verdict: success" in log
+    assert f"-- sku: {data['sku']} (source cli)" in log and "-- verdict: success" in log
     assert "hostaddr=127.0.0.1" in log and "sslmode=require" in log
 
     r = cli("insert-check", "--env", "local")  # human output
@@ -236,10 +244,10 @@ def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
 
 
 def test_insert_check_fails_without_the_schema(fresh_db, capfd):
-    r = run_for_result(insert_check, env="local", database=fresh_db)
-    assert r["verdict"] == "failed" and r["tag"] is None and not r["committed"]
+    r = run_flow(insert_check, env="local", database=fresh_db)
+    assert r["verdict"] == "failed" and r["data"]["tag"] is None and not r["data"]["committed"]
     assert "skus" in r["error"] and "schema-init --apply" in r["error"]
-    assert r["ssl"] is True  # the session's TLS is still reported
+    assert r["data"]["ssl"] is True  # the session's TLS is still reported
     assert "-- verdict: failed" in evidence(r, "papyrus_psql_insert_cli.log")
     assert_no_canary(capfd, r)
 
@@ -257,9 +265,9 @@ def test_verify_full_against_the_rds_name_through_hostaddr(sandbox):
 
 def test_unreachable_database_is_a_failed_verdict_with_evidence(capfd):
     t0 = time.monotonic()
-    r = run_for_result(schema_init, env="local", apply=True, database="no_such_database")
+    r = run_flow(schema_init, env="local", apply=True, database="no_such_database")
     assert time.monotonic() - t0 < 20  # not retried: waiting cannot create a database
-    assert r["verdict"] == "failed" and not r["bad_input"] and r["apply"] is None
+    assert r["verdict"] == "failed" and r["data"]["apply"] is None
     assert "cannot connect" in r["error"] and "no_such_database" in r["error"]
     assert "-- not run: " in evidence(r, "schema_dryrun_exec.log")
     assert_no_canary(capfd, r)
@@ -284,15 +292,22 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
                      ["insert-check", "--env", "local", "--json"]):
             r = cli(*args)
             assert r.exit_code == 2, r.output
-            assert r.stdout == ""
+            if "--json" in args:  # the bad-input result, and only it, on stdout
+                out = json.loads(r.stdout)
+                assert out["verdict"] == "bad_input" and out["flow"] == "insert_check"
+                assert out["reason"] == lines_of(r.stderr)[0].removeprefix(
+                    "papyrus-ops: error: ")
+            else:
+                assert r.stdout == ""
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("papyrus-ops: error: secret "), lines
             assert CANARY[0] not in r.stderr and "not json" not in r.stderr
             outputs.append(r.stderr)
         # The flow itself says the same (for the UI and other callers), without evidence.
-        direct = run_for_result(insert_check, env="local")
-        assert direct["verdict"] == "failed" and direct["bad_input"] is True
-        assert direct["error"].startswith(f"secret {sid}: ")
+        direct = run_flow(insert_check, env="local")
+        assert direct["verdict"] == "bad_input" and direct["evidence"] is None
+        assert direct["error"].startswith(f"secret {sid}: ") and direct["reason"] == \
+            direct["error"]
     finally:
         sm.put_secret_value(SecretId=sid, SecretString=original)
     after = sorted(str(p) for p in root.rglob("*")) if root.exists() else []
@@ -309,3 +324,34 @@ def test_bad_input_exit_2(tmp_path, capfd):
     r = cli("insert-check", "--env", "nosuchenv")
     assert r.exit_code == 2 and "unknown environment" in r.stderr
     assert_no_canary(capfd)
+
+
+# -- the result contract, as Prefect records it ---------------------------------------------------
+def flow_run_of(state):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def test_a_failing_dry_run_ends_the_flow_run_failed_with_the_redacted_reason(
+        sandbox, fresh_db, tmp_path, capfd):
+    from ground.redact import REDACTOR
+    from ground.result import KEYS
+
+    secret = f"CANARY-{uuid.uuid4().hex}-PAPYRUS"
+    REDACTOR.add(secret)  # a value the redactor knows, in the failing statement's first line
+    broken = tmp_path / "init.sql"
+    broken.write_text(DEFAULT_SCRIPT.read_text().replace(
+        "COMMENT ON TABLE skus IS '", f"COMMENT ON TABEL skus IS '{secret} "))
+    state = schema_init(env="local", sql_path=str(broken), database=fresh_db,
+                        return_state=True)
+    res = state.result(raise_on_failure=False)
+    assert tuple(res) == KEYS and res["verdict"] == "failed", res
+    assert "statement 3 (line 18: COMMENT ON TABEL skus IS '*** " in res["reason"], res["reason"]
+    run = flow_run_of(state)
+    assert run.state.type.value == "FAILED"
+    assert run.state.message == res["reason"]
+    assert secret not in run.state.message and secret not in json.dumps(res)
+    assert tables(sandbox, fresh_db) == []
+    assert_no_canary(capfd, res)
