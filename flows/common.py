@@ -11,6 +11,10 @@ from ground.retry import BadInput  # noqa: F401 - the flows' one bad-input error
 from ground.settings import Settings, load_env
 
 
+class DeployFailed(RuntimeError):
+    """A deploy or rollback ran and did not work (gate, verdict, probe): the message is why."""
+
+
 def open_run(env: str) -> Settings:
     from ground.log_redaction import install_log_redaction
 

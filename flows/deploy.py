@@ -15,7 +15,7 @@ import time
 from prefect import flow, get_run_logger
 
 from artifacts import EvidenceBundle
-from flows.common import aws_clients, deploy_lock, open_run
+from flows.common import DeployFailed, aws_clients, deploy_lock, open_run
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.retry import BadInput
 from tasks import ecr, probes, rollout, taskdef
@@ -88,10 +88,6 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
                            evidence=evidence_summary(res), data=data))
 
 
-class DeployFailed(RuntimeError):
-    """The deploy ran and did not work (gate, verdict, probe): the reason is the message."""
-
-
 def pin(ecr_client, image: str, settings):
     """The image pinned to its digest; anything that does not resolve is bad input."""
     try:
@@ -146,7 +142,7 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
                                        pinned.digest, timeout, poll, since=started)
     summary["verdict_detail"] = verdict
     bundle.write_text("service_events", "\n".join(verdict["events"]))
-    bundle.write_text("running_image", _running_image_log(verdict))
+    bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:
         summary["reason"] = verdict["reason"]
         if rollback and current["task_definition"] != reg["arn"]:
@@ -204,10 +200,3 @@ def _probe(settings, c, bundle, summary, task_definition: str) -> None:
         raise RuntimeError(f"CLI insert failed: {cli['error']}")
     summary["probes"] = {"healthz": records[0]["status"], "dbcheck": records[1]["body"],
                          "cli": {k: cli.get(k) for k in ("tag", "sku", "ssl")}}
-
-
-def _running_image_log(verdict: dict) -> str:
-    rows = verdict["running_tasks"] or []
-    lines = [f"{r['task']} {r['last_status']} {r['image']} digest={r['image_digest']} "
-             f"started={r['started_at']}" for r in rows]
-    return "\n".join(lines) or f"(no running task of ours) {verdict['reason']}"

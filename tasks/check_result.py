@@ -24,7 +24,7 @@ from ground.redact import REDACTOR
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 OK_VERDICTS = (PASS, SKIP)
 
-# Check names, in the order of the runbook (DESIGN.md "The deploy flow", step 1).
+# Check names, in runbook order (docs/runbook.md; the deploy gate, docs/architecture.md).
 SECRET_FIELDS = ("host", "port", "username", "dbname")
 CHECK_NAMES = (
     *(f"secret.{f}" for f in SECRET_FIELDS),

@@ -1,4 +1,4 @@
-"""The preflight gate: every check, run together, as plain data (DESIGN.md "deploy flow" step 1).
+"""The preflight gate: every check, run together, as plain data (the deploy flow's step 2).
 
     from tasks.preflight import run_checks, overall
     checks = run_checks(settings, bundle=bundle)       # inside a flow: the checks are task runs

@@ -13,12 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ground.logs import run_logger
-from ground.retry import transient_only
+from ground.retry import BadInput, transient_only
 from ground.settings import Settings
+from tasks.state import read_last_deploy
 
 
 class RolloutInProgress(RuntimeError):
@@ -202,3 +204,34 @@ def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     resp = ecs.update_service(cluster=s.cluster, service=s.service,
                               taskDefinition=previous_task_definition, forceNewDeployment=True)
     return {"deployment_id": primary(resp["service"])["id"], "started": True}
+
+
+def running_image_log(verdict: dict) -> str:
+    """The `running_image` evidence: what runs, task by task, with its digest."""
+    rows = verdict["running_tasks"] or []
+    lines = [f"{r['task']} {r['last_status']} {r['image']} digest={r['image_digest']} "
+             f"started={r['started_at']}" for r in rows]
+    return "\n".join(lines) or f"(no running task of ours) {verdict['reason']}"
+
+
+def resolve_target(ecs, s3, settings, to: str | None, running: str) -> str:
+    """The task definition ARN to roll back to; BadInput when there is none or it is unknown."""
+    if to is None:
+        last = read_last_deploy(s3, settings) or {}
+        if last.get("task_definition_arn") != running or not last.get(
+                "previous_task_definition_arn"):
+            raise BadInput(f"no previous PRIMARY recorded for the running {running.rsplit('/')[-1]}"
+                           " (it was not deployed by papyrus-ops): name a revision with --to")
+        to = last["previous_task_definition_arn"]
+    ref = f"{settings.family}:{to}" if to.isdigit() else to
+    if not ref.startswith("arn:") and ref.split(":", 1)[0] != settings.family:
+        raise BadInput(f"--to {to!r}: not a revision of this environment's family "
+                       f"{settings.family!r}")
+    try:
+        td = ecs.describe_task_definition(taskDefinition=ref)["taskDefinition"]
+    except ClientError as e:
+        why = e.response["Error"].get("Message", "")
+        raise BadInput(f"--to {to!r}: no such task definition ({why})") from None
+    if td["family"] != settings.family:
+        raise BadInput(f"--to {to!r}: family {td['family']!r} is not {settings.family!r}")
+    return td["taskDefinitionArn"]

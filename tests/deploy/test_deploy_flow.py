@@ -204,3 +204,99 @@ def test_rows_really_over_ssl(sandbox, schema):
         cur.execute("SELECT source, count(*) FROM skus GROUP BY source")
         counts = dict(cur.fetchall())
     assert counts.get("app", 0) >= 1 and counts.get("cli", 0) >= 1
+
+
+# -- the environment folder is the whole truth: render, diff, rollback -------------------------
+def test_render_prints_what_a_deploy_would_send_and_changes_nothing(sandbox):
+    sandbox.faults.reset_calls()
+    r = cli("render", "--env", "local", "--image", "latest")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    [app] = [c for c in doc["taskDefinition"]["containerDefinitions"] if c["name"] == "app"]
+    assert app["image"].endswith(sandbox.seeded.image_uri.split("@")[1])
+    declared = json.loads((sandbox.settings.folder / "service-definition.json").read_text())
+    assert doc["service"]["deploymentConfiguration"] == declared["deploymentConfiguration"]
+    assert "launchType" not in doc["service"]  # create-only: never sent on update
+    assert sandbox.faults.served(mutating=True) == []
+
+
+def test_a_changed_deployment_configuration_in_a_copy_of_the_env_folder_is_what_deploy_sends(
+        sandbox, schema, tmp_path, monkeypatch):
+    import shutil
+
+    import ground.settings
+    from papyrus_ops.runner import run_flow
+
+    copy = tmp_path / "deployments"
+    shutil.copytree(sandbox.settings.folder.parent, copy)
+    path = copy / "local" / "service-definition.json"
+    doc = json.loads(path.read_text())
+    doc["deploymentConfiguration"].update(maximumPercent=150, minimumHealthyPercent=50)
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(ground.settings, "DEPLOYMENTS", copy)
+    planned = run_flow(deploy, env="local", image="latest", plan=True)
+    assert planned["verdict"] == "success", planned
+    assert '"maximumPercent": 150' in planned["data"]["service_diff"]
+    try:
+        done = run_flow(deploy, env="local", image="latest", skip_preflight=True)
+        assert done["verdict"] == "success", done
+        conf = service(sandbox)["deploymentConfiguration"]
+        assert (conf["maximumPercent"], conf["minimumHealthyPercent"]) == (150, 50), conf
+    finally:
+        monkeypatch.undo()
+        back = run_flow(deploy, env="local", image="latest", skip_preflight=True)
+        assert back["verdict"] == "success", back
+    conf = service(sandbox)["deploymentConfiguration"]
+    assert (conf["maximumPercent"], conf["minimumHealthyPercent"]) == (200, 100), conf
+
+
+def test_diff_shows_what_a_new_image_changes_and_nothing_else(sandbox, schema):
+    digest = push_variant(sandbox, "diff-me")
+    sandbox.faults.reset_calls()
+    r = cli("diff", "--env", "local", "--image", "diff-me", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "success" and out["data"]["changed"] is True, out
+    assert digest in out["data"]["task_definition_diff"]
+    assert out["data"]["service_diff"] == "(no change)", out["data"]["service_diff"]
+    same = json.loads(cli("diff", "--env", "local", "--json").stdout)
+    assert same["data"]["task_definition_diff"] == "(no change)", same
+    assert sandbox.faults.served(mutating=True) == []
+
+
+def test_rollback_returns_to_the_previous_primary_with_a_true_verdict(sandbox, schema):
+    from flows.rollback import rollback
+    from papyrus_ops.runner import run_flow
+
+    push_variant(sandbox, "rollback-me")
+    before = service(sandbox)["taskDefinition"]
+    deployed = run_flow(deploy, env="local", image="rollback-me", skip_preflight=True)
+    assert deployed["verdict"] == "success", deployed
+    assert service(sandbox)["taskDefinition"] != before
+    back = run_flow(rollback, env="local")
+    assert back["verdict"] == "success", back
+    assert back["data"]["task_definition"] == before
+    assert back["data"]["from_task_definition"] == deployed["data"]["task_definition"]
+    assert service(sandbox)["taskDefinition"] == before
+    assert back["data"]["verdict_detail"]["ok"] and back["data"]["healthz"] == 200
+    from pathlib import Path
+
+    assert verify_manifest(Path(back["evidence"]["folder"])) == []
+    # Now the last recorded deploy is the rollback: a second one without --to would return to
+    # the variant, which is what "previous PRIMARY" means.
+    again = run_flow(rollback, env="local", to=deployed["data"]["task_definition"])
+    assert again["verdict"] == "success", again
+    assert run_flow(rollback, env="local", to=before)["verdict"] == "success"
+
+
+@pytest.mark.parametrize(("to", "message"), [
+    ("99999", "no such task definition"),
+    ("other-family:1", "not a revision of this environment's family"),
+])
+def test_rollback_to_an_unknown_revision_is_bad_input_and_changes_nothing(sandbox, to, message):
+    sandbox.faults.reset_calls()
+    r = cli("rollback", "--env", "local", "--to", to)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert [c for c in sandbox.faults.served(mutating=True)] == []

@@ -19,7 +19,7 @@ def _no_developer_sandbox(monkeypatch, tmp_path):
 @pytest.fixture(scope="session")
 def baseline(sandbox):
     """The sandbox as preflight expects it. moto's create_service drops enableExecuteCommand
-    (DESIGN.md), so the seeded service may come up with ECS Exec off: switch it on here, in the
+    (docs/sandbox.md), so the seeded service may come up with ECS Exec off: switch it on here, in
     test setup (production code does not work around it), and remember that we had to."""
     ecs = sandbox.client("ecs")
     s = sandbox.settings

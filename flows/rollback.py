@@ -1,0 +1,96 @@
+"""rollback: put the service back on a known-good task definition, with a true verdict.
+
+    rollback(env="prd")                 # to what was PRIMARY before the last recorded deploy
+    rollback(env="prd", to="41")        # to papyrus-task:41 (or "family:41", or a full ARN)
+
+As a checklist: resolve the target (read-only; an unknown revision is bad input) → the deploy
+lock (a rollback is a deploy) → update the service to the target (only the task definition
+changes) → wait for a true verdict → probe /healthz on the new tasks → record it for the next
+preflight → evidence. The result is `ground.result`'s contract; the run ends Failed otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+
+from artifacts import EvidenceBundle
+from flows.common import DeployFailed, aws_clients, deploy_lock, open_run
+from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
+from ground.retry import BadInput
+from tasks import probes, rollout
+from tasks.state import record_deploy
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(env: str = "local", to: str | None = None, timeout_seconds: float | None = None,
+             poll_seconds: float | None = None):
+    """Roll the environment's service back to a known-good task definition.
+
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        to: The revision to return to: a number ("41"), "family:41", or a task definition ARN.
+            Empty: the task definition that was PRIMARY before the last recorded deploy.
+        timeout_seconds: Seconds to wait for a true verdict (None: deploy.timeout_seconds).
+        poll_seconds: Seconds between service polls (None: deploy.poll_seconds).
+    """
+    settings, started = open_run(env), time.time()
+    c = aws_clients(settings, "ecs", "s3", "secretsmanager")
+    bundle = EvidenceBundle.open(settings, flow_name="rollback")
+    bundle.set_context(environment=env, requested=to)
+    data: dict = {"to": to}
+    verdict, reason, error = FAILED, "", None
+    try:
+        with deploy_lock(settings):
+            current = rollout.read_current(c["ecs"], settings)
+            data["from_task_definition"] = current["task_definition"]
+            target = rollout.resolve_target(c["ecs"], c["s3"], settings, to,
+                                            current["task_definition"])
+            data["task_definition"] = target
+            bundle.set_context(from_task_definition=current["task_definition"],
+                               task_definition_arn=target)
+            reason = _roll_back(settings, c, bundle, data, target, current,
+                                timeout_seconds or settings.deploy_timeout_seconds,
+                                poll_seconds or settings.deploy_poll_seconds)
+        verdict = SUCCESS
+    except BadInput as e:
+        verdict, reason = BAD_INPUT, str(e)
+    except DeployFailed as e:
+        reason = str(e)
+    except Exception as e:  # noqa: BLE001 - the verdict and evidence must still be written
+        error = f"{type(e).__name__}: {e}"
+        reason = f"rollback failed: {error}"
+    res = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=c["s3"],
+                        upload=verdict != BAD_INPUT)
+    return to_state(result("rollback", env, verdict, reason, error=error, started=started,
+                           evidence=evidence_summary(res), data=data))
+
+
+def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, timeout: float,
+               poll: float) -> str:
+    rb = rollout.roll_back(c["ecs"], settings, target)
+    data["deployment_id"], data["started_by_us"] = rb["deployment_id"], rb["started"]
+    verdict = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], target, None,
+                                       timeout, poll, since=time.time())
+    data["verdict_detail"] = verdict
+    bundle.write_text("service_events", "\n".join(verdict["events"]))
+    bundle.write_text("running_image", rollout.running_image_log(verdict))
+    if not verdict["ok"]:
+        raise DeployFailed(verdict["reason"])
+    base = probes.probe_targets(c["ecs"], settings, target)[0]
+    try:
+        rec = probes.probe_healthz(base)
+    except probes.ProbeFailed as e:
+        bundle.write_json("rollback_probe", e.record or {})
+        raise DeployFailed(f"rolled back, but /healthz failed: {e}") from e
+    bundle.write_json("rollback_probe", rec)
+    data["healthz"] = rec["status"]
+    try:
+        record_deploy(c["s3"], settings, task_definition_arn=target,
+                      deployment_id=rb["deployment_id"],
+                      previous_task_definition_arn=current["task_definition"])
+        data["state_recorded"] = True
+    except Exception:  # noqa: BLE001 - the rollback worked; the record is bookkeeping
+        data["state_recorded"] = False
+    return f"rolled back to {target.rsplit('/', 1)[-1]}: {verdict['reason']}"
