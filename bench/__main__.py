@@ -1,4 +1,4 @@
-"""`python -m bench [all|verdict|archive|service|overhead|report] [options]`.
+"""`python -m bench [all|verdict|archive|service|overhead|bad_input|report] [options]`.
 
 `make bench` runs everything (about 20 minutes on 2 cores) and writes docs/benchmarks.md; one
 name runs that benchmark only and regenerates the report from it and the earlier results in
@@ -18,7 +18,7 @@ import time
 from bench import common
 from bench.common import OUT, ROOT, TMP, log
 
-BENCHES = ("verdict", "archive", "service", "overhead")
+BENCHES = ("verdict", "archive", "service", "overhead", "bad_input")
 
 
 def _setup() -> None:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             prefect = common.PrefectServer(TMP / "prefect-server").start()
             os.environ.update(prefect.env())
             log(f"prefect server at {prefect.url} ({time.monotonic() - t:.1f}s)")
-        if {"verdict", "archive", "overhead"} & set(selected):
+        if {"verdict", "archive", "overhead", "bad_input"} & set(selected):
             t = time.monotonic()
             sb = common.start_sandbox(TMP / "sandbox")
             log(f"sandbox up at {sb.endpoint} ({time.monotonic() - t:.1f}s)")
@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
             kw = {"runs": 1, "Ts": (2.0,)} if a.quick else {"runs": 3, "Ts": (3.0, 6.0, 9.0)}
             timed("verdict", lambda: verdict.run(sb=sb, **kw))
+        if "bad_input" in selected:
+            from bench import bad_input
+
+            timed("bad_input", lambda: bad_input.run(sb=sb, runs=1 if a.quick else 3))
         if "overhead" in selected:
             from bench import overhead
 

@@ -10,8 +10,8 @@ from bench.report import med, num, pct, st
 TOOLS = """## Running it
 
 `make bench` (the venv as `make test` builds it, then `.venv/bin/python -m bench`) runs all
-four benchmarks in about 20 minutes on 2 cores and rewrites this file; `python -m bench
-verdict|archive|service|overhead` runs one, `python -m bench report` only rebuilds the file,
+five benchmarks in about 25 minutes on 2 cores and rewrites this file; `python -m bench
+verdict|archive|service|overhead|bad_input` runs one, `python -m bench report` only rebuilds the file,
 `--quick` runs tiny sizes into `bench/out/` for working on the harness. Before measuring it
 waits (60 s steps, at most 15 minutes) for the 1-minute load average to drop below 2.5 and
 records what it saw.
