@@ -5,7 +5,7 @@
     bundle.write_json("rds_sg_inbound_after", rules)      # <ts>_rds_sg_inbound_after.json
     bundle.set_context(image_digest=digest, task_definition_arn=arn)
     bundle.add_check("force_ssl", "1", actual, "pass")
-    result = bundle.finish("pass")                         # manifest.json, S3, Prefect artifacts
+    result = bundle.finish("pass", s3=s3)                  # manifest.json, S3, Prefect artifacts
 
 Folder: ``<settings.evidence_root>/<flow_name>/<ts>_<run8>/``; S3 keys: the same relative path
 under the evidence bucket. Nothing written here ever holds a registered secret.
@@ -321,7 +321,8 @@ class EvidenceBundle:
         Never raises because of S3: on failure the bundle stays on disk, `.upload-pending` is
         written and `result.pending` is True. Calling finish again with nothing changed keeps
         the manifest as it is and only retries the upload (which skips what is there).
-        `upload=False` keeps the bundle local (e.g. refused input must not write anywhere)."""
+        `upload=False` keeps the bundle local (e.g. refused input must not write anywhere). The
+        caller gives the `s3` client (tasks and bundles receive their clients)."""
         if verdict not in VERDICTS:
             raise ValueError(f"invalid verdict {verdict!r}: expected one of {VERDICTS}")
         with self._lock:
@@ -338,6 +339,9 @@ class EvidenceBundle:
                                   key_prefix=self.key_prefix, manifest_sha256=manifest_sha,
                                   files=files)
             if bucket and upload:
+                if s3 is None:
+                    raise ValueError(f"finish: bucket {bucket!r} needs the s3 client to upload "
+                                     "to (or upload=False)")
                 self._upload(result, s3)
             self.result = result
         if _in_run_context():
@@ -355,10 +359,6 @@ class EvidenceBundle:
         assert bucket
         region = getattr(self.settings, "region", None)
         try:
-            if s3 is None:
-                from ground.aws import client
-
-                s3 = client("s3", region)
             result.uploaded = storage.upload_bundle(self.folder, bucket, self.key_prefix, s3)
         except Exception as err:
             reason = self.redactor.redact(f"{type(err).__name__}: {err}")

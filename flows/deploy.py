@@ -103,7 +103,7 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     log = get_run_logger()
     # 2. Gate: nothing changes before it passes.
     if not skip_preflight:
-        checks = run_checks(settings, bundle=bundle)
+        checks = run_checks(settings, c, bundle=bundle)
         failed = [ch for ch in checks if ch["verdict"] == "fail"]
         summary["preflight"] = "pass" if not failed else "fail"
         if failed:
@@ -159,7 +159,7 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     # Bookkeeping for the next preflight's endpoint check. The deploy already worked: a bucket
     # outage here must not turn the verdict (and the CLI's exit code) into a failure.
     try:
-        record_deploy(c["s3"], settings, image_digest=pinned.digest,
+        record_deploy(c["s3"], settings, rds=c["rds"], image_digest=pinned.digest,
                       task_definition_arn=reg["arn"], deployment_id=upd["deployment_id"],
                       previous_task_definition_arn=current["task_definition"])
         summary["state_recorded"] = True

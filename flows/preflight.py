@@ -26,10 +26,11 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
+from flows.common import aws_clients
 from ground.log_redaction import install_log_redaction
 from ground.result import BAD_INPUT, evidence_summary, result, to_state
 from ground.settings import ConfigError, load_env
-from tasks.preflight import SERVICE_DIR, aws_clients, failed, overall, public, run_checks
+from tasks.preflight import SERVICE_DIR, SERVICES, failed, overall, public, run_checks
 
 
 def connection_diff_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,12 +60,12 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
         log.error("bad input, nothing checked: %s", e)
         return to_state(result("preflight", env, BAD_INPUT, str(e), started=started))
     source = Path(service_dir) if service_dir else SERVICE_DIR
-    clients = aws_clients(settings)
+    clients = aws_clients(settings, *SERVICES)
     bundle = EvidenceBundle.open(settings, flow_name="preflight")
     bundle.set_context(environment=env, service_source=str(source),
                        db_secret_id=settings.db_secret_id, rds_instance=settings.rds_instance,
                        check_db_auth=check_db_auth)
-    checks = run_checks(settings, clients=clients, bundle=bundle, service_dir=source,
+    checks = run_checks(settings, clients, bundle=bundle, service_dir=source,
                         check_db_auth=check_db_auth)
     verdict = overall(checks)
     rows = [public(c) for c in checks]

@@ -28,10 +28,11 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
+from flows.common import aws_clients
 from ground.log_redaction import install_log_redaction
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.settings import ConfigError, load_env
-from tasks.preflight import aws_clients, overall, public
+from tasks.preflight import SERVICES, overall, public
 from tasks.repairs import REPAIRS, SPECS, RepairError
 
 
@@ -60,7 +61,7 @@ def repair(env: str = "local", what: str = "secret", apply: bool = False):
     except ConfigError as e:
         return to_state(result("repair", env, BAD_INPUT, str(e), started=started, data=data))
     spec = SPECS[what]
-    clients = aws_clients(settings)
+    clients = aws_clients(settings, *SERVICES)
     args = [clients[name] for name in spec["clients"]]
     stem = spec["evidence"]
     bundle = EvidenceBundle.open(settings, flow_name="repair")

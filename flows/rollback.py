@@ -36,7 +36,7 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
         poll_seconds: Seconds between service polls (None: deploy.poll_seconds).
     """
     settings, started = open_run(env), time.time()
-    c = aws_clients(settings, "ecs", "s3", "secretsmanager")
+    c = aws_clients(settings, "ecs", "s3", "rds")
     bundle = EvidenceBundle.open(settings, flow_name="rollback")
     bundle.set_context(environment=env, requested=to)
     data: dict = {"to": to}
@@ -87,7 +87,7 @@ def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, time
     bundle.write_json("rollback_probe", rec)
     data["healthz"] = rec["status"]
     try:
-        record_deploy(c["s3"], settings, task_definition_arn=target,
+        record_deploy(c["s3"], settings, rds=c["rds"], task_definition_arn=target,
                       deployment_id=rb["deployment_id"],
                       previous_task_definition_arn=current["task_definition"])
         data["state_recorded"] = True

@@ -1,7 +1,7 @@
 """The preflight gate: every check, run together, as plain data (the deploy flow's step 2).
 
     from tasks.preflight import run_checks, overall
-    checks = run_checks(settings, bundle=bundle)       # inside a flow: the checks are task runs
+    checks = run_checks(settings, clients, bundle=bundle)   # in a flow: the checks are task runs
     if overall(checks) != "success": ...               # or: any(c["verdict"] == "fail" ...)
 
 `run_checks` runs all checks even when some fail (each one is isolated: an exception becomes a
@@ -43,7 +43,7 @@ from tasks.security_groups import check_rds_sg
 from tasks.service_code import SERVICE_DIR, check_url_map
 
 __all__ = [
-    "CHECK_NAMES", "FAIL", "OK_VERDICTS", "PASS", "SKIP", "SERVICE_DIR", "aws_clients",
+    "CHECK_NAMES", "FAIL", "OK_VERDICTS", "PASS", "SERVICES", "SKIP", "SERVICE_DIR",
     "error_result", "failed", "overall", "public", "record_in_bundle", "result", "run_checks",
 ]
 
@@ -68,14 +68,6 @@ def _in_flow() -> bool:
         return FlowRunContext.get() is not None
     except Exception:
         return False
-
-
-def aws_clients(settings, clients: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The clients the checks need: the ones given, the rest from ground.aws.client."""
-    from ground.aws import client
-
-    given = dict(clients or {})
-    return {svc: given.get(svc) or client(svc, settings.region) for svc in SERVICES}
 
 
 def _plan(settings, c: dict[str, Any], service_dir: Path, check_db_auth: bool,
@@ -104,13 +96,13 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def run_checks(settings, *, clients: dict[str, Any] | None = None, bundle=None,
+def run_checks(settings, clients: dict[str, Any], *, bundle=None,
                service_dir: Path | str | None = None, check_db_auth: bool = True,
                python: str | None = None,
                only: tuple[str, ...] | list[str] | None = None) -> list[dict[str, Any]]:
     """Run every preflight check; return the list of check dicts (runbook order).
 
-    clients: optional {"secretsmanager", "rds", "ec2", "ecs", "s3"} boto3 clients.
+    clients: the {"secretsmanager", "rds", "ec2", "ecs", "s3"} boto3 clients (SERVICES).
     bundle: optional EvidenceBundle to record checks and evidence files in.
     service_dir: the service source to run the URL-map check on (default: service/).
     check_db_auth: also open a DB session with the secret's credentials (SSL).
@@ -118,8 +110,10 @@ def run_checks(settings, *, clients: dict[str, Any] | None = None, bundle=None,
     Inside a flow run the checks are submitted as concurrent task runs; outside one they run
     concurrently as plain functions (`task.fn`, no Prefect API needed).
     """
-    c = aws_clients(settings, clients)
-    plan = _plan(settings, c, Path(service_dir or SERVICE_DIR), check_db_auth, python)
+    missing = [s for s in SERVICES if s not in clients]
+    if missing:
+        raise ValueError(f"run_checks needs clients for {', '.join(missing)}")
+    plan = _plan(settings, clients, Path(service_dir or SERVICE_DIR), check_db_auth, python)
     if only is not None:
         unknown = set(only) - set(CHECK_NAMES)
         if unknown:

@@ -74,12 +74,12 @@ def current_rds_endpoint(rds, settings: Settings) -> dict[str, Any]:
     return {"rds_endpoint_address": ep.get("Address"), "rds_endpoint_port": ep.get("Port")}
 
 
-def record_deploy(s3, settings: Settings, *, rds=None, **fields: Any) -> dict[str, Any]:
+def record_deploy(s3, settings: Settings, *, rds, **fields: Any) -> dict[str, Any]:
     """Write the last-deploy record (overwrites; idempotent for the same fields).
 
     Usual fields: rds_endpoint_address, rds_endpoint_port, task_definition_arn, image_digest;
-    `at` defaults to now (UTC). When the RDS endpoint is not given it is looked up (with `rds`,
-    or a client from ground.aws), so the next preflight can tell whether it changed.
+    `at` defaults to now (UTC). When the RDS endpoint is not given it is looked up with `rds`
+    (None: not recorded), so the next preflight can tell whether it changed.
     Returns the document written.
     """
     bad = [k for k in fields if any(w in k.lower() for w in _SECRETISH)]
@@ -87,11 +87,8 @@ def record_deploy(s3, settings: Settings, *, rds=None, **fields: Any) -> dict[st
         raise ValueError(f"refusing to record secret-looking fields in deploy state: {bad}")
     if not fields.get("rds_endpoint_address"):
         try:
-            if rds is None:
-                from ground.aws import client
-
-                rds = client("rds", settings.region)
-            fields.update(current_rds_endpoint(rds, settings))
+            if rds is not None:
+                fields.update(current_rds_endpoint(rds, settings))
         except Exception as e:  # noqa: BLE001 - the record is still worth writing
             logging.getLogger("papyrus.state").warning(
                 "deploy state: RDS endpoint not recorded (%s)", type(e).__name__)

@@ -11,13 +11,15 @@ import json
 
 import typer
 
-from ground import aws
 from ground.result import SUCCESS, result
 from papyrus_ops.runner import EnvOpt, JsonOpt, answer, fail, prepare
 
 
 def definitions(settings, image: str | None, as_json: bool, flow: str) -> dict:
     """compare_with_running for the CLI: bad input (unknown image, missing service) exits 2."""
+    # Deferred, as every command's AWS and Prefect imports are: `--help` and input errors
+    # answer without paying for boto3 (~0.25 s) or Prefect (~1 s).
+    from ground import aws
     from tasks.image_ref import resolve_image
     from tasks.taskdef import compare_with_running
 

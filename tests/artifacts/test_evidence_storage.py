@@ -78,12 +78,13 @@ def test_uploading_again_adds_no_object_version(evidence_settings, s3, bucket):
     assert verify_manifest(res3.folder) == []
 
 
-def test_default_client_from_settings(evidence_settings, moto_endpoint, bucket, monkeypatch):
-    """finish(s3=None) builds its client with ground.aws (standard AWS_ENDPOINT_URL)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    res = _bundle(evidence_settings).finish("warn")
+def test_finish_receives_its_client_and_never_builds_one(evidence_settings, s3, bucket):
+    """A bundle with a bucket is given the s3 client to upload with (it used to build its own
+    from ground.aws — with whatever credentials the process had, not the flow's)."""
+    b = _bundle(evidence_settings)
+    with pytest.raises(ValueError, match="needs the s3 client"):
+        b.finish("warn")
+    res = b.finish("warn", s3=s3)
     assert not res.pending and len(res.uploaded) == 5
 
 

@@ -76,13 +76,13 @@ class Drift:
         from tasks import state
 
         before = state.read_last_deploy(self.s3, self.s)
-        state.record_deploy(self.s3, self.s, **fields)
+        state.record_deploy(self.s3, self.s, rds=None, **fields)
 
         def undo():
             if before is None:
                 state.clear_last_deploy(self.s3, self.s)
             else:
-                state.record_deploy(self.s3, self.s, **before)
+                state.record_deploy(self.s3, self.s, rds=None, **before)
         self._undo.append(undo)
 
     def no_last_deploy(self) -> None:
@@ -91,7 +91,7 @@ class Drift:
         before = state.read_last_deploy(self.s3, self.s)
         if before is not None:
             state.clear_last_deploy(self.s3, self.s)
-            self._undo.append(lambda: state.record_deploy(self.s3, self.s, **before))
+            self._undo.append(lambda: state.record_deploy(self.s3, self.s, rds=None, **before))
 
     # -- the RDS security group ----------------------------------------------------------------
     def inbound(self) -> list[dict]:

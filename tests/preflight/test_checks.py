@@ -89,12 +89,12 @@ def test_state_round_trip_and_refuses_secrets(sandbox):
         assert key == f"state/{s.env}/last_deploy.json"
         assert json.loads(s3.get_object(Bucket=s.evidence_bucket, Key=key)["Body"].read()) == doc
         with pytest.raises(ValueError, match="secret-looking"):
-            state.record_deploy(s3, s, db_password="x")
+            state.record_deploy(s3, s, rds=None, db_password="x")
     finally:
         if before is None:
             state.clear_last_deploy(s3, s)
         else:
-            state.record_deploy(s3, s, **before)
+            state.record_deploy(s3, s, rds=None, **before)
     assert state.read_last_deploy(s3, s) == before
 
 
