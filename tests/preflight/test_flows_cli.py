@@ -277,3 +277,34 @@ def test_repair_exec_plan_then_apply(sandbox, drift):
 def test_sandbox_left_clean(sandbox):
     out = run_flow(preflight, env="local", check_db_auth=True)
     assert out["verdict"] == "success", out["data"]["failed"]
+
+
+def flow_run_state(result: dict):
+    """The flow run's final state as the Prefect API (and so the UI) shows it."""
+    from prefect.client.orchestration import get_client
+
+    manifest = json.loads((Path(result["evidence"]["folder"]) / "manifest.json").read_text())
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(manifest["flow_run_id"])).state
+
+
+def test_a_drifted_secret_and_a_refused_repair_end_failed_in_the_prefect_api(sandbox, drift):
+    """What the operator or the schedule sees in the UI matches the CLI's exit code."""
+    drift.secret(dbname="papyrus_old")
+    out = run_flow(preflight, env="local", check_db_auth=False)
+    assert out["verdict"] == "failed", out
+    state = flow_run_state(out)
+    assert state.type.value == "FAILED" and state.message == out["reason"], state
+    assert "secret.dbname" in state.message
+    # A secret that is not JSON: the repair refuses to rewrite it, and its run is Failed too.
+    sm = sandbox.client("secretsmanager")
+    drift.secret()  # remembers the good secret for the undo
+    sm.put_secret_value(SecretId=sandbox.settings.db_secret_id, SecretString="not json")
+    refused = run_flow(repair, env="local", what="secret", apply=True)
+    assert refused["verdict"] == "failed" and "refusing to rewrite" in refused["reason"]
+    state = flow_run_state(refused)
+    assert state.type.value == "FAILED" and state.message == refused["reason"], state
+    # And a clean one is Completed.
+    drift.restore()
+    ok = run_flow(preflight, env="local", check_db_auth=False)
+    assert ok["verdict"] == "success" and flow_run_state(ok).type.value == "COMPLETED"
