@@ -145,6 +145,11 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:
         summary["reason"] = verdict["reason"]
+        if verdict["outcome"] == "unknown":
+            # We cannot see what runs: a rollback we could not watch either is no safer than
+            # the deploy. Say so and leave the decision to the operator (diff, rollback).
+            raise DeployFailed(f"{verdict['reason']}; no rollback started: check with "
+                               f"`papyrus-ops diff --env {settings.env}`, then `rollback`")
         if rollback and current["task_definition"] != reg["arn"]:
             _roll_back(settings, c, bundle, summary, current["task_definition"], timeout, poll)
         raise DeployFailed(verdict["reason"])

@@ -44,10 +44,12 @@ class Call:
 class Rule:
     service: str  # boto3 client name, e.g. "ecs"; "*" for all
     operation: str  # e.g. "UpdateService"; "*" for all
-    kind: str  # "throttle" | "unavailable" | "lost"
+    kind: str  # "throttle" | "unavailable" | "lost" | "error"
     remaining: int | None  # None: until cleared
     every: int = 1  # fire on every Nth matching call
     seen: int = 0
+    code: str = ""  # kind "error": the AWS error code and HTTP status answered
+    status: int = 400
 
 
 @dataclass
@@ -65,6 +67,12 @@ class Faults:
     def unavailable(self, service: str, operation: str = "*", times: int | None = None) -> Rule:
         """Answer matching calls with 503 until cleared (or `times` calls)."""
         return self._add(Rule(service, operation, "unavailable", times))
+
+    def error(self, service: str, operation: str, code: str, status: int = 400,
+              times: int | None = None) -> Rule:
+        """Answer matching calls with this AWS error (e.g. ExpiredTokenException, 400: what a
+        call made with expired temporary credentials gets) until cleared (or `times` calls)."""
+        return self._add(Rule(service, operation, "error", times, code=code, status=status))
 
     def lose_response(self, service: str, operation: str, times: int | None = 1) -> Rule:
         """Serve the next `times` matching calls, then drop the connection before the body: the
@@ -94,7 +102,7 @@ class Faults:
             and (mutating is None or c.mutating == mutating)
         ]
 
-    def _match(self, service: str, operation: str) -> str | None:
+    def _match(self, service: str, operation: str) -> Rule | None:
         with self.lock:
             for rule in self.rules:
                 if rule.service not in ("*", service) or rule.operation not in ("*", operation):
@@ -106,14 +114,15 @@ class Faults:
                     continue
                 if rule.remaining is not None:
                     rule.remaining -= 1
-                return rule.kind
+                return rule
         return None
 
     # -- WSGI -------------------------------------------------------------------------------
     def wrap(self, app: Callable) -> Callable:
         def middleware(environ: dict, start_response: Callable) -> Iterable[bytes]:
             service, operation, protocol = _identify(environ)
-            kind = self._match(service, operation) if service else None
+            rule = self._match(service, operation) if service else None
+            kind = rule.kind if rule else None
             status_holder: list[int] = [0]
 
             def recording_start(status: str, headers: list, exc_info=None):
@@ -123,7 +132,7 @@ class Faults:
             if kind == "lost":
                 result = _lost(app, environ, recording_start)
             elif kind:
-                status, headers, body = _error(kind, protocol)
+                status, headers, body = _error(kind, protocol, rule)
                 recording_start(status, headers)
                 result: Iterable[bytes] = [body]
             else:
@@ -190,6 +199,10 @@ def _identify(environ: dict) -> tuple[str, str, str]:
     return service, action, "ec2" if service == "ec2" else "query"
 
 
+_REASONS = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+
+
 def _cbor_text(s: str) -> bytes:
     b = s.encode()
     n = len(b)
@@ -198,9 +211,11 @@ def _cbor_text(s: str) -> bytes:
     return head + b
 
 
-def _error(kind: str, protocol: str) -> tuple[str, list, bytes]:
+def _error(kind: str, protocol: str, rule: Rule | None = None) -> tuple[str, list, bytes]:
     rid = str(uuid.uuid4())
-    if kind == "unavailable":
+    if kind == "error" and rule is not None:
+        code, msg, status = rule.code, f"{rule.code} (sandbox fault)", rule.status
+    elif kind == "unavailable":
         code, msg, status = "ServiceUnavailable", "Service is unavailable (sandbox fault)", 503
     else:
         code, msg, status = "ThrottlingException", "Rate exceeded", 400
@@ -210,7 +225,7 @@ def _error(kind: str, protocol: str) -> tuple[str, list, bytes]:
             code = "Throttling"
         elif protocol == "s3":
             code, msg, status = "SlowDown", "Please reduce your request rate.", 503
-    line = f"{status} {'Service Unavailable' if status == 503 else 'Bad Request'}"
+    line = f"{status} {_REASONS.get(status, 'Error')}"
     hdrs = [("x-amzn-RequestId", rid)]
     if protocol == "json":
         body = json.dumps({"__type": code, "message": msg}).encode()

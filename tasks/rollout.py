@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -40,6 +40,8 @@ class Verdict:
     events: list[str] = field(default_factory=list)
     waited_seconds: float = 0.0
     decided_at: float = 0.0
+    outcome: str = ""  # success | failed | unknown (no verdict could be reached)
+    poll_errors: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -135,60 +137,97 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
                      digest: str | None, timeout: float, poll: float, since: float = 0.0,
                      clock: Callable[[], float] = time.monotonic) -> dict:
     """Poll until a true verdict. `digest=None` skips the image check (used for rollbacks).
-    Service events newer than `since` (epoch seconds) are logged as they come."""
+    Service events newer than `since` (epoch seconds) are logged as they come.
+
+    An AWS error while polling (throttling past botocore's retries, 5xx, expired credentials)
+    never abandons the deploy: ECS carries on whether or not we can see it, so the poll goes on
+    until the timeout. When no verdict could be reached, the verdict is `unknown` (not ok),
+    with the last error and what ECS last showed — the caller must not assume a rollback is
+    safe then (it would need the same API that just failed)."""
     log = run_logger()
     start, seen, events, stopped_seen = clock(), set(), [], {}
+    last: Verdict | None = None
+    errors: list[str] = []
     while True:
-        svc = describe_service(ecs, s)
-        for ev in reversed(svc.get("events", [])):
-            if ev["id"] not in seen:
-                seen.add(ev["id"])
-                if ev["createdAt"].timestamp() >= since - 1:
-                    events.append(ev["message"])
-                    log.info("ECS event: %s", ev["message"])
-        for t in _tasks(ecs, s, "STOPPED", started_by=deployment_id):
-            if t["taskArn"] not in stopped_seen:
-                stopped_seen[t["taskArn"]] = stopped_summary(t)
-                log.warning("task stopped: %s", stopped_seen[t["taskArn"]])
-        stopped = list(stopped_seen.values())
-        ours = next((d for d in svc["deployments"] if d["id"] == deployment_id), None)
-        prim = primary(svc)
-        verdict = Verdict(False, "", deployment_id, task_definition, prim["taskDefinition"],
-                          (ours or {}).get("rolloutState", "GONE"), stopped, [], events[-10:])
-        if ours and ours.get("rolloutState") == "FAILED":
-            verdict.reason = failure_reason(
-                f"deployment {deployment_id} FAILED: {ours.get('rolloutStateReason', '')}", stopped)
-        elif prim["taskDefinition"] != task_definition:
-            verdict.reason = failure_reason(
-                f"service is on {prim['taskDefinition'].rsplit('/', 1)[-1]}, not "
-                f"{task_definition.rsplit('/', 1)[-1]}: rolled back", stopped)
-        elif (ours is prim and ours.get("rolloutState") == "COMPLETED"
-              and ours["runningCount"] == ours["desiredCount"] == svc["desiredCount"]):
-            running = [running_summary(t, s.container) for t in _tasks(ecs, s, "RUNNING")
-                       if t["taskDefinitionArn"] == task_definition
-                       and t.get("lastStatus") == "RUNNING"]
-            wrong = [r for r in running if digest and r["image_digest"] != digest]
-            verdict.running_tasks = running
-            if len(running) == svc["desiredCount"] and not wrong:
-                verdict.ok, verdict.reason = True, (
-                    f"deployment {deployment_id} COMPLETED: {len(running)}/{svc['desiredCount']}"
-                    f" running {task_definition.rsplit('/', 1)[-1]}"
-                    + (f" on {digest}" if digest else ""))
-            elif wrong:
-                verdict.reason = f"running tasks carry another image: {wrong[0]['image_digest']}"
+        try:
+            verdict = _poll(ecs, s, deployment_id, task_definition, digest, since, seen, events,
+                            stopped_seen, log)
+        except (ClientError, BotoCoreError) as e:
+            errors.append(f"{type(e).__name__}: {e}")
+            log.warning("could not read the service (%d error(s) so far), still waiting: %s",
+                        len(errors), errors[-1])
+            verdict = None
+        else:
+            last = verdict
         waited = clock() - start
-        if verdict.reason:
+        if verdict is not None and verdict.reason:
             verdict.waited_seconds, verdict.decided_at = round(waited, 3), time.time()
+            verdict.poll_errors = len(errors)
             (log.info if verdict.ok else log.error)("verdict: %s", verdict.reason)
             return verdict.as_dict()
         if waited >= timeout:
-            verdict.reason = failure_reason(
-                f"timed out after {timeout:.0f}s waiting for {deployment_id} "
-                f"(rolloutState {verdict.rollout_state})", stopped)
-            verdict.waited_seconds, verdict.decided_at = round(waited, 3), time.time()
-            log.error("verdict: %s", verdict.reason)
-            return verdict.as_dict()
+            out = last or Verdict(False, "", deployment_id, task_definition, rollout_state="?")
+            if last is None or (errors and verdict is None):
+                out.outcome = "unknown"
+                shown = (f"ECS last showed {out.rollout_state or 'nothing'}"
+                         + (f" on {out.primary_task_definition.rsplit('/', 1)[-1]}"
+                            if out.primary_task_definition else ""))
+                out.reason = (f"no verdict after {timeout:.0f}s: the service could not be read "
+                              f"({len(errors)} error(s), last: {errors[-1]}); {shown}")
+            else:
+                out.outcome = "failed"
+                out.reason = failure_reason(
+                    f"timed out after {timeout:.0f}s waiting for {deployment_id} "
+                    f"(rolloutState {out.rollout_state})", out.stopped_tasks)
+            out.waited_seconds, out.decided_at = round(waited, 3), time.time()
+            out.poll_errors = len(errors)
+            log.error("verdict: %s", out.reason)
+            return out.as_dict()
         time.sleep(poll)
+
+
+def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: str | None,
+          since: float, seen: set, events: list, stopped_seen: dict, log) -> Verdict:
+    """One look at the service: a Verdict with a reason when one is reached, else without."""
+    svc = describe_service(ecs, s)
+    for ev in reversed(svc.get("events", [])):
+        if ev["id"] not in seen:
+            seen.add(ev["id"])
+            if ev["createdAt"].timestamp() >= since - 1:
+                events.append(ev["message"])
+                log.info("ECS event: %s", ev["message"])
+    for t in _tasks(ecs, s, "STOPPED", started_by=deployment_id):
+        if t["taskArn"] not in stopped_seen:
+            stopped_seen[t["taskArn"]] = stopped_summary(t)
+            log.warning("task stopped: %s", stopped_seen[t["taskArn"]])
+    stopped = list(stopped_seen.values())
+    ours = next((d for d in svc["deployments"] if d["id"] == deployment_id), None)
+    prim = primary(svc)
+    verdict = Verdict(False, "", deployment_id, task_definition, prim["taskDefinition"],
+                      (ours or {}).get("rolloutState", "GONE"), stopped, [], events[-10:])
+    if ours and ours.get("rolloutState") == "FAILED":
+        verdict.reason = failure_reason(
+            f"deployment {deployment_id} FAILED: {ours.get('rolloutStateReason', '')}", stopped)
+    elif prim["taskDefinition"] != task_definition:
+        verdict.reason = failure_reason(
+            f"service is on {prim['taskDefinition'].rsplit('/', 1)[-1]}, not "
+            f"{task_definition.rsplit('/', 1)[-1]}: rolled back", stopped)
+    elif (ours is prim and ours.get("rolloutState") == "COMPLETED"
+          and ours["runningCount"] == ours["desiredCount"] == svc["desiredCount"]):
+        running = [running_summary(t, s.container) for t in _tasks(ecs, s, "RUNNING")
+                   if t["taskDefinitionArn"] == task_definition
+                   and t.get("lastStatus") == "RUNNING"]
+        wrong = [r for r in running if digest and r["image_digest"] != digest]
+        verdict.running_tasks = running
+        if len(running) == svc["desiredCount"] and not wrong:
+            verdict.ok, verdict.reason = True, (
+                f"deployment {deployment_id} COMPLETED: {len(running)}/{svc['desiredCount']}"
+                f" running {task_definition.rsplit('/', 1)[-1]}"
+                + (f" on {digest}" if digest else ""))
+        elif wrong:
+            verdict.reason = f"running tasks carry another image: {wrong[0]['image_digest']}"
+    verdict.outcome = "success" if verdict.ok else ("failed" if verdict.reason else "")
+    return verdict
 
 
 @task(name="roll-back", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5,

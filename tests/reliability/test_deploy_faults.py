@@ -304,3 +304,65 @@ def test_bucket_down_for_a_whole_deploy_the_verdict_matches_what_runs(sb, monkey
     assert (result["verdict"] == "success") == deployed, (result["verdict"], result.get("error"),
                                                           running)
     assert result["verdict"] == "success" and result["data"]["state_recorded"] is False, result
+
+
+def test_errors_at_every_poll_for_a_while_never_abandon_the_deploy(sb, monkeypatch):
+    """DescribeServices answers 503 on every call for a stretch after our rollout starts (past
+    botocore's retries each time): the wait goes on, and the verdict is reached once the API is
+    back — the deploy is not abandoned half-way with ECS carrying on."""
+    push_variant(sb, "rel-pollerrors")
+    before = counts(sb)
+    monkeypatch.setattr(aws, "MAX_ATTEMPTS", 1)  # each poll gives up fast
+    aws._cached.cache_clear()
+    outage: dict = {}
+
+    def api_down(_r) -> None:
+        outage["rule"] = sb.faults.unavailable("ecs", "DescribeServices", times=6)
+
+    monkeypatch.setattr(rollout, "update_service", After(rollout.update_service, api_down))
+    try:
+        result = run_flow(deploy, env="local", image="rel-pollerrors", skip_preflight=True,
+                          timeout_seconds=120, poll_seconds=0.5)
+    finally:
+        sb.faults.clear()
+        aws._cached.cache_clear()
+    assert outage["rule"].remaining == 0  # every one of the six answered 503
+    assert result["verdict"] == "success", result
+    detail = result["data"]["verdict_detail"]
+    assert detail["outcome"] == "success" and detail["poll_errors"] >= 3, detail
+    assert counts(sb) == {**before, "revisions": before["revisions"] + 1,
+                          "app": before["app"] + 1, "cli": before["cli"] + 1,
+                          "state": before["state"] + 1}
+
+
+def test_credentials_expiring_mid_wait_give_an_unknown_verdict_and_no_blind_rollback(
+        sb, monkeypatch):
+    """Right after UpdateService the CI role's session expires (every ECS read answers
+    ExpiredTokenException until the timeout): no verdict can be reached. The deploy says so —
+    failed, outcome `unknown`, with what ECS last showed — starts no rollback it could not
+    watch either, and keeps its evidence. ECS meanwhile finishes the rollout on its own."""
+    push_variant(sb, "rel-expired")
+    monkeypatch.setattr(aws, "MAX_ATTEMPTS", 1)
+    aws._cached.cache_clear()
+
+    def expire(_r) -> None:
+        for op in ("DescribeServices", "ListTasks", "DescribeTasks"):
+            sb.faults.error("ecs", op, "ExpiredTokenException", 400)
+
+    monkeypatch.setattr(rollout, "update_service", After(rollout.update_service, expire))
+    try:
+        result = run_flow(deploy, env="local", image="rel-expired", skip_preflight=True,
+                          timeout_seconds=6, poll_seconds=0.5)
+    finally:
+        sb.faults.clear()
+        aws._cached.cache_clear()
+    assert result["verdict"] == "failed", result
+    detail = result["data"]["verdict_detail"]
+    assert detail["outcome"] == "unknown" and detail["poll_errors"] >= 3, detail
+    assert "no verdict after 6s" in result["reason"] and "ExpiredTokenException" in \
+        result["reason"] and "no rollback started" in result["reason"], result["reason"]
+    assert "rollback" not in result["data"]
+    assert_evidence_complete(sb, result["evidence"]["folder"])
+    # What really happened: ECS finished our rollout (we did not see it, and said so).
+    wait_until(lambda: stable_on(sb, result["data"]["task_definition"]), 120, 0.5,
+               what="the rollout ECS carried on with")
