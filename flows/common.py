@@ -7,8 +7,9 @@ import contextlib
 from prefect.concurrency.sync import concurrency
 
 from ground import aws
+from ground.log_redaction import install_log_redaction
 from ground.retry import BadInput  # noqa: F401 - the flows' one bad-input error
-from ground.settings import Settings, load_env
+from ground.settings import ConfigError, Settings, endpoint_refusal, load_env
 
 
 class DeployFailed(RuntimeError):
@@ -16,10 +17,17 @@ class DeployFailed(RuntimeError):
 
 
 def open_run(env: str) -> Settings:
-    from ground.log_redaction import install_log_redaction
-
+    """Log redaction on, the environment's settings; BadInput for an unknown environment or
+    one that runs on AWS while an endpoint override is exported (ground.settings)."""
     install_log_redaction()
-    return load_env(env)
+    try:
+        settings = load_env(env)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    refusal = endpoint_refusal(settings)
+    if refusal:
+        raise BadInput(refusal)
+    return settings
 
 
 def aws_clients(settings: Settings, *services: str) -> dict:

@@ -52,7 +52,11 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
         skip_preflight: Skip the drift gate (secret vs RDS, SSL, security groups, ECS Exec,
             routes). Only for incident drills: the gate exists to stop a broken deploy.
     """
-    settings, started = open_run(env), time.time()
+    started = time.time()
+    try:
+        settings = open_run(env)
+    except BadInput as e:
+        return to_state(result("deploy", env, BAD_INPUT, str(e), started=started))
     c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3")
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)

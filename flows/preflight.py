@@ -26,10 +26,9 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
-from flows.common import aws_clients
-from ground.log_redaction import install_log_redaction
+from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, evidence_summary, result, to_state
-from ground.settings import ConfigError, load_env
+from ground.retry import BadInput
 from tasks.preflight import SERVICE_DIR, SERVICES, failed, overall, public, run_checks
 
 
@@ -51,12 +50,11 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
             service/).
         check_db_auth: Also log in with the secret's password (proves it authenticates).
     """
-    install_log_redaction()
     started = time.time()
     log = get_run_logger()
     try:
-        settings = load_env(env)
-    except ConfigError as e:
+        settings = open_run(env)
+    except BadInput as e:
         log.error("bad input, nothing checked: %s", e)
         return to_state(result("preflight", env, BAD_INPUT, str(e), started=started))
     source = Path(service_dir) if service_dir else SERVICE_DIR

@@ -28,10 +28,9 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
-from flows.common import aws_clients
-from ground.log_redaction import install_log_redaction
+from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
-from ground.settings import ConfigError, load_env
+from ground.retry import BadInput
 from tasks.preflight import SERVICES, overall, public
 from tasks.repairs import REPAIRS, SPECS, RepairError
 
@@ -47,7 +46,6 @@ def repair(env: str = "local", what: str = "secret", apply: bool = False):
             (ECS Exec on).
         apply: Make the changes. Without it, the plan is made and nothing changes.
     """
-    install_log_redaction()
     started = time.time()
     log = get_run_logger()
     mode = "apply" if apply else "plan"
@@ -57,8 +55,8 @@ def repair(env: str = "local", what: str = "secret", apply: bool = False):
         return to_state(result("repair", env, BAD_INPUT, f"unknown repair {what!r}: expected "
                                f"one of {', '.join(REPAIRS)}", started=started, data=data))
     try:
-        settings = load_env(env)
-    except ConfigError as e:
+        settings = open_run(env)
+    except BadInput as e:
         return to_state(result("repair", env, BAD_INPUT, str(e), started=started, data=data))
     spec = SPECS[what]
     clients = aws_clients(settings, *SERVICES)

@@ -35,7 +35,11 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
         timeout_seconds: Seconds to wait for a true verdict (None: deploy.timeout_seconds).
         poll_seconds: Seconds between service polls (None: deploy.poll_seconds).
     """
-    settings, started = open_run(env), time.time()
+    started = time.time()
+    try:
+        settings = open_run(env)
+    except BadInput as e:
+        return to_state(result("rollback", env, BAD_INPUT, str(e), started=started))
     c = aws_clients(settings, "ecs", "s3", "rds")
     bundle = EvidenceBundle.open(settings, flow_name="rollback")
     bundle.set_context(environment=env, requested=to)

@@ -175,3 +175,24 @@ def load_env(env: str) -> Settings:
 def apply_env_file(settings: Settings) -> dict[str, str]:
     """Load the environment's env file (if it has one) into os.environ; never overrides."""
     return envfile.apply_env_file(settings.env_file or None)
+
+
+ALLOW_ENDPOINT = "PAPYRUS_ALLOW_ENDPOINT_URL"
+
+
+def endpoint_refusal(settings: Settings, environ=None) -> str | None:
+    """Why this environment must not run here, or None.
+
+    boto3 sends every call to `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_<SERVICE>`) when one is
+    set — for the sandbox that is the point, but an environment that runs on AWS (no env file)
+    would then silently run against whatever that variable names (a sandbox left exported in
+    the shell, a proxy). Refused unless PAPYRUS_ALLOW_ENDPOINT_URL=1 says it is meant."""
+    env = os.environ if environ is None else environ
+    if settings.env_file or env.get(ALLOW_ENDPOINT) == "1":
+        return None
+    names = sorted(k for k, v in env.items()
+                   if v and (k == "AWS_ENDPOINT_URL" or k.startswith("AWS_ENDPOINT_URL_")))
+    if not names:
+        return None
+    return (f"environment {settings.env!r} runs on AWS, but {', '.join(names)} is set: boto3 "
+            f"would send its calls there; unset it, or set {ALLOW_ENDPOINT}=1 if that is meant")

@@ -20,7 +20,7 @@ import typer
 from ground import result as contract
 from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
-from ground.settings import ConfigError, Settings, apply_env_file, load_env
+from ground.settings import ConfigError, Settings, apply_env_file, endpoint_refusal, load_env
 
 EnvOpt = typer.Option("local", "--env", "-e", help="Environment folder under deployments/.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout (CI).")
@@ -49,6 +49,9 @@ def prepare(env: str, as_json: bool = False, flow: str = "") -> Settings:
     except ConfigError as e:
         fail(str(e), as_json=as_json, flow=flow, env=env)
     apply_env_file(settings)
+    refusal = endpoint_refusal(settings)
+    if refusal:
+        fail(refusal, as_json=as_json, flow=flow, env=env)
     if settings.env_file and "AWS_ENDPOINT_URL" not in os.environ:
         fail(f"environment {env!r} runs on the sandbox, which is not up "
              f"(no {settings.env_file}): run `papyrus-ops sandbox up`",

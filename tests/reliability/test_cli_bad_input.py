@@ -177,3 +177,28 @@ def test_secret_with_a_superscript_port_is_one_line_bad_input(sb, capture_dir):
     lines = error_lines(r.stderr)
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "key port must be an integer" in lines[0]
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECS"])
+def test_prd_refuses_an_exported_endpoint_override_unless_told(sb, capture_dir, monkeypatch,
+                                                                variable):
+    """`--env prd` runs on AWS: with an endpoint variable exported (a sandbox left in the
+    shell), boto3 would send every call there. One line, exit 2, no flow run — unless
+    PAPYRUS_ALLOW_ENDPOINT_URL=1 says it is meant. The flow refuses the same way (UI runs)."""
+    from flows.preflight import preflight
+    from papyrus_ops.runner import run_flow
+
+    monkeypatch.setenv(variable, sb.endpoint)
+    r = cli(capture_dir, "preflight", "--env", "prd")
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr)
+    assert variable in lines[0] and "PAPYRUS_ALLOW_ENDPOINT_URL=1" in lines[0], lines
+    res = run_flow(preflight, env="prd")
+    assert res["verdict"] == "bad_input" and variable in res["reason"], res
+    from ground.settings import endpoint_refusal, load_env
+
+    prd = load_env("prd")
+    assert endpoint_refusal(prd, {variable: sb.endpoint, "PAPYRUS_ALLOW_ENDPOINT_URL": "1"}) \
+        is None
+    assert endpoint_refusal(prd, {}) is None
+    assert endpoint_refusal(load_env("local"), {variable: sb.endpoint}) is None  # the sandbox
