@@ -116,17 +116,22 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     current = rollout.read_current(c["ecs"], settings)
     summary["previous_task_definition"] = current["task_definition"]
     summary["previous_deployment_id"] = current["deployment_id"]
-    rendered = taskdef.render_definitions(settings, pinned.uri, c["iam"], c["secretsmanager"],
-                                          c["ec2"])
-    desired = rendered["task_definition"]
     running_td = c["ecs"].describe_task_definition(
         taskDefinition=current["task_definition"])["taskDefinition"]
+    running_svc = rollout.describe_service(c["ecs"], settings)
+    rendered = taskdef.keep_unowned(running_td, running_svc, taskdef.render_definitions(
+        settings, pinned.uri, c["iam"], c["secretsmanager"], c["ec2"]), settings.container)
+    desired = rendered["task_definition"]
+    summary["kept_from_running"] = rendered["kept"]
+    if rendered["kept"]:
+        log.warning("kept from the running revision (not in the environment folder): %s",
+                    ", ".join(rendered["kept"]))
     diff = taskdef.diff_text(running_td, desired, current["task_definition"].rsplit("/", 1)[-1])
-    service_diff = taskdef.service_diff_text(rollout.describe_service(c["ecs"], settings),
-                                             rendered["service"], settings.service)
+    service_diff = taskdef.service_diff_text(running_svc, rendered["service"], settings.service)
     bundle.write_text("task_definition_diff", diff)
     bundle.write_text("service_definition_diff", service_diff)
-    bundle.write_json("service_update", rendered["service"])
+    bundle.write_json("service_update", {"sent": rendered["service"],
+                                         "kept_from_running": rendered["kept"]})
     log.info("task definition diff against the running revision:\n%s", diff)
     log.info("service settings diff (what UpdateService will send):\n%s", service_diff)
     if plan:

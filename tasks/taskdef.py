@@ -130,6 +130,54 @@ def latest_revision(ecs, family: str) -> str | None:
     return arns[0] if arns else None
 
 
+def keep_unowned(running_td: dict, running_service: dict, rendered: dict, container: str
+                 ) -> dict:
+    """What a deploy sends, given what runs: the rendered definitions plus whatever runs that
+    the environment folder does not mention — set by Terraform or a person, and so not ours to
+    drop. Returns {"task_definition", "service", "kept": ["runtimePlatform", "container xray",
+    "app.environment FEATURE_X", "deploymentConfiguration.alarms", ...]} (the plan shows
+    `kept`). Owned means named in the file: a key it declares is sent as the file says."""
+    kept: list[str] = []
+    have = {k: v for k, v in running_td.items() if k not in _ECS_FILLED}
+    td = dict(rendered["task_definition"])
+    for key, value in have.items():
+        if key not in td and key != "containerDefinitions" and value not in (None, [], {}, ""):
+            td[key] = value
+            kept.append(key)
+    ours = {c["name"]: c for c in td.get("containerDefinitions", [])}
+    containers = [dict(c) for c in td.get("containerDefinitions", [])]
+    for rc in have.get("containerDefinitions", []):
+        name = rc.get("name")
+        if name not in ours:
+            containers.append(rc)  # after ours: a sidecar never becomes the first container
+            kept.append(f"container {name}")
+            continue
+        mine = next(c for c in containers if c["name"] == name)
+        for key, value in rc.items():
+            if key not in mine and _CONTAINER_DEFAULTS.get(key, object()) != value \
+                    and value not in (None, [], {}, ""):
+                mine[key] = value
+                kept.append(f"{name}.{key}")
+        for key in ("environment", "secrets"):
+            declared = {e["name"] for e in mine.get(key, [])}
+            extra = [e for e in rc.get(key, []) if e["name"] not in declared]
+            if extra and key in mine:
+                mine[key] = [*mine[key], *extra]
+                kept += [f"{name}.{key} {e['name']}" for e in extra]
+    td["containerDefinitions"] = containers
+    service = dict(rendered["service"])
+    declared_conf = service.get("deploymentConfiguration")
+    running_conf = running_service.get("deploymentConfiguration") or {}
+    if isinstance(declared_conf, dict):
+        merged = dict(declared_conf)
+        for key, value in running_conf.items():
+            if key not in merged and value not in (None, [], {}, ""):
+                merged[key] = value
+                kept.append(f"deploymentConfiguration.{key}")
+        service["deploymentConfiguration"] = merged
+    return {"task_definition": td, "service": service, "kept": kept}
+
+
 def running_image(ecs, settings: Settings, task_definition_arn: str) -> str:
     """The image of the environment's container in a task definition (what runs now)."""
     td = ecs.describe_task_definition(taskDefinition=task_definition_arn)["taskDefinition"]
@@ -152,11 +200,12 @@ def compare_with_running(settings: Settings, c: dict, image_uri: str | None = No
     running_arn = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")[
         "taskDefinition"]
     image_uri = image_uri or running_image(c["ecs"], settings, running_arn)
-    rendered = render_definitions(settings, image_uri, c["iam"], c["secretsmanager"], c["ec2"])
     running_td = c["ecs"].describe_task_definition(taskDefinition=running_arn)["taskDefinition"]
+    sent = keep_unowned(running_td, svc, render_definitions(
+        settings, image_uri, c["iam"], c["secretsmanager"], c["ec2"]), settings.container)
     label = running_arn.rsplit("/", 1)[-1]
-    td_diff = diff_text(running_td, rendered["task_definition"], label)
-    svc_diff = service_diff_text(svc, rendered["service"], settings.service)
-    return {"image": image_uri, "running_task_definition": running_arn, **rendered,
+    td_diff = diff_text(running_td, sent["task_definition"], label)
+    svc_diff = service_diff_text(svc, sent["service"], settings.service)
+    return {"image": image_uri, "running_task_definition": running_arn, **sent,
             "task_definition_diff": td_diff, "service_diff": svc_diff,
             "changed": td_diff != "(no change)" or svc_diff != "(no change)"}

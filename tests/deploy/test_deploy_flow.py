@@ -71,6 +71,7 @@ def test_happy_path(sandbox, schema):
     assert db_rows(sandbox, "SKU-APP-") == before_app + 1
     assert db_rows(sandbox, "SKU-CLI-") == before_cli + 1
     assert result["data"]["probes"]["dbcheck"]["result"] == "INSERT 0 1"
+    assert result["data"]["kept_from_running"] == []  # our own revision: nothing unowned
     folder = result["evidence"]["folder"]
     from pathlib import Path
 
@@ -300,3 +301,61 @@ def test_rollback_to_an_unknown_revision_is_bad_input_and_changes_nothing(sandbo
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert [c for c in sandbox.faults.served(mutating=True)] == []
+
+
+def test_terraform_owned_settings_the_env_folder_does_not_declare_survive_a_deploy(
+        sandbox, schema):
+    """Terraform made the service and its task definition with more than the env folder says:
+    ARM64, an extra environment variable, a sidecar, deployment alarms and a bake time. The
+    deploy keeps every one of them (and the plan lists them) instead of dropping them."""
+    from papyrus_ops.runner import run_flow
+
+    ecs, s = sandbox.client("ecs"), sandbox.settings
+    svc = service(sandbox)
+    declared = json.loads((s.folder / "service-definition.json").read_text())
+    td = ecs.describe_task_definition(taskDefinition=svc["taskDefinition"])["taskDefinition"]
+    keys = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "cpu", "memory",
+            "requiresCompatibilities")
+    [app] = [c for c in td["containerDefinitions"] if c["name"] == s.container]
+    app = {**app, "environment": [*app.get("environment", []),
+                                  {"name": "FEATURE_FROM_TERRAFORM", "value": "on"}]}
+    sidecar = {"name": "log-router", "image": app["image"], "essential": False,
+               "memory": 64}
+    terraform_td = ecs.register_task_definition(
+        **{k: td[k] for k in keys if k in td}, containerDefinitions=[app, sidecar],
+        runtimePlatform={"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"},
+    )["taskDefinition"]["taskDefinitionArn"]
+    conf = {**declared["deploymentConfiguration"], "bakeTimeInMinutes": 3,
+            "alarms": {"alarmNames": ["papyrus-5xx"], "enable": True, "rollback": True}}
+    ecs.update_service(cluster=s.cluster, service=s.service, taskDefinition=terraform_td,
+                       deploymentConfiguration=conf)
+    try:
+        wait = ecs.get_waiter("services_stable")
+        wait.wait(cluster=s.cluster, services=[s.service],
+                  WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        push_variant(sandbox, "terraformed")
+        planned = run_flow(deploy, env="local", image="terraformed", plan=True)
+        kept = set(planned["data"]["kept_from_running"])
+        assert {"runtimePlatform", "container log-router",
+                f"{s.container}.environment FEATURE_FROM_TERRAFORM",
+                "deploymentConfiguration.alarms",
+                "deploymentConfiguration.bakeTimeInMinutes"} <= kept, kept
+        done = run_flow(deploy, env="local", image="terraformed", skip_preflight=True)
+        assert done["verdict"] == "success", done
+        new = ecs.describe_task_definition(
+            taskDefinition=done["data"]["task_definition"])["taskDefinition"]
+        assert new["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+        assert [c["name"] for c in new["containerDefinitions"]] == [s.container, "log-router"]
+        env = {e["name"]: e["value"] for e in new["containerDefinitions"][0]["environment"]}
+        assert env["FEATURE_FROM_TERRAFORM"] == "on" and env["PGSSLMODE"] == "require"
+        now = service(sandbox)["deploymentConfiguration"]
+        assert now["bakeTimeInMinutes"] == 3 and now["alarms"]["alarmNames"] == ["papyrus-5xx"]
+        assert now["maximumPercent"] == declared["deploymentConfiguration"]["maximumPercent"]
+    finally:
+        # Back to what the env folder alone describes, for the tests after this one.
+        ecs.update_service(cluster=s.cluster, service=s.service,
+                           taskDefinition=svc["taskDefinition"],
+                           deploymentConfiguration=declared["deploymentConfiguration"])
+        ecs.get_waiter("services_stable").wait(
+            cluster=s.cluster, services=[s.service], WaiterConfig={"Delay": 1,
+                                                                   "MaxAttempts": 120})
