@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Archive CloudTrail events (NDJSON, gzip) plus a Papyrus-only file, as evidence."""
-        from tasks.cloudtrail_window import ArchiveInputError, resolve_window
+        from tasks.cloudtrail.window import ArchiveInputError, resolve_window
 
         # Validate everything the flow would refuse before touching anything. Numbers are
         # parsed here (not by Click) so that every bad value is one line and exit 2.
