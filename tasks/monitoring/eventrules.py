@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.event_pattern import validate
+from tasks.monitoring.event_pattern import validate
 
 RULE = "event_rule"
 TARGET = "event_target"
