@@ -375,8 +375,8 @@ def section_service(d: dict) -> str:
     lines = ["## 3. Service vs database: wrk on /healthz and /dbcheck, pgbench, bare Flask", "",
              "PostgreSQL 15 from the sandbox's helper (SSL on, SCRAM over TCP only with SSL, "
              "like RDS with `rds.force_ssl=1`; fsync off as in the sandbox), schema from "
-             "`service/sql/init.sql` applied as the app role. Papyrus under gunicorn exactly "
-             "as the Dockerfile runs it (`gunicorn --config python:papyrus.gunicorn_conf "
+             "`service/papyrus/sql/init.sql` applied as the app role. Papyrus under gunicorn "
+             "exactly as the Dockerfile runs it (`gunicorn --config python:papyrus.gunicorn_conf "
              "papyrus.wsgi:app`, PAPYRUS_WORKERS 2, PAPYRUS_THREADS 4, gthread, access log on, "
              "PAPYRUS_DB_STARTUP_CHECK=1, PGSSLMODE=require). The hello-world "
              "(`bench/hello_app.py`, same JSON, no extensions) under the same gunicorn config. "

@@ -30,7 +30,8 @@ from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
 from ground.settings import ConfigError, Settings, load_env
 from tasks.db import DbSecret, DbSecretError, DbSecretUnavailable, describe, read_db_secret
-from tasks.schema import Script, ScriptError, load_script, schema_apply, schema_dry_run
+from tasks.schema.script import Script, ScriptError, load_script
+from tasks.schema.stages import schema_apply, schema_dry_run
 
 
 def _flow_run_id() -> str | None:

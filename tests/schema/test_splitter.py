@@ -7,8 +7,9 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from papyrus.sqlsplit import ScriptError, split_sql
 
-from tasks.schema import DEFAULT_SCRIPT, ScriptError, load_script, split_sql
+from tasks.schema.script import DEFAULT_SCRIPT, load_script
 
 
 def texts(sql: str) -> list[str]:
