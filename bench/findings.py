@@ -5,7 +5,7 @@ them), and say so."""
 
 from __future__ import annotations
 
-from bench.report import med, num, pct, st
+from bench.fmt import med, num, pct, st
 
 TOOLS = """## Running it
 

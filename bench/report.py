@@ -10,49 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bench import common
+from bench import common, findings
 from bench.common import OUT, ROOT
+from bench.fmt import med, met, num, pct, st, table
 
 DOC = ROOT / "docs" / "benchmarks.md"
-
-
-# -- formatting ---------------------------------------------------------------------------------
-def num(x, digits: int = 1) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float) and x != x:  # NaN
-        return "–"
-    if abs(x) >= 1000 and digits <= 1:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-
-def st(s: dict | None, digits: int = 1, unit: str = "") -> str:
-    """median (min–max) from a stats() dict."""
-    if not s or not s.get("n"):
-        return "–"
-    u = f" {unit}" if unit else ""
-    if s["n"] == 1 or s["min"] == s["max"]:
-        return f"{num(s['median'], digits)}{u}"
-    return f"{num(s['median'], digits)}{u} ({num(s['min'], digits)}–{num(s['max'], digits)})"
-
-
-def pct(x: float | None, digits: int = 0) -> str:
-    return "–" if x is None else f"{x * 100:.{digits}f}%"
-
-
-def met(ok: bool | None) -> str:
-    return "–" if ok is None else ("**met**" if ok else "**missed**")
-
-
-def med(s: dict | None):
-    return None if not s or not s.get("n") else s["median"]
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -497,8 +459,6 @@ def section_overhead(d: dict) -> str:
 def write(quick: bool = False) -> Path:
     meta = common.load("meta") or {}
     v, a, s, o = (common.load(n) for n in ("verdict", "archive", "service", "overhead"))
-    from bench import findings
-
     parts = [
         "# Benchmarks",
         "",
