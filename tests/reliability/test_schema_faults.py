@@ -12,7 +12,7 @@ from reliability_lib import Before, assert_evidence_complete
 
 import flows.schema_init
 from flows.schema_init import run_for_result, schema_init
-from tasks.schema import MIGRATIONS_TABLE
+from tasks.schema.stages import MIGRATIONS_TABLE
 
 
 @pytest.fixture
