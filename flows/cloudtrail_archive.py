@@ -4,7 +4,7 @@
     -> evidence bundle (both files, summary, manifest; uploaded) -> archive state
 
 Ordering, gating and evidence only: LookupEvents, the filter, the gzip streaming and the
-checkpoint live in `tasks.cloudtrail` (the package). See docs/cloudtrail.md.
+checkpoint live in `tasks.cloudtrail*`. See docs/cloudtrail.md.
 """
 
 from __future__ import annotations
