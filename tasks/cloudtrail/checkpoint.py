@@ -21,7 +21,6 @@ def _logger():
     return run_logger(LOGGER)
 
 
-
 def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds: float,
                    now: dt.datetime | None = None) -> dict[str, Any]:
     now = now or dt.datetime.now(UTC)

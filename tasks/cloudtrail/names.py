@@ -17,7 +17,6 @@ def _logger():
     return run_logger(LOGGER)
 
 
-
 @task(name="cloudtrail-papyrus-names", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def resolve_papyrus_names(settings: Any, extra: list[str] | None = None,
                           ec2: Any = None) -> dict[str, Any]:
@@ -39,4 +38,3 @@ def resolve_papyrus_names(settings: Any, extra: list[str] | None = None,
                               "matching on names only", type(exc).__name__, exc)
     return names_from_settings(settings, [*cloudtrail_extra_names(settings), *(extra or ())],
                                sg_ids).to_dict()
-

@@ -26,7 +26,6 @@ def env_max_rps() -> float:
     return value if value > 0 else DEFAULT_MAX_RPS
 
 
-
 class RateLimiter:
     """At most `rate` acquisitions per second, evenly spaced (no burst), thread-safe.
 
@@ -79,4 +78,3 @@ def shared_limiter(region: str, rate: float | None = None) -> RateLimiter:
         elif limiter.rate != rate:
             limiter.set_rate(rate)
         return limiter
-

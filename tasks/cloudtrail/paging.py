@@ -65,7 +65,6 @@ def retry_transient(task_, task_run, state) -> bool:
     return False
 
 
-
 def lookup_pages(
     client: Any,
     start: dt.datetime,

@@ -86,4 +86,3 @@ def publish_archive(settings: Any, work_root: str, s3: Any = None) -> dict[str, 
         "pending_reason": result.pending_reason, "bucket": result.bucket,
         "key_prefix": result.key_prefix, "summary": summary,
     }
-

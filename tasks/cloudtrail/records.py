@@ -55,7 +55,6 @@ def event_line(event: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     return rec, dumps_line(rec).decode()
 
 
-
 class BoundaryDedupe:
     """EventId dedupe for a newest-first stream, in memory bounded by the burst size.
 

@@ -187,7 +187,6 @@ def archive_slice_core(
     return cp["completed"][-1]
 
 
-
 @task(name="cloudtrail-slice", retries=3, retry_delay_seconds=[2, 10, 30],
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def archive_slice(client: Any, work_root: str, index: int, names: dict[str, Any],
