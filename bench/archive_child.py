@@ -25,13 +25,13 @@ def _hwm_mb() -> float:
 
 
 def _apply_before(settings, resolve_papyrus_names):
-    """Undo, in this process only, the benchmark-driven changes to tasks/cloudtrail.py, so the
+    """Undo, in this process only, the benchmark-driven changes to tasks/cloudtrail/, so the
     archive as it was before them is measured in the same run (the third part, one-day
     slices, is `--slice-hours 24`):
     1. no prefetch: pages are fetched on the writing thread, one after the other;
     2. gzip level 6 instead of 1 for the two work files.
     Returns the filter names."""
-    import tasks.cloudtrail as tc
+    import tasks.cloudtrail.slices as tc
 
     def inline(produce, stats, depth=2):
         yield from produce(stats)
@@ -55,8 +55,10 @@ def main() -> None:
 
     from ground.aws import client
     from ground.settings import load_env
-    from tasks.cloudtrail import archive_slice, prepare_archive, resolve_papyrus_names
-    from tasks.cloudtrail_window import resolve_window
+    from tasks.cloudtrail.checkpoint import prepare_archive
+    from tasks.cloudtrail.names import resolve_papyrus_names
+    from tasks.cloudtrail.slices import archive_slice
+    from tasks.cloudtrail.window import resolve_window
 
     t_imported = time.monotonic()
     hwm_import = _hwm_mb()

@@ -5,7 +5,7 @@ them), and say so."""
 
 from __future__ import annotations
 
-from bench.report import med, num, pct, st
+from bench.fmt import med, num, pct, st
 
 TOOLS = """## Running it
 
@@ -88,7 +88,7 @@ def _archive(a):
               "setup — mostly the EC2 client `resolve_papyrus_names` builds to turn two "
               "security group names into ids (botocore's EC2 model: +24 MB peak measured "
               "alone), and ~10 MB for the CloudTrail client — and about 1 MB while archiving. "
-              "*Proposal* (`tasks/cloudtrail.py`, `resolve_papyrus_names`): do not build an "
+              "*Proposal* (`tasks/cloudtrail/names.py`, `resolve_papyrus_names`): do not build an "
               "EC2 client in the archive process — take the ids from configuration (the "
               "`[cloudtrail] extra_names` list already exists) or from the previous archive's "
               "state, and ask EC2 only when neither has them. Expected: −20 to −25 MB peak, "
@@ -114,7 +114,7 @@ def _archive(a):
         "`event_line`, ~7% in the Papyrus filter — and no overlap: while a page was parsed, "
         "filtered and compressed, no request was in flight, and one-day slices ended in a "
         "partial page each (90 extra requests over 90 days). **What changed** "
-        "(`tasks/cloudtrail.py`, `flows/cloudtrail_archive.py`): (a) `prefetch_pages` — the "
+        "(`tasks/cloudtrail/`, `flows/cloudtrail_archive.py`): (a) `prefetch_pages` — the "
         "next page is fetched by a thread while this one is written, at most two pages "
         "ahead; pages, errors and counters are handed to the writing thread in order, so "
         "the limiter, retries, the NextToken restart and checkpoints behave as before "

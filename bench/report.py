@@ -10,49 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bench import common
+from bench import common, findings
 from bench.common import OUT, ROOT
+from bench.fmt import med, met, num, pct, st, table
 
 DOC = ROOT / "docs" / "benchmarks.md"
-
-
-# -- formatting ---------------------------------------------------------------------------------
-def num(x, digits: int = 1) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float) and x != x:  # NaN
-        return "–"
-    if abs(x) >= 1000 and digits <= 1:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}f}"
-
-
-def st(s: dict | None, digits: int = 1, unit: str = "") -> str:
-    """median (min–max) from a stats() dict."""
-    if not s or not s.get("n"):
-        return "–"
-    u = f" {unit}" if unit else ""
-    if s["n"] == 1 or s["min"] == s["max"]:
-        return f"{num(s['median'], digits)}{u}"
-    return f"{num(s['median'], digits)}{u} ({num(s['min'], digits)}–{num(s['max'], digits)})"
-
-
-def pct(x: float | None, digits: int = 0) -> str:
-    return "–" if x is None else f"{x * 100:.{digits}f}%"
-
-
-def met(ok: bool | None) -> str:
-    return "–" if ok is None else ("**met**" if ok else "**missed**")
-
-
-def med(s: dict | None):
-    return None if not s or not s.get("n") else s["median"]
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -392,8 +354,8 @@ def section_service(d: dict) -> str:
     lines = ["## 3. Service vs database: wrk on /healthz and /dbcheck, pgbench, bare Flask", "",
              "PostgreSQL 15 from the sandbox's helper (SSL on, SCRAM over TCP only with SSL, "
              "like RDS with `rds.force_ssl=1`; fsync off as in the sandbox), schema from "
-             "`service/sql/init.sql` applied as the app role. Papyrus under gunicorn exactly "
-             "as the Dockerfile runs it (`gunicorn --config python:papyrus.gunicorn_conf "
+             "`service/papyrus/sql/init.sql` applied as the app role. Papyrus under gunicorn "
+             "exactly as the Dockerfile runs it (`gunicorn --config python:papyrus.gunicorn_conf "
              "papyrus.wsgi:app`, PAPYRUS_WORKERS 2, PAPYRUS_THREADS 4, gthread, access log on, "
              "PAPYRUS_DB_STARTUP_CHECK=1, PGSSLMODE=require). The hello-world "
              "(`bench/hello_app.py`, same JSON, no extensions) under the same gunicorn config. "
@@ -591,7 +553,6 @@ def write(quick: bool = False) -> Path:
     meta = common.load("meta") or {}
     v, a, s, o = (common.load(n) for n in ("verdict", "archive", "service", "overhead"))
     b = common.load("bad_input")
-    from bench import findings
 
     parts = [
         "# Benchmarks",

@@ -2,7 +2,7 @@
 
 * PostgreSQL: the sandbox's own helper (`sandbox.postgres.LocalPostgres`: initdb, SSL with a
   generated CA, scram over TCP only with SSL, like RDS with rds.force_ssl=1), schema applied
-  from `service/sql/init.sql` as the app role.
+  from `service/papyrus/sql/init.sql` as the app role.
 * Papyrus: `python -m gunicorn --config python:papyrus.gunicorn_conf papyrus.wsgi:app` with
   the Dockerfile's environment (PAPYRUS_DB_STARTUP_CHECK=1, PGSSLMODE=require) and the
   defaults (PAPYRUS_WORKERS 2, PAPYRUS_THREADS 4, gthread, access log to stdout — here a file).
@@ -55,7 +55,7 @@ class Postgres:
 
         shutil.rmtree(base, ignore_errors=True)
         self.pg = LocalPostgres(base_dir=base, hostnames=["127.0.0.1"]).start()
-        sql = (ROOT / "service" / "sql" / "init.sql").read_text()
+        sql = (ROOT / "service" / "papyrus" / "sql" / "init.sql").read_text()
         self.pg.psql_admin(f"SET ROLE {self.pg.app_user};\n{sql}", dbname=self.pg.dbname)
 
     def secret(self) -> str:

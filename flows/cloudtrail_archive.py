@@ -26,18 +26,14 @@ from artifacts.prefect_artifacts import progress
 from ground.log_redaction import install_log_redaction
 from ground.result import BAD_INPUT, FAILED, SUCCESS, result, to_state
 from ground.settings import ConfigError, load_env
-from tasks.cloudtrail import (
-    PROGRESS_KEY,
-    archive_slice,
-    done_seconds,
-    prepare_archive,
-    publish_archive,
-    read_archive_state,
-    resolve_papyrus_names,
-    write_archive_state,
-)
-from tasks.cloudtrail_store import WorkDir
-from tasks.cloudtrail_window import ArchiveInputError, fmt, resolve_window, utcnow
+from tasks.cloudtrail.checkpoint import prepare_archive
+from tasks.cloudtrail.names import resolve_papyrus_names
+from tasks.cloudtrail.progress import PROGRESS_KEY, done_seconds
+from tasks.cloudtrail.publish import publish_archive
+from tasks.cloudtrail.slices import archive_slice
+from tasks.cloudtrail.state import read_archive_state, write_archive_state
+from tasks.cloudtrail.store import WorkDir
+from tasks.cloudtrail.window import ArchiveInputError, fmt, resolve_window, utcnow
 
 FLOW = "cloudtrail_archive"
 DEFAULT_SETTLE_MINUTES = 15.0  # CloudTrail delivers events within ~15 min of the API call

@@ -22,21 +22,15 @@ from prefect import flow, get_run_logger
 from artifacts import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from flows.common import open_run
+from ground.monitoring_settings import load_monitoring
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.settings import ConfigError
-from tasks.monitoring import (
-    Clients,
-    apply_item,
-    converged,
-    counts,
-    desired_state,
-    for_evidence,
-    load_monitoring,
-    plan,
-    plan_rows,
-    read_actual,
-    render_plan,
-)
+from tasks.monitoring.actual import read_actual
+from tasks.monitoring.apply import apply_item
+from tasks.monitoring.clients import Clients
+from tasks.monitoring.desired import desired_state
+from tasks.monitoring.planning import converged, counts, plan
+from tasks.monitoring.render import for_evidence, plan_rows, render_plan
 
 
 @flow(name="monitoring", log_prints=True)

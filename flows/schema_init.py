@@ -31,7 +31,8 @@ from ground.redact import REDACTOR
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.settings import ConfigError, Settings, load_env
 from tasks.db import DbSecret, DbSecretError, DbSecretUnavailable, describe, read_db_secret
-from tasks.schema import Script, ScriptError, load_script, schema_apply, schema_dry_run
+from tasks.schema.script import Script, ScriptError, load_script
+from tasks.schema.stages import schema_apply, schema_dry_run
 
 
 def _flow_run_id() -> str | None:
@@ -80,7 +81,7 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
                 database: str | None = None):
     """Dry run init.sql (BEGIN ... ROLLBACK); with apply=True, then apply it (BEGIN ... COMMIT).
 
-    sql_path: the script (default service/sql/init.sql). database: a database on the same
+    sql_path: the script (default service/papyrus/sql/init.sql). database: a database on the same
     server instead of the secret's dbname (a rehearsal copy; tests).
     """
     install_log_redaction()

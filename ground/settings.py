@@ -172,6 +172,21 @@ def load_env(env: str) -> Settings:
     return Settings(**{k: v for k, v in values.items() if k in known})
 
 
+def cloudtrail_extra_names(settings: Settings) -> list[str]:
+    """``[cloudtrail] extra_names`` of the environment's config.toml (identifiers Settings
+    does not carry, e.g. the CI deploy role); [] when absent."""
+    folder = getattr(settings, "folder", None)
+    if folder is None:
+        return []
+    try:
+        raw = tomllib.loads((Path(folder) / "config.toml").read_text())
+    except (OSError, ValueError):
+        return []
+    values = raw.get("cloudtrail", {}).get("extra_names", [])
+    return [v for v in values if isinstance(v, str) and v.strip()] \
+        if isinstance(values, list) else []
+
+
 def apply_env_file(settings: Settings) -> dict[str, str]:
     """Load the environment's env file (if it has one) into os.environ; never overrides."""
     return envfile.apply_env_file(settings.env_file or None)

@@ -12,8 +12,8 @@ TEST_ALB = "papyrus-alb"  # the load balancer tests/monitoring creates for the A
 
 def forget_monitoring(sb) -> None:
     """Delete everything the monitoring flow manages (and the test ALB), whatever is present."""
-    from tasks.eventrules import TARGET_ID
-    from tasks.monitoring import load_monitoring
+    from ground.monitoring_settings import load_monitoring
+    from tasks.monitoring.eventrules import TARGET_ID
 
     cfg = load_monitoring(sb.settings)
     cw, events, sns = sb.client("cloudwatch"), sb.client("events"), sb.client("sns")

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ) -> None:
         """Archive CloudTrail events (NDJSON, gzip) plus a Papyrus-only file, as evidence."""
-        from tasks.cloudtrail_window import ArchiveInputError, resolve_window
+        from tasks.cloudtrail.window import ArchiveInputError, resolve_window
 
         fail = functools.partial(refuse, as_json=as_json, flow=FLOW, env=env)
         # Validate everything the flow would refuse before touching anything. Numbers are

@@ -39,7 +39,8 @@ def register(app) -> None:
         env: str = EnvOpt,
         apply: bool = typer.Option(False, "--apply",
                                    help="After a passing dry run, apply (BEGIN ... COMMIT)."),
-        sql: Path = typer.Option(None, "--sql", help="SQL file (default: service/sql/init.sql)."),
+        sql: Path = typer.Option(None, "--sql",
+                                 help="SQL file (default: service/papyrus/sql/init.sql)."),
         database: str = typer.Option(None, "--database",
                                      help="Another database on the same server (rehearsal)."),
         as_json: bool = JsonOpt,
@@ -47,7 +48,7 @@ def register(app) -> None:
         """init.sql as a dry run (BEGIN ... ROLLBACK); with --apply, then BEGIN ... COMMIT."""
         flow = "schema_init"
         settings = prepare(env, as_json, flow)
-        from tasks.schema import ScriptError, load_script
+        from tasks.schema.script import ScriptError, load_script
 
         try:
             script = load_script(sql)

@@ -1,23 +1,19 @@
 """The schema file and `flask init-db`, flaskr-style.
 
-`service/sql/init.sql` is the canonical file (what ops review and the schema_init flow
-reads); `papyrus/sql/init.sql` is the identical copy that ships inside the package, so an
-image built from service/ alone still carries it. A test keeps the two byte-identical.
+`papyrus/sql/init.sql` ships inside the package, so an image built from service/ alone carries
+it; it is the one schema file (what ops review, and what the schema_init flow reads). It is
+split into statements by `papyrus.sqlsplit`, the same splitter the schema_init flow uses.
 """
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 
 import click
 from flask.cli import with_appcontext
 
 from .db import get_engine
-
-# Statements end with ";" at the end of a line. The schema_init flow splits the same way to
-# run them one by one inside BEGIN ... ROLLBACK, then BEGIN ... COMMIT.
-_STATEMENT_END = re.compile(r";[ \t]*$", re.MULTILINE)
+from .sqlsplit import split_sql
 
 
 def init_sql() -> str:
@@ -25,13 +21,8 @@ def init_sql() -> str:
 
 
 def split_statements(sql: str) -> list[str]:
-    """Statements of `sql` without their ";", skipping chunks that are only comments."""
-    statements = []
-    for chunk in _STATEMENT_END.split(sql):
-        code = [ln for ln in chunk.splitlines() if ln.strip() and not ln.strip().startswith("--")]
-        if code:
-            statements.append(chunk.strip())
-    return statements
+    """The texts of `sql`'s statements (`sqlsplit.split_sql`), without their ";"."""
+    return [st.text for st in split_sql(sql)]
 
 
 def apply_schema(commit: bool = True) -> list[str]:

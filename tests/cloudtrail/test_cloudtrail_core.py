@@ -13,16 +13,13 @@ from ct_support import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_
 
 from ground.settings import load_env
 from sandbox import cloudtrail as ct
-from tasks.cloudtrail import (
-    BoundaryDedupe,
-    RateLimiter,
-    archive_slice_core,
-    event_record,
-    prepare_archive,
-)
-from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames, names_from_settings
-from tasks.cloudtrail_store import WorkDir
-from tasks.cloudtrail_window import resolve_window
+from tasks.cloudtrail.checkpoint import prepare_archive
+from tasks.cloudtrail.pacing import RateLimiter
+from tasks.cloudtrail.papyrus_filter import PapyrusFilter, PapyrusNames, names_from_settings
+from tasks.cloudtrail.records import BoundaryDedupe, event_record
+from tasks.cloudtrail.slices import archive_slice_core
+from tasks.cloudtrail.store import WorkDir
+from tasks.cloudtrail.window import resolve_window
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)
@@ -198,7 +195,7 @@ def test_other_request_discards_the_checkpoint(tmp_path):
 
 # --- prefetch_pages: the next LookupEvents page in flight while this one is written ---------
 def test_prefetch_pages_keeps_order_stats_and_hands_errors_over_in_order():
-    from tasks.cloudtrail import prefetch_pages
+    from tasks.cloudtrail.paging import prefetch_pages
 
     threads = set()
 
@@ -221,7 +218,7 @@ def test_prefetch_pages_keeps_order_stats_and_hands_errors_over_in_order():
 
 
 def test_prefetch_pages_stops_the_producer_when_the_consumer_stops():
-    from tasks.cloudtrail import prefetch_pages
+    from tasks.cloudtrail.paging import prefetch_pages
 
     produced = []
 

@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ground.settings import load_env
-from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames, is_papyrus, names_from_settings
+from tasks.cloudtrail.papyrus_filter import (
+    PapyrusFilter,
+    PapyrusNames,
+    is_papyrus,
+    names_from_settings,
+)
 
 NAMES = names_from_settings(load_env("local"), extra=["papyrus-deploy-oidc"],
                             security_group_ids=["sg-0123456789abcdef0"])

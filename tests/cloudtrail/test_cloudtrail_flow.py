@@ -36,7 +36,7 @@ def archive_paths(result) -> tuple[Path, Path]:
 
 def test_full_archive(ct_env):
     from artifacts.bundle import verify_manifest
-    from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames
+    from tasks.cloudtrail.papyrus_filter import PapyrusFilter, PapyrusNames
 
     seeded = ct_env.seed(1500)
     # One event that names a Papyrus security group by id only (resolved through EC2).

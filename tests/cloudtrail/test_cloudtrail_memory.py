@@ -16,10 +16,12 @@ from ct_support import EXTRA_NAMES, FakeCloudTrail, papyrus_names
 
 from ground.settings import load_env
 from sandbox import cloudtrail as ct
-from tasks.cloudtrail import RateLimiter, archive_slice_core, prepare_archive
-from tasks.cloudtrail_filter import PapyrusFilter, names_from_settings
-from tasks.cloudtrail_store import WorkDir
-from tasks.cloudtrail_window import resolve_window
+from tasks.cloudtrail.checkpoint import prepare_archive
+from tasks.cloudtrail.pacing import RateLimiter
+from tasks.cloudtrail.papyrus_filter import PapyrusFilter, names_from_settings
+from tasks.cloudtrail.slices import archive_slice_core
+from tasks.cloudtrail.store import WorkDir
+from tasks.cloudtrail.window import resolve_window
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tasks.cloudtrail_window import ArchiveInputError, parse_utc, plan_slices, resolve_window
+from tasks.cloudtrail.window import ArchiveInputError, parse_utc, plan_slices, resolve_window
 
 NOW = dt.datetime(2025, 9, 10, 12, 0, 0, tzinfo=dt.UTC)
 

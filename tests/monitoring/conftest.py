@@ -43,6 +43,6 @@ def monkeypatch_module():
 
 @pytest.fixture(scope="module")
 def clients(mon):
-    from tasks.monitoring import Clients
+    from tasks.monitoring.clients import Clients
 
     return Clients(**{name: mon.client(name) for name in Clients.__dataclass_fields__})

@@ -10,10 +10,13 @@ import shutil
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from ground.monitoring_settings import load_monitoring
 from ground.settings import ConfigError, load_env
-from tasks import alarms, monitoring
-from tasks.monitoring import desired_state, load_monitoring, plan
-from tasks.monitoring_policies import canonical_policy
+from tasks import monitoring
+from tasks.monitoring import alarms
+from tasks.monitoring.desired import desired_state
+from tasks.monitoring.planning import plan
+from tasks.monitoring.policies import canonical_policy
 
 ACCOUNT = "123456789012"
 

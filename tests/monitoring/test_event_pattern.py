@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.event_pattern import PatternError, matches, operators, validate
-from tasks.eventrules import cluster_arn, task_failure_pattern
+from tasks.monitoring.event_pattern import PatternError, matches, operators, validate
+from tasks.monitoring.eventrules import cluster_arn, task_failure_pattern
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ACCOUNT, REGION = "123456789012", "us-west-2"

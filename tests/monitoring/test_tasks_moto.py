@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks import accesslogs, eventrules, targets
-from tasks.event_pattern import matches
-from tasks.monitoring import apply_item, desired_state, load_monitoring, plan, read_actual
+from ground.monitoring_settings import load_monitoring
+from tasks.monitoring import accesslogs, eventrules, targets
+from tasks.monitoring.actual import read_actual
+from tasks.monitoring.apply import apply_item
+from tasks.monitoring.desired import desired_state
+from tasks.monitoring.event_pattern import matches
+from tasks.monitoring.planning import plan
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

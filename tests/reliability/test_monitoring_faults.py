@@ -31,7 +31,7 @@ def run(apply: bool):
 
 def test_throttling_on_every_service_monitoring_uses(empty_account):
     sb = empty_account
-    from tasks.monitoring import load_monitoring
+    from ground.monitoring_settings import load_monitoring
 
     cfg = load_monitoring(sb.settings)
     # Each service's first call (its retry is served): adaptive retries slow a client down

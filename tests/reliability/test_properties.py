@@ -301,7 +301,7 @@ iso_text = st.one_of(aware.map(lambda d: d.isoformat()),
        incremental=st.booleans(), settle=st.floats(0, 3600))
 def test_window_is_half_open_inside_90_days_or_one_input_error(days, since, until, incremental,
                                                                 settle):
-    from tasks.cloudtrail_window import MAX_DAYS, ArchiveInputError, plan_slices, resolve_window
+    from tasks.cloudtrail.window import MAX_DAYS, ArchiveInputError, plan_slices, resolve_window
 
     try:
         w = resolve_window(days, since, until, incremental=incremental, now=NOW,
@@ -323,7 +323,7 @@ def test_window_is_half_open_inside_90_days_or_one_input_error(days, since, unti
 @given(text=st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]))
 @example(text="0001-01-01T00:00:00+01:00")
 def test_window_edge_of_calendar_times_are_input_errors(text):
-    from tasks.cloudtrail_window import ArchiveInputError, resolve_window
+    from tasks.cloudtrail.window import ArchiveInputError, resolve_window
 
     with pytest.raises(ArchiveInputError):
         resolve_window(since=text, now=NOW)

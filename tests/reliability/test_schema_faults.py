@@ -13,7 +13,7 @@ from reliability_lib import Before, assert_evidence_complete
 import flows.schema_init
 from flows.schema_init import schema_init
 from papyrus_ops.runner import run_flow
-from tasks.schema import MIGRATIONS_TABLE
+from tasks.schema.stages import MIGRATIONS_TABLE
 
 
 @pytest.fixture

@@ -176,7 +176,7 @@ def world(tmp_path_factory):
     server = runtime = None
     try:
         with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
-            cur.execute((ROOT / "service" / "sql" / "init.sql").read_text())
+            cur.execute((ROOT / "service" / "papyrus" / "sql" / "init.sql").read_text())
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()

@@ -22,7 +22,8 @@ from flows.schema_init import schema_init
 from papyrus_ops.runner import run_flow
 from tasks.db import connect, read_db_secret
 from tasks.insert_check import insert_cli_row
-from tasks.schema import DEFAULT_SCRIPT, MIGRATIONS_TABLE, SCHEMA_LOCK_KEY, load_script
+from tasks.schema.script import DEFAULT_SCRIPT, load_script
+from tasks.schema.stages import MIGRATIONS_TABLE, SCHEMA_LOCK_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "sandbox")
 
@@ -130,7 +131,7 @@ def test_dry_run_then_apply_then_noop(sandbox, fresh_db, capfd):
     assert tables(sandbox, fresh_db) == [MIGRATIONS_TABLE, "skus"]
     row = sandbox.pg.psql_admin(
         "SELECT checksum, script_name FROM papyrus_schema_migrations", fresh_db)
-    assert row == f"{INIT_SHA}|service/sql/init.sql"
+    assert row == f"{INIT_SHA}|service/papyrus/sql/init.sql"
     apply_log = evidence(applied, "schema_apply_exec.log")
     assert "\nCOMMIT\n" in apply_log and f"-- recorded: {INIT_SHA}" in apply_log
     names = applied["evidence"]["files"]

@@ -7,8 +7,9 @@ import hashlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from papyrus.sqlsplit import ScriptError, split_sql
 
-from tasks.schema import DEFAULT_SCRIPT, ScriptError, load_script, split_sql
+from tasks.schema.script import DEFAULT_SCRIPT, load_script
 
 
 def texts(sql: str) -> list[str]:
@@ -155,7 +156,7 @@ def test_split_never_crashes_and_never_invents_text(sql):
 
 
 def test_apply_gate_refuses_a_checksum_that_did_not_pass_without_connecting():
-    from tasks.schema import execute_apply
+    from tasks.schema.stages import execute_apply
 
     script = load_script()
     for passed in (None, "0" * 64):

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.monitoring_policies import canonical_policy
+from tasks.monitoring.policies import canonical_policy
 
 RESOURCE = "sns_topic"
 _OWNER_ACTIONS = [

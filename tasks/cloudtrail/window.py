@@ -65,6 +65,17 @@ def fmt(d: dt.datetime | float | None) -> str | None:
     return d.strftime(spec)
 
 
+def epoch(value: Any) -> float:
+    """Seconds since the epoch of a datetime (naive = UTC), a number, or an ISO-8601 string."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
 def stamp(d: dt.datetime) -> str:
     """``20250910T123456Z``: the <UTC> part of the archive's file names."""
     return d.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.monitoring_policies import canonical_policy
+from tasks.monitoring.policies import canonical_policy
 
 BUCKET = "s3_bucket"
 LB_ATTRIBUTES = "lb_access_logs"

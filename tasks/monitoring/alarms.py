@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ground.monitoring_settings import SIMPLE_STATISTICS
+
 RESOURCE = "cloudwatch_alarm"
 
 # Every field the alarm's definition is compared on, in display order.
@@ -38,7 +40,6 @@ FIELDS = (
     "TreatMissingData",
 )
 _LISTS = ("AlarmActions", "OKActions", "InsufficientDataActions")
-SIMPLE_STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
 
 
 def normalize(raw: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Which CloudTrail events are "Papyrus-related": one pure rule, documented in docs/cloudtrail.md.
 
 The rule is applied to an archived record (one NDJSON line of the full archive, see
-`tasks.cloudtrail.event_record`): an event is Papyrus-related when one of the Papyrus
+`tasks.cloudtrail.records.event_record`): an event is Papyrus-related when one of the Papyrus
 identifiers appears *as a whole token* in one of the fields that name resources or principals:
 
 * the envelope: ``Resources[].ResourceName`` / ``ResourceType`` and ``Username``;

@@ -1,15 +1,11 @@
 """init.sql in two explicit stages: a dry run inside BEGIN ... ROLLBACK, then the apply inside
 BEGIN ... COMMIT (the seed's 2025-10-21 procedure; "init.sql is production data").
 
-- ``load_script(path) -> Script``: the file's bytes, their SHA-256 and its statements. Anything
-  that would break the wrapping transaction (BEGIN/COMMIT/ROLLBACK/..., psql meta-commands) or
-  cannot be split (an unterminated quote or comment) is a ``ScriptError`` before any connection.
-- ``split_sql(text) -> list[Statement]``: a small splitter that knows PostgreSQL's quoting
-  (strings, E'' escapes, quoted identifiers, dollar quotes, nested block comments, line
-  comments, BEGIN ATOMIC bodies) so that psycopg2 runs one statement at a time and every command
-  tag and error belongs to a numbered statement with its line.
-- ``schema_dry_run`` / ``schema_apply`` (Prefect tasks; ``.fn`` for tests) return plain dicts,
-  including ``log``: the text of ``*_schema_dryrun_exec.log`` / ``*_schema_apply_exec.log``.
+- ``execute_dry_run`` / ``execute_apply`` run a `Script` (tasks.schema.script) on an open
+  connection, each statement on its own so that every command tag and error is numbered.
+- ``schema_dry_run`` / ``schema_apply`` (Prefect tasks; ``.fn`` for tests) open the connection
+  and return plain dicts, including ``log``: the text of ``*_schema_dryrun_exec.log`` /
+  ``*_schema_apply_exec.log``.
 
 Both stages take ``pg_try_advisory_xact_lock(SCHEMA_LOCK_KEY)`` first: another run holding it is a
 clear ``lock_held`` outcome at once, never a wait. ``lock_timeout`` bounds every other wait. The
@@ -19,22 +15,18 @@ same checksum again is a no-op, a different one over an applied script is refuse
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ground.redact import REDACTOR
-from ground.settings import ROOT, Settings
+from ground.settings import Settings
 from tasks.db import DbSecret, connect, describe, one_line, retry_on_connect_error, ssl_status
+from tasks.schema.script import Script
 
-DEFAULT_SCRIPT = ROOT / "service" / "sql" / "init.sql"
 MIGRATIONS_TABLE = "papyrus_schema_migrations"
 # A fixed key for pg_try_advisory_xact_lock: "PAPYRUS\x01" as a signed bigint.
 SCHEMA_LOCK_KEY = int.from_bytes(b"PAPYRUS\x01", "big", signed=True)
@@ -49,206 +41,7 @@ MIGRATIONS_DDL = f"""CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
     applied_by  text        NOT NULL
 )"""
 
-# First words that would end or nest our BEGIN ... ROLLBACK/COMMIT.
-_TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "END", "START", "SAVEPOINT", "RELEASE",
-                        "ABORT"}
 
-
-class ScriptError(ValueError):
-    """The SQL file cannot be used (bad input): missing, unreadable, unsplittable, unsafe."""
-
-
-# -- splitting ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Statement:
-    number: int  # 1-based among the script's statements
-    line: int  # line of the statement's first character in the file
-    text: str  # without the terminating ";"
-
-    @property
-    def first_line(self) -> str:
-        first = self.text.splitlines()[0].strip() if self.text else ""
-        return first if len(first) <= 120 else first[:117] + "..."
-
-    def line_at(self, position: int) -> int:
-        """File line of the 1-based character `position` in the statement (libpq's error
-        position)."""
-        return self.line + self.text[: max(position - 1, 0)].count("\n")
-
-
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$")
-
-
-def _ident_char(c: str) -> bool:
-    return c.isalnum() or c in "_$"
-
-
-def split_sql(sql: str) -> list[Statement]:
-    """Split `sql` at top-level semicolons, the way psql does.
-
-    Comments between statements are dropped; comments inside a statement are kept. A statement
-    without a final ";" at the end of the text still counts. Raises ScriptError for an
-    unterminated string, identifier, dollar quote or block comment.
-    """
-    n = len(sql)
-    i = 0
-    line = 1
-    out: list[Statement] = []
-    start: int | None = None
-    start_line = 0
-    words = 0  # identifiers seen in this statement (psql's identifier_count)
-    depth = 0  # BEGIN/CASE ... END nesting after the first word (BEGIN ATOMIC bodies)
-
-    def scan_to(end: int, what: str, at_line: int) -> int:
-        if end < 0:
-            raise ScriptError(f"unterminated {what} starting at line {at_line}")
-        return end
-
-    while i < n:
-        c = sql[i]
-        if c == "\n":
-            line += 1
-            i += 1
-            continue
-        if c.isspace():
-            i += 1
-            continue
-        if c == "-" and sql.startswith("--", i):
-            nl = sql.find("\n", i)
-            i = n if nl < 0 else nl
-            continue
-        if c == "/" and sql.startswith("/*", i):
-            j, level = i + 2, 1
-            while level:
-                j = scan_to(min((k for k in (sql.find("/*", j), sql.find("*/", j)) if k >= 0),
-                                default=-1), "block comment", line)
-                level += 1 if sql.startswith("/*", j) else -1
-                j += 2
-            line += sql.count("\n", i, j)
-            i = j
-            continue
-        if c == ";" and depth == 0:
-            if start is not None:
-                out.append(Statement(len(out) + 1, start_line, sql[start:i].rstrip()))
-            start, words = None, 0
-            i += 1
-            continue
-        if start is None:
-            start, start_line = i, line
-        if c == "'":
-            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _ident_char(sql[i - 2]))
-            j = i + 1
-            while True:
-                j = scan_to(j if j < n else -1, "string", line)
-                ch = sql[j]
-                if ch == "\\" and escapes:
-                    j += 2
-                elif ch == "'":
-                    if sql.startswith("''", j):
-                        j += 2
-                    else:
-                        break
-                else:
-                    j += 1
-            line += sql.count("\n", i, j)
-            i = j + 1
-            continue
-        if c == '"':
-            j = i + 1
-            while True:
-                j = scan_to(sql.find('"', j), "quoted identifier", line)
-                if sql.startswith('""', j):
-                    j += 2
-                else:
-                    break
-            line += sql.count("\n", i, j)
-            i = j + 1
-            continue
-        if c == "$" and not (i > 0 and _ident_char(sql[i - 1])):
-            m = _DOLLAR_TAG.match(sql, i)
-            if m:
-                end = scan_to(sql.find(m.group(0), m.end()), "dollar-quoted string", line)
-                j = end + len(m.group(0))
-                line += sql.count("\n", i, j)
-                i = j
-                continue
-            i += 1
-            continue
-        if c.isalpha() or c == "_":
-            j = i + 1
-            while j < n and _ident_char(sql[j]):
-                j += 1
-            word = sql[i:j].upper()
-            words += 1
-            if word in ("BEGIN", "CASE") and words > 1:
-                depth += 1
-            elif word == "END" and depth > 0:
-                depth -= 1
-            i = j
-            continue
-        i += 1
-    if start is not None:
-        out.append(Statement(len(out) + 1, start_line, sql[start:].rstrip()))
-    return out
-
-
-# -- the script ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Script:
-    path: str
-    name: str
-    sha256: str
-    statements: tuple[Statement, ...]
-    data: bytes = field(repr=False)
-
-    def public(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "sha256": self.sha256,
-                "statements": len(self.statements), "bytes": len(self.data)}
-
-
-def _display_name(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def load_script(path: str | Path | None = None) -> Script:
-    """Read, hash and split the SQL file (default: service/sql/init.sql)."""
-    p = Path(path) if path else DEFAULT_SCRIPT
-    if not p.is_file():
-        raise ScriptError(f"SQL file {p} not found" if not p.exists() else
-                          f"SQL file {p} is not a regular file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ScriptError(f"SQL file {p}: cannot read ({e.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ScriptError(f"SQL file {p}: not UTF-8 (byte {e.start})") from None
-    try:
-        statements = split_sql(text)
-    except ScriptError as e:
-        raise ScriptError(f"SQL file {p}: {e}") from None
-    if not statements:
-        raise ScriptError(f"SQL file {p}: no SQL statements")
-    for st in statements:
-        if st.text.startswith("\\"):
-            raise ScriptError(f"SQL file {p}: statement {st.number} (line {st.line}) is a psql "
-                              f"meta-command, which this runner does not support")
-        words = st.text.split(None, 2)
-        first = words[0].upper().rstrip(";")
-        if first in _TRANSACTION_CONTROL or (
-                first == "PREPARE" and len(words) > 1 and words[1].upper() == "TRANSACTION"):
-            raise ScriptError(f"SQL file {p}: statement {st.number} (line {st.line}) is "
-                              f"transaction control ({first}); the runner wraps the script in "
-                              f"BEGIN ... ROLLBACK/COMMIT itself")
-    return Script(path=str(p), name=_display_name(p), sha256=hashlib.sha256(data).hexdigest(),
-                  statements=tuple(statements), data=data)
-
-
-# -- running it ---------------------------------------------------------------------------------
 class _Log:
     def __init__(self) -> None:
         self.lines: list[str] = []

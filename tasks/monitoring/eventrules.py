@@ -11,7 +11,7 @@ the rule that we do not manage (another id) are left alone.
 
 moto 5.2.5: `describe_rule` returns the pattern re-serialised (so it is compared parsed), and
 its EventBridge does not match inside arrays — the pattern is tested with
-`tasks.event_pattern` instead.
+`tasks.monitoring.event_pattern` instead.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tasks.event_pattern import validate
+from tasks.monitoring.event_pattern import validate
 
 RULE = "event_rule"
 TARGET = "event_target"

@@ -1,0 +1,143 @@
+"""`up()` / `down()`: the local server, its database and the worker, as one stack."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from ground.envfile import read_env_file
+from papyrus_ops.prefect_local.database import DATABASES, _start_postgres, _stop_postgres
+from papyrus_ops.prefect_local.deployments import RegisterError, register
+from papyrus_ops.prefect_local.processes import (
+    HOST,
+    PrefectLocalError,
+    _free_port,
+    _port_in_use,
+    _prefect_exe,
+    _spawn,
+    _wait_http,
+    base_env,
+    start_time,
+    stop_tree,
+)
+from papyrus_ops.prefect_local.state import (
+    DEFAULT_STATE,
+    PROCESSES,
+    _write_state,
+    read_state,
+    state_file,
+)
+from papyrus_ops.prefect_local.worker import POOL, _spawn_worker, _wait_worker
+
+DEFAULT_PORT = 4200
+
+
+def _restart_worker(state: Path, info: dict, sandbox_env: dict[str, str],
+                    env_file: Path | None, timeout: float) -> None:
+    old = info["worker"]
+    stop_tree(int(old["pid"]), old.get("start"))
+    worker = _spawn_worker(state, info["api_url"], sandbox_env)
+    info["worker"] = {"pid": worker.pid, "start": start_time(worker.pid), "running": True}
+    info.update(sandbox_endpoint=sandbox_env.get("AWS_ENDPOINT_URL"),
+                env_file=str(env_file) if env_file else None, worker_restarted=True)
+    _write_state(state, info)
+    try:
+        _wait_worker(info["api_url"], worker, state / "worker.log", timeout)
+    except BaseException:
+        down(state)
+        raise
+
+
+def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
+       sandbox_env: dict[str, str] | None = None, env_file: Path | None = None,
+       timeout: float = 180, register_file: Path | None = None, db: str = "postgres") -> dict:
+    """Start server and worker (or return what is already running). `port=0`: a free one.
+    `db`: the server's database, "postgres" (default) or "sqlite". With `register_file`,
+    register its deployments while the worker starts (result under `registered`)."""
+    if db not in DATABASES:
+        raise PrefectLocalError(f"unknown database {db!r}: expected one of {DATABASES}")
+    state = Path(state)
+    if sandbox_env is None:
+        sandbox_env = read_env_file(env_file) if env_file else {}
+    info = read_state(state)
+    if info and all(info[n]["running"] for n in PROCESSES if n in info):
+        info["already_running"] = True
+        if sandbox_env.get("AWS_ENDPOINT_URL") != info.get("sandbox_endpoint"):
+            # The sandbox was restarted since: a worker with the old endpoint would send
+            # every flow run to a dead port. Only the worker is replaced.
+            _restart_worker(state, info, sandbox_env, env_file, timeout)
+        if register_file:
+            info["registered"] = register(info["api_url"], register_file, state)
+        return info
+    if info:
+        down(state)  # half up: start over cleanly
+    state.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    if _port_in_use(port):
+        raise PrefectLocalError(f"port {port} on {HOST} is in use: pass --port (0 = any free)")
+    api_url, ui_url = f"http://{HOST}:{port}/api", f"http://{HOST}:{port}"
+    server_home = state / "server-home"
+    server_log, worker_log = state / "server.log", state / "worker.log"
+    info = {"api_url": api_url, "ui_url": ui_url, "port": port, "pool": POOL, "db": db,
+            "env_file": str(env_file) if env_file else None,
+            "sandbox_endpoint": sandbox_env.get("AWS_ENDPOINT_URL"),
+            "logs": {"server": str(server_log), "worker": str(worker_log)}}
+    database: dict[str, str] = {}
+    if db == "postgres":
+        info["postgres"], url = _start_postgres(state)
+        info["logs"]["postgres"] = str(Path(info["postgres"]["base_dir"]) / "postgres.log")
+        _write_state(state, info)
+        database["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
+    try:
+        server = _spawn(
+            [_prefect_exe(), "server", "start", "--host", HOST, "--port", str(port),
+             "--analytics-off"],
+            base_env(PREFECT_HOME=str(server_home), PREFECT_SERVER_API_HOST=HOST,
+                 PREFECT_SERVER_API_PORT=str(port), PREFECT_UI_API_URL=api_url,
+                 PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+                 # Scheduled runs appear within seconds of registering a schedule.
+                 PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+                 # A queued deploy (concurrency limit 1, ENQUEUE) retries its slot every 5 s.
+                 PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5", **database),
+            server_log)
+        info["server"] = {"pid": server.pid, "start": start_time(server.pid)}
+        _write_state(state, info)
+        _wait_http(f"{api_url}/health", server, server_log, timeout, "prefect server")
+        worker = _spawn_worker(state, api_url, sandbox_env)
+        info["worker"] = {"pid": worker.pid, "start": start_time(worker.pid)}
+        _write_state(state, info)
+        registered, register_error = None, None
+        if register_file:
+            try:
+                registered = register(api_url, register_file, state)
+            except (PrefectLocalError, subprocess.TimeoutExpired) as e:
+                register_error = e  # the stack stays up: fix prefect.yaml, register again
+        _wait_worker(api_url, worker, worker_log, timeout)
+    except BaseException:
+        down(state)
+        raise
+    if register_error is not None:
+        raise RegisterError(f"server and worker are up ({ui_url}), but registration "
+                            f"failed: {register_error}")
+    info = read_state(state) or info
+    if registered is not None:
+        info["registered"] = registered
+    return info
+
+
+def down(state: Path = DEFAULT_STATE) -> list[int]:
+    """Stop the worker (and its flow runs), the server, then its database; returns every pid
+    stopped. The state folder (Prefect homes, the database's files, logs) stays."""
+    state = Path(state)
+    info = read_state(state)
+    if not info:
+        return []
+    stopped: list[int] = []
+    for name in PROCESSES:
+        proc = info.get(name) or {}
+        if name == "postgres" and proc.get("pid"):
+            stopped += _stop_postgres(proc)
+        elif proc.get("pid"):
+            stopped += stop_tree(int(proc["pid"]), proc.get("start"))
+    state_file(state).unlink(missing_ok=True)
+    return stopped

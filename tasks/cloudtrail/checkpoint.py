@@ -1,0 +1,110 @@
+"""The run's checkpoint: a fresh one for a request, whether an old one can be resumed, and the
+`prepare_archive` task that resumes or starts over (the files live in `store.WorkDir`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ground.logs import run_logger
+from tasks.cloudtrail import LOGGER
+from tasks.cloudtrail.papyrus_filter import PapyrusNames
+from tasks.cloudtrail.store import WorkDir
+from tasks.cloudtrail.window import GRACE_SECONDS, UTC, Window, epoch, fmt, plan_slices, stamp
+
+
+def _logger():
+    return run_logger(LOGGER)
+
+
+def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds: float,
+                   now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(UTC)
+    slices = plan_slices(window.since, window.until, slice_seconds)
+    return {
+        "version": 1,
+        "env": env,
+        "mode": window.mode,
+        "request": request_key(window, slice_seconds, names),
+        "window": window.to_dict(),
+        "asked": {k: (fmt(v) if isinstance(v, dt.datetime) else v)
+                  for k, v in window.asked.items()},
+        "notes": list(window.notes),
+        "names": names.to_dict(),
+        "slice_seconds": slice_seconds,
+        "slices": [[fmt(a), fmt(b)] for a, b in slices],
+        "started_at": fmt(now.replace(microsecond=0)),
+        "stamp": stamp(now),
+        "attempts": 1,
+        "completed": [],
+        "cursor": None,
+        "totals": {},
+        "first_event_time": None,
+        "last_event_time": None,
+    }
+
+
+def request_key(window: Window, slice_seconds: float, names: PapyrusNames) -> dict[str, Any]:
+    """What a rerun must ask for to resume this run (relative windows match by their ask)."""
+    asked = window.asked
+    return {"mode": window.mode, "days": asked.get("days"),
+            "since": None if asked.get("since") is None else fmt(window.since),
+            "until": None if asked.get("until") is None else fmt(window.until),
+            "slice_seconds": slice_seconds, "names": names.fingerprint()}
+
+
+def resumable(cp: Mapping[str, Any] | None, window: Window, slice_seconds: float,
+              names: PapyrusNames, *, now: dt.datetime,
+              state_until: str | None = None) -> str | None:
+    """Why the checkpoint `cp` cannot be resumed by this request (None: it can)."""
+    if cp is None:
+        return "no checkpoint"
+    if cp.get("request") != request_key(window, slice_seconds, names):
+        return "it was started with other parameters"
+    # Slices run oldest first: what is left to fetch starts at the first unfinished slice
+    # (or its cursor). It must still be inside LookupEvents' 90 days.
+    oldest = now.timestamp() - 90 * 86400 - GRACE_SECONDS
+    done = len(cp["completed"])
+    if done < len(cp["slices"]) and epoch(cp["slices"][done][0]) < oldest:
+        return "what is left of its window now starts more than 90 days ago"
+    if window.mode == "incremental" and state_until is not None and \
+            cp["window"]["since"] != fmt(dt.datetime.fromisoformat(
+                state_until.replace("Z", "+00:00"))):
+        return "the archive state moved on since it started"
+    return None
+
+
+@task(name="cloudtrail-prepare", cache_policy=NO_CACHE)
+def prepare_archive(work_root: str, env: str, window: Window, names: dict[str, Any],
+                    slice_seconds: float, resume: bool = True,
+                    state_until: str | None = None) -> dict[str, Any]:
+    """Resume the checkpoint in the work folder when it belongs to this request, else start
+    fresh. Returns the checkpoint plus `resumed` and `discarded` (why an old one was dropped)."""
+    work = WorkDir(work_root)
+    pnames = PapyrusNames.from_dict(names)
+    now = dt.datetime.now(UTC)
+    cp = work.load()
+    why = resumable(cp, window, slice_seconds, pnames, now=now, state_until=state_until)
+    logger = _logger()
+    if resume and why is None:
+        cut = work.truncate(cp)
+        cp["attempts"] = int(cp.get("attempts", 1)) + 1
+        work.save(cp)
+        logger.info("cloudtrail: resuming %s (attempt %d): %d/%d slices done, %d events; "
+                    "discarded %d uncommitted bytes", work.root, cp["attempts"],
+                    len(cp["completed"]), len(cp["slices"]),
+                    int(cp["totals"].get("events", 0)), sum(cut.values()))
+        return {**cp, "resumed": True, "discarded": None}
+    discarded = None
+    if cp is not None:
+        discarded = why if resume else "resume was turned off"
+        logger.warning("cloudtrail: discarding the unfinished run in %s: %s", work.root,
+                       discarded)
+        work.discard()
+    cp = new_checkpoint(env, window, pnames, slice_seconds, now)
+    work.start(cp)
+    return {**work.load(), "resumed": False, "discarded": discarded}

@@ -1,0 +1,88 @@
+"""The incremental archive state (the last archive's covered window), locally and in the
+evidence bucket: the `read_archive_state` / `write_archive_state` tasks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ground.logs import run_logger
+from ground.retry import transient_only
+from tasks.cloudtrail import LOGGER
+from tasks.cloudtrail.paging import error_code
+from tasks.cloudtrail.store import read_local_state, write_local_state
+from tasks.cloudtrail.window import epoch
+
+
+def _logger():
+    return run_logger(LOGGER)
+
+
+STATE_KEY = "docs/evidence/cloudtrail/state-{env}.json"
+
+
+@task(name="cloudtrail-read-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+      retry_condition_fn=transient_only)
+def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
+    """The last archive's covered window: the later of the bucket's and the local copy."""
+    candidates = []
+    local = read_local_state(settings.evidence_root, settings.env)
+    if local:
+        candidates.append(local)
+    if settings.evidence_bucket:
+        try:
+            if s3 is None:
+                from ground.aws import client
+
+                s3 = client("s3", settings.region)
+            body = s3.get_object(Bucket=settings.evidence_bucket,
+                                 Key=STATE_KEY.format(env=settings.env))["Body"].read()
+            remote = json.loads(body)
+            if isinstance(remote, dict) and remote.get("covered_until"):
+                candidates.append(remote)
+        except ClientError as exc:
+            if error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
+                _logger().warning("cloudtrail: could not read the archive state from the "
+                                  "bucket (%s); using the local copy", error_code(exc))
+        except Exception as exc:
+            _logger().warning("cloudtrail: could not read the archive state from the bucket "
+                              "(%s); using the local copy", type(exc).__name__)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda s: epoch(s["covered_until"]))
+
+
+@task(name="cloudtrail-write-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+      retry_condition_fn=transient_only)
+def write_archive_state(settings: Any, state: dict[str, Any], s3: Any = None) -> dict[str, Any]:
+    """Record the covered window locally and in the bucket (never moves it backwards)."""
+    previous = read_archive_state.fn(settings, s3=s3)
+    if previous and epoch(previous["covered_until"]) >= epoch(state["covered_until"]):
+        return {"written": False, "state": previous, "reason": "the state is already later"}
+    if previous and epoch(state["covered_since"]) > epoch(previous["covered_until"]):
+        # [previous end, this start) was never archived: moving the state would hide the gap.
+        _logger().warning("cloudtrail: archive state not advanced: this window starts %s, "
+                          "after the last covered end %s", state["covered_since"],
+                          previous["covered_until"])
+        return {"written": False, "state": previous, "reason": "not contiguous"}
+    path = write_local_state(settings.evidence_root, settings.env, state)
+    out: dict[str, Any] = {"written": True, "state": state, "local": str(path), "s3": None}
+    if settings.evidence_bucket:
+        key = STATE_KEY.format(env=settings.env)
+        try:
+            if s3 is None:
+                from ground.aws import client
+
+                s3 = client("s3", settings.region)
+            s3.put_object(Bucket=settings.evidence_bucket, Key=key,
+                          Body=json.dumps(state, indent=1, sort_keys=True).encode(),
+                          ContentType="application/json", ServerSideEncryption="aws:kms")
+            out["s3"] = f"s3://{settings.evidence_bucket}/{key}"
+        except Exception as exc:
+            _logger().warning("cloudtrail: archive state kept locally only (%s: %s)",
+                              type(exc).__name__, exc)
+    return out
