@@ -38,7 +38,9 @@ def _apply_before(settings, resolve_papyrus_names):
 
     tc.prefetch_pages = inline
     tc.archive_slice_core.__kwdefaults__["compresslevel"] = 6
-    return resolve_papyrus_names.fn(settings)
+    from ground.aws import client
+
+    return resolve_papyrus_names.fn(settings, client("ec2", settings.region))
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
     if a.before:
         names = _apply_before(settings, resolve_papyrus_names)
     else:
-        names = resolve_papyrus_names.fn(settings)
+        names = resolve_papyrus_names.fn(settings, client("ec2", settings.region))
     cp = prepare_archive.fn(a.work, "local", window, names, a.slice_hours * 3600, resume=False)
     ct = client("cloudtrail", settings.region)
     hwm_setup = _hwm_mb()

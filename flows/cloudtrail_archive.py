@@ -105,7 +105,7 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
     from ground.aws import client
 
     s3 = client("s3", settings.region)
-    state = read_archive_state(settings, s3=s3) if incremental else None
+    state = read_archive_state(settings, s3) if incremental else None
     state_until = state["covered_until"] if state else None
     # Bad input raises here, before anything is written.
     window = resolve_window(days, since, until, incremental=incremental,
@@ -120,7 +120,7 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
         return (f"{skipped} ({fmt(window.since)})",
                 {**base, "skipped": skipped, "events": 0, "papyrus_events": 0}, None)
 
-    names = resolve_papyrus_names(settings, extra_names)
+    names = resolve_papyrus_names(settings, client("ec2", settings.region), extra_names)
     work = WorkDir.for_env(settings.evidence_root, env)
     cloudtrail = client("cloudtrail", settings.region)
     with work.lock():

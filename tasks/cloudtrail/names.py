@@ -20,18 +20,14 @@ def _logger():
 
 @task(name="cloudtrail-papyrus-names", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
       retry_condition_fn=transient_only)
-def resolve_papyrus_names(settings: Any, extra: list[str] | None = None,
-                          ec2: Any = None) -> dict[str, Any]:
+def resolve_papyrus_names(settings: Any, ec2: Any, extra: list[str] | None = None
+                          ) -> dict[str, Any]:
     """The filter's identifiers from settings, plus the security groups' ids when EC2 knows
     them (events often name a group only by id). EC2 failing is a warning, not an error."""
     sg_ids: list[str] = []
     wanted = [n for n in (settings.rds_security_group, settings.task_security_group) if n]
     if wanted:
         try:
-            if ec2 is None:
-                from ground.aws import client
-
-                ec2 = client("ec2", settings.region)
             resp = ec2.describe_security_groups(
                 Filters=[{"Name": "group-name", "Values": wanted}])
             sg_ids = sorted({g["GroupId"] for g in resp.get("SecurityGroups", [])})

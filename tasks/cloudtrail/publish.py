@@ -25,7 +25,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 @task(name="cloudtrail-publish", cache_policy=NO_CACHE)
-def publish_archive(settings: Any, work_root: str, s3: Any = None) -> dict[str, Any]:
+def publish_archive(settings: Any, work_root: str, s3: Any) -> dict[str, Any]:
     """The evidence bundle: both files under their runbook names, a summary JSON, and the
     manifest (counts, windows, first/last event time, SHA-256 of each file); uploaded to the
     evidence bucket under ``docs/evidence/cloudtrail/<folder>/`` with the library's checks."""

@@ -27,7 +27,7 @@ STATE_KEY = "docs/evidence/cloudtrail/state-{env}.json"
 
 @task(name="cloudtrail-read-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
       retry_condition_fn=transient_only)
-def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
+def read_archive_state(settings: Any, s3: Any) -> dict[str, Any] | None:
     """The last archive's covered window: the later of the bucket's and the local copy."""
     candidates = []
     local = read_local_state(settings.evidence_root, settings.env)
@@ -35,10 +35,6 @@ def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
         candidates.append(local)
     if settings.evidence_bucket:
         try:
-            if s3 is None:
-                from ground.aws import client
-
-                s3 = client("s3", settings.region)
             body = s3.get_object(Bucket=settings.evidence_bucket,
                                  Key=STATE_KEY.format(env=settings.env))["Body"].read()
             remote = json.loads(body)
@@ -58,7 +54,7 @@ def read_archive_state(settings: Any, s3: Any = None) -> dict[str, Any] | None:
 
 @task(name="cloudtrail-write-state", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
       retry_condition_fn=transient_only)
-def write_archive_state(settings: Any, state: dict[str, Any], s3: Any = None) -> dict[str, Any]:
+def write_archive_state(settings: Any, state: dict[str, Any], s3: Any) -> dict[str, Any]:
     """Record the covered window locally and in the bucket (never moves it backwards)."""
     previous = read_archive_state.fn(settings, s3=s3)
     if previous and epoch(previous["covered_until"]) >= epoch(state["covered_until"]):
@@ -74,10 +70,6 @@ def write_archive_state(settings: Any, state: dict[str, Any], s3: Any = None) ->
     if settings.evidence_bucket:
         key = STATE_KEY.format(env=settings.env)
         try:
-            if s3 is None:
-                from ground.aws import client
-
-                s3 = client("s3", settings.region)
             s3.put_object(Bucket=settings.evidence_bucket, Key=key,
                           Body=json.dumps(state, indent=1, sort_keys=True).encode(),
                           ContentType="application/json", ServerSideEncryption="aws:kms")
