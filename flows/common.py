@@ -3,17 +3,60 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from prefect.concurrency.sync import concurrency
 
 from ground import aws
 from ground.log_redaction import install_log_redaction
+from ground.logs import run_logger
+from ground.result import (
+    BAD_INPUT,
+    FAILED,
+    SUCCESS,
+    evidence_summary,
+    result,
+    to_state,
+)
 from ground.retry import BadInput  # noqa: F401 - the flows' one bad-input error
 from ground.settings import ConfigError, Settings, endpoint_refusal, load_env
 
 
 class DeployFailed(RuntimeError):
     """A deploy or rollback ran and did not work (gate, verdict, probe): the message is why."""
+
+
+@dataclass
+class Outcome:
+    """How a deploy-like flow went, filled in by `judged()`: the body returns its success
+    reason; BadInput is bad input, DeployFailed a failure with its reason, anything else a
+    failure with the error (and the traceback in the run's log)."""
+
+    verdict: str = FAILED
+    reason: str = ""
+    error: str | None = None
+
+    @contextlib.contextmanager
+    def judged(self, what: str):
+        try:
+            yield self
+            self.verdict = SUCCESS
+        except BadInput as e:
+            self.verdict, self.reason = BAD_INPUT, str(e)
+        except DeployFailed as e:
+            self.verdict, self.reason = FAILED, str(e)
+        except Exception as e:  # noqa: BLE001 - the verdict and evidence must still be written
+            self.verdict, self.error = FAILED, f"{type(e).__name__}: {e}"
+            self.reason = self.reason or f"{what} failed: {self.error}"
+            run_logger().exception("%s failed", what)
+
+    def finish(self, flow: str, env: str, bundle, s3, started: float, data: dict):
+        """Evidence closed (kept local for bad input: a refused input changes nothing, not even
+        the bucket) and the flow's return value."""
+        res = bundle.finish("pass" if self.verdict == SUCCESS else "fail", s3=s3,
+                            upload=self.verdict != BAD_INPUT)
+        return to_state(result(flow, env, self.verdict, self.reason, error=self.error,
+                               started=started, evidence=evidence_summary(res), data=data))
 
 
 def open_run(env: str) -> Settings:

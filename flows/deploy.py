@@ -15,8 +15,8 @@ import time
 from prefect import flow, get_run_logger
 
 from artifacts import EvidenceBundle
-from flows.common import DeployFailed, aws_clients, deploy_lock, open_run
-from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
+from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_run
+from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from tasks import ecr, probes, rollout, taskdef
 from tasks.db import read_db_secret
@@ -61,35 +61,23 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
-    verdict, reason, error = FAILED, "", None
+    outcome = Outcome()
     try:
-        # 1. Pin first (read-only): a typo is answered before the gate, the lock or a change.
-        pinned = pin(c["ecr"], image, settings)
-        data["image_digest"] = pinned.digest
-        bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
-        with deploy_lock(settings):
-            data["lock_acquired_at"] = time.time()
-            reason = _deploy(settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
-                             timeout_seconds or settings.deploy_timeout_seconds,
-                             poll_seconds or settings.deploy_poll_seconds, started)
-        verdict = SUCCESS
-    except BadInput as e:
-        verdict, reason = BAD_INPUT, str(e)
-    except DeployFailed as e:
-        reason = str(e)
-    except Exception as e:  # noqa: BLE001 - the verdict and evidence must still be written
-        error = f"{type(e).__name__}: {e}"
-        reason = data.get("reason") or error
-        get_run_logger().exception("deploy failed")
+        with outcome.judged("deploy"):
+            # 1. Pin first (read-only): a typo is answered before the gate, the lock or a change.
+            pinned = pin(c["ecr"], image, settings)
+            data["image_digest"] = pinned.digest
+            bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
+            with deploy_lock(settings):
+                data["lock_acquired_at"] = time.time()
+                outcome.reason = _deploy(
+                    settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
+                    timeout_seconds or settings.deploy_timeout_seconds,
+                    poll_seconds or settings.deploy_poll_seconds, started)
     finally:
         data.setdefault("lock_acquired_at", None)
         data["lock_released_at"] = time.time()
-    data.pop("reason", None)
-    # A refused input changes nothing, not even the bucket: its evidence stays local.
-    res = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=c["s3"],
-                        upload=verdict != BAD_INPUT)
-    return to_state(result("deploy", env, verdict, reason, error=error, started=started,
-                           evidence=evidence_summary(res), data=data))
+    return outcome.finish("deploy", env, bundle, c["s3"], started, data)
 
 
 def pin(ecr_client, image: str, settings):
@@ -153,7 +141,6 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     bundle.write_text("service_events", "\n".join(verdict["events"]))
     bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:
-        summary["reason"] = verdict["reason"]
         if verdict["outcome"] == "unknown":
             # We cannot see what runs: a rollback we could not watch either is no safer than
             # the deploy. Say so and leave the decision to the operator (diff, rollback).
@@ -184,12 +171,19 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
 
 
 def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll: float) -> None:
-    rb = rollout.roll_back(c["ecs"], settings, previous)
-    back = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], previous, None,
-                                    timeout, poll, since=time.time())
-    summary["rollback"] = {"to": previous, "deployment_id": rb["deployment_id"],
-                           "started_by_us": rb["started"], "ok": back["ok"],
-                           "reason": back["reason"]}
+    """Back to `previous`, judged like a deploy. Never raises: the deploy's own failure is the
+    verdict's reason; how the rollback went is recorded beside it (data.rollback, evidence)."""
+    try:
+        rb = rollout.roll_back(c["ecs"], settings, previous)
+        back = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], previous, None,
+                                        timeout, poll, since=time.time())
+        summary["rollback"] = {"to": previous, "deployment_id": rb["deployment_id"],
+                               "started_by_us": rb["started"], "ok": back["ok"],
+                               "reason": back["reason"]}
+    except Exception as e:  # noqa: BLE001 - reported, not raised (see above)
+        get_run_logger().exception("rollback to %s failed", previous)
+        summary["rollback"] = {"to": previous, "ok": False,
+                               "reason": f"rollback failed: {type(e).__name__}: {e}"}
     bundle.write_json("rollback", summary["rollback"])
 
 

@@ -16,8 +16,8 @@ import time
 from prefect import flow
 
 from artifacts import EvidenceBundle
-from flows.common import DeployFailed, aws_clients, deploy_lock, open_run
-from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
+from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_run
+from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from tasks import probes, rollout
 from tasks.state import record_deploy
@@ -44,31 +44,19 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
     bundle = EvidenceBundle.open(settings, flow_name="rollback")
     bundle.set_context(environment=env, requested=to)
     data: dict = {"to": to}
-    verdict, reason, error = FAILED, "", None
-    try:
-        with deploy_lock(settings):
-            current = rollout.read_current(c["ecs"], settings)
-            data["from_task_definition"] = current["task_definition"]
-            target = rollout.resolve_target(c["ecs"], c["s3"], settings, to,
-                                            current["task_definition"])
-            data["task_definition"] = target
-            bundle.set_context(from_task_definition=current["task_definition"],
-                               task_definition_arn=target)
-            reason = _roll_back(settings, c, bundle, data, target, current,
-                                timeout_seconds or settings.deploy_timeout_seconds,
-                                poll_seconds or settings.deploy_poll_seconds)
-        verdict = SUCCESS
-    except BadInput as e:
-        verdict, reason = BAD_INPUT, str(e)
-    except DeployFailed as e:
-        reason = str(e)
-    except Exception as e:  # noqa: BLE001 - the verdict and evidence must still be written
-        error = f"{type(e).__name__}: {e}"
-        reason = f"rollback failed: {error}"
-    res = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=c["s3"],
-                        upload=verdict != BAD_INPUT)
-    return to_state(result("rollback", env, verdict, reason, error=error, started=started,
-                           evidence=evidence_summary(res), data=data))
+    outcome = Outcome()
+    with outcome.judged("rollback"), deploy_lock(settings):
+        current = rollout.read_current(c["ecs"], settings)
+        data["from_task_definition"] = current["task_definition"]
+        target = rollout.resolve_target(c["ecs"], c["s3"], settings, to,
+                                        current["task_definition"])
+        data["task_definition"] = target
+        bundle.set_context(from_task_definition=current["task_definition"],
+                           task_definition_arn=target)
+        outcome.reason = _roll_back(settings, c, bundle, data, target, current,
+                                    timeout_seconds or settings.deploy_timeout_seconds,
+                                    poll_seconds or settings.deploy_poll_seconds)
+    return outcome.finish("rollback", env, bundle, c["s3"], started, data)
 
 
 def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, timeout: float,
