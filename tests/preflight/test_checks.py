@@ -210,7 +210,7 @@ def test_duplicate_rule(sandbox, drift, kind):
         drift.sg_allow(lo=5400, hi=5500, group=drift.task_sg)
     else:
         drift.sg_allow(group=drift.other_sg())
-    c = check_rds_sg.fn(drift.ec2, sandbox.settings)
+    c = check_rds_sg.fn(drift.ec2, drift.rds, sandbox.settings)
     assert c["verdict"] == "fail"
     assert ("duplicate" if kind == "same-group-twice" else "also from") in c["detail"]
 
@@ -234,11 +234,11 @@ def test_repair_refuses_a_stale_plan(sandbox, drift):
     from tasks.repairs import RepairConflict, apply_secret, apply_sg, plan_secret, plan_sg
 
     drift.sg_allow(cidr="0.0.0.0/0")
-    plan = plan_sg.fn(drift.ec2, sandbox.settings)
+    plan = plan_sg.fn(drift.ec2, drift.rds, sandbox.settings)
     drift.sg_allow(cidr="10.0.0.0/8")  # someone changes the group after the plan was shown
     rules = drift.inbound()
     with pytest.raises(RepairConflict):
-        apply_sg.fn(drift.ec2, sandbox.settings, plan)
+        apply_sg.fn(drift.ec2, drift.rds, sandbox.settings, plan)
     assert drift.inbound() == rules  # nothing changed
 
     drift.secret(dbname="papyrus_old")
