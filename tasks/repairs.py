@@ -2,8 +2,11 @@
 
 Three repairs, each a pair of Prefect tasks (``.fn`` for unit tests):
 
-- ``secret``: rewrite host/port/username/dbname of the DB secret from the RDS truth with
-  ``put_secret_value``; the password and every other key are kept as they are.
+- ``secret``: rewrite host/port/dbname of the DB secret from the RDS truth with
+  ``put_secret_value`` (``dbname`` under the key the secret uses: ``dbname`` or its alias
+  ``database``; a secret without either keeps reading the RDS DBName and gets none). It never
+  writes ``username`` or ``password``: the app may log in as a dedicated role, and the
+  password belongs to whoever the username is; every other key is kept as it is.
 - ``sg``: on the security groups attached to the RDS instance (never another group): on the
   configured RDS group, authorize ``tcp 5432`` from the ECS task SG when it is missing, then
   revoke the open (CIDR / prefix list), foreign-SG, duplicate and too-wide rules that cover 5432;
@@ -37,6 +40,7 @@ from prefect.cache_policies import NO_CACHE
 from ground.log_redaction import REDACTOR  # the process-wide one, log patching armed
 from ground.settings import Settings
 from tasks.check_result import SECRET_FIELDS
+from tasks.db import DBNAME_KEYS, dbname_key
 from tasks.ecs_checks import check_ecs_exec, describe_service
 from tasks.secrets_rds import _same, check_secret_vs_rds, describe_rds
 from tasks.security_groups import (
@@ -103,21 +107,30 @@ def _read_secret_doc(sm, secret_id: str) -> tuple[dict[str, Any], str, str]:
 
 def secret_view(doc: dict[str, Any]) -> dict[str, Any]:
     """What may be shown of the secret: its non-password fields, password present/missing."""
+    key = dbname_key(doc)
     view = {f: doc.get(f) for f in SECRET_FIELDS}
+    view["dbname"] = doc.get(key) if key else None
+    view["dbname_key"] = key
     # `password_present`, not `password`: values under password-like keys are masked whole.
     view["password_present"] = bool(doc.get("password"))
     view["other_keys"] = sorted(k for k in doc if k not in (*SECRET_FIELDS, "password"))
     return view
 
 
+NEVER_WRITTEN = ("username", "password")  # who logs in, and with what: not ours to rewrite
+
+
 def _secret_actions(doc: dict[str, Any], truth: dict[str, Any]) -> list[dict[str, Any]]:
-    target = {"host": truth["address"], "port": int(truth["port"]),
-              "username": truth["username"], "dbname": truth["dbname"]}
+    target = {"host": truth["address"], "port": int(truth["port"])}
+    db_key = dbname_key(doc)
+    if db_key:  # a secret without dbname reads the RDS DBName: nothing to fix
+        target[db_key] = truth["dbname"]
     actions = []
-    for f in SECRET_FIELDS:
-        if not _same(f, doc.get(f), target[f]):
-            actions.append({"action": "set", "key": f, "from": doc.get(f), "to": target[f],
-                            "summary": f"{f}: {doc.get(f)!r} -> {target[f]!r} (RDS truth)"})
+    for key, want in target.items():
+        field = "dbname" if key in DBNAME_KEYS else key
+        if not _same(field, doc.get(key), want):
+            actions.append({"action": "set", "key": key, "from": doc.get(key), "to": want,
+                            "summary": f"{key}: {doc.get(key)!r} -> {want!r} (RDS truth)"})
     return actions
 
 
@@ -129,6 +142,8 @@ def plan_secret(sm, rds, settings: Settings) -> dict[str, Any]:
     note = "running tasks read the secret at start: deploy (new tasks) to use it"
     if not doc.get("password"):
         note += "; the secret has NO password and this repair does not set one"
+    if not doc.get("username"):
+        note += "; the secret has NO username and this repair does not set one"
     return REDACTOR.redact_obj({
         "repair": "secret", "target": f"secret {settings.db_secret_id}",
         "source": f"RDS instance {settings.rds_instance}", "noop": not actions,
@@ -146,7 +161,9 @@ def apply_secret(sm, rds, settings: Settings, plan: dict[str, Any]) -> dict[str,
                              "nothing written, plan again")
     if not actions:
         return {"repair": "secret", "applied": [], "after": secret_view(doc)}
-    new = dict(doc)  # password and every other key as they are
+    if any(a["key"] in NEVER_WRITTEN for a in actions):  # cannot happen: belt and braces
+        raise RepairError(f"secret {settings.db_secret_id}: refusing to write username/password")
+    new = dict(doc)  # username, password and every other key as they are
     for a in actions:
         new[a["key"]] = a["to"]
     # Idempotent on retry: same previous version + same changes -> same request token.
