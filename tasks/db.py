@@ -8,11 +8,11 @@ The API other flows use (preflight, deploy, schema_init, insert_check):
   message names the secret and the problem, never any of its text. AWS being unreachable is a
   ``DbSecretUnavailable`` (retried).
 - ``parse_db_secret(text, secret_id, default_dbname=None) -> DbSecret``: the same checks on a
-  string. Key ``database`` is read as an alias of ``dbname``. A secret with neither (the shape
+  string. With ``default_dbname`` (preflight and repair) key ``database`` is read as an alias of
+  ``dbname``, and a secret with neither (the shape
   Secrets Manager writes for an RDS database: username, password, engine, host, port,
-  dbInstanceIdentifier) is accepted only when the caller passes ``default_dbname`` (preflight and
-  repair pass the instance's DBName, docs/runbook.md); without it ``dbname`` is a missing key,
-  because the service itself needs it in the secret.
+  dbInstanceIdentifier) gets it (the instance's DBName, docs/runbook.md). Without it (deploy,
+  schema: ``read_db_secret``) only ``dbname`` counts, because the service reads only that key.
 - ``DbSecret``: host/port/username/password/dbname/engine; its repr masks the password and
   ``public()`` is what may go into evidence (``password_present`` instead of the password).
 - ``connect(secret, settings, **kw)`` -> an open psycopg2 connection, always over SSL:
@@ -117,7 +117,10 @@ def parse_db_secret(text: Any, secret_id: str, default_dbname: str | None = None
     password = doc.get("password")
     if isinstance(password, str) and password:
         REDACTOR.add(password)  # before anything below could print it
-    db_key = dbname_key(doc)
+    # The other shapes only with a default (preflight/repair): the service reads `dbname` only,
+    # so read_db_secret (deploy, schema) keeps refusing what the service would refuse.
+    db_key = dbname_key(doc) if default_dbname else (
+        "dbname" if doc.get("dbname") not in (None, "") else None)
     missing = [k for k in REQUIRED_KEYS if k != "dbname" and doc.get(k) in (None, "")]
     if db_key is None and not default_dbname:
         missing.append("dbname")

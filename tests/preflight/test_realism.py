@@ -256,3 +256,16 @@ def test_secret_missing_host_is_one_line_naming_host(sandbox, realism):
     assert bad["secret.host"]["detail"] == line
     auth = check_secret_authenticates.fn(realism.sm, realism.rds, sandbox.settings)
     assert auth["verdict"] == "fail" and auth["detail"] == line
+
+
+@pytest.mark.parametrize("extra", [{}, {"database": "papyrus"}], ids=["rds-shaped", "alias"])
+def test_deploy_reader_still_refuses_what_the_service_cannot_read(sandbox, realism, extra):
+    """read_db_secret (deploy, schema) has no RDS DBName to fall back on and the service reads
+    `dbname` only: the other shapes are one line there, before any task starts."""
+    from tasks.db import DbSecretError, parse_db_secret
+
+    doc = rds_shaped(sandbox, realism) | extra
+    with pytest.raises(DbSecretError) as e:
+        parse_db_secret(json.dumps(doc), sandbox.settings.db_secret_id)
+    assert str(e.value) == f"secret {sandbox.settings.db_secret_id}: missing key(s) dbname"
+    assert parse_db_secret(json.dumps(doc), "s", default_dbname="papyrus").dbname == "papyrus"
