@@ -7,7 +7,12 @@ The API other flows use (preflight, deploy, schema_init, insert_check):
   else happens with it. A missing or malformed secret is a ``DbSecretError`` whose one-line
   message names the secret and the problem, never any of its text. AWS being unreachable is a
   ``DbSecretUnavailable`` (retried).
-- ``parse_db_secret(text, secret_id) -> DbSecret``: the same checks on a string.
+- ``parse_db_secret(text, secret_id, default_dbname=None) -> DbSecret``: the same checks on a
+  string. With ``default_dbname`` (preflight and repair) key ``database`` is read as an alias of
+  ``dbname``, and a secret with neither (the shape
+  Secrets Manager writes for an RDS database: username, password, engine, host, port,
+  dbInstanceIdentifier) gets it (the instance's DBName, docs/runbook.md). Without it (deploy,
+  schema: ``read_db_secret``) only ``dbname`` counts, because the service reads only that key.
 - ``DbSecret``: host/port/username/password/dbname/engine; its repr masks the password and
   ``public()`` is what may go into evidence (``password_present`` instead of the password).
 - ``connect(secret, settings, **kw)`` -> an open psycopg2 connection, always over SSL:
@@ -35,6 +40,12 @@ from ground.log_redaction import REDACTOR  # the process-wide one, log patching 
 from ground.settings import Settings
 
 REQUIRED_KEYS = ("host", "port", "username", "password", "dbname")
+DBNAME_KEYS = ("dbname", "database")  # `database`: the alias some writers use
+
+
+def dbname_key(doc: dict[str, Any]) -> str | None:
+    """The key holding the database name (``dbname``, else its alias ``database``), or None."""
+    return next((k for k in DBNAME_KEYS if doc.get(k) not in (None, "")), None)
 POSTGRES_ENGINES = ("postgres", "postgresql", "aurora-postgresql")
 
 
@@ -72,6 +83,8 @@ class DbSecret:
     dbname: str
     engine: str = "postgres"
     secret_id: str = ""
+    # Where dbname came from: "dbname", "database" (the alias) or "" (the caller's default).
+    dbname_key: str = "dbname"
 
     def __repr__(self) -> str:
         return (f"DbSecret(secret_id={self.secret_id!r}, host={self.host!r}, port={self.port}, "
@@ -86,8 +99,8 @@ class DbSecret:
                 "password_present": bool(self.password)}
 
 
-def parse_db_secret(text: Any, secret_id: str) -> DbSecret:
-    """Validate the secret's JSON. Error messages name keys, never values."""
+def parse_db_secret(text: Any, secret_id: str, default_dbname: str | None = None) -> DbSecret:
+    """Validate the secret's JSON. Error messages name keys, never values (one line)."""
     where = f"secret {secret_id}"
     if not isinstance(text, str) or not text.strip():
         raise DbSecretError(f"{where}: empty or not a string (expected JSON with "
@@ -104,11 +117,19 @@ def parse_db_secret(text: Any, secret_id: str) -> DbSecret:
     password = doc.get("password")
     if isinstance(password, str) and password:
         REDACTOR.add(password)  # before anything below could print it
-    missing = [k for k in REQUIRED_KEYS if doc.get(k) in (None, "")]
+    # The other shapes only with a default (preflight/repair): the service reads `dbname` only,
+    # so read_db_secret (deploy, schema) keeps refusing what the service would refuse.
+    db_key = dbname_key(doc) if default_dbname else (
+        "dbname" if doc.get("dbname") not in (None, "") else None)
+    missing = [k for k in REQUIRED_KEYS if k != "dbname" and doc.get(k) in (None, "")]
+    if db_key is None and not default_dbname:
+        missing.append("dbname")
     if missing:
         raise DbSecretError(f"{where}: missing key(s) {', '.join(missing)}")
-    for key in ("host", "username", "password", "dbname"):
-        if not isinstance(doc[key], str) or not doc[key].strip():
+    dbname = doc[db_key] if db_key else default_dbname
+    for key, value in (("host", doc["host"]), ("username", doc["username"]),
+                       ("password", password), (db_key or "dbname", dbname)):
+        if not isinstance(value, str) or not value.strip():
             raise DbSecretError(f"{where}: key {key} must be a non-empty string")
     port = doc["port"]
     if isinstance(port, str) and re.fullmatch(r"[0-9]{1,5}", port.strip()):
@@ -119,7 +140,8 @@ def parse_db_secret(text: Any, secret_id: str) -> DbSecret:
     if not isinstance(engine, str) or engine not in POSTGRES_ENGINES:
         raise DbSecretError(f"{where}: key engine must be one of {', '.join(POSTGRES_ENGINES)}")
     return DbSecret(host=doc["host"].strip(), port=port, username=doc["username"],
-                    password=password, dbname=doc["dbname"], engine=engine, secret_id=secret_id)
+                    password=password, dbname=dbname, engine=engine, secret_id=secret_id,
+                    dbname_key=db_key or "")
 
 
 _NOT_RETRYABLE = {

@@ -1,9 +1,17 @@
 """Preflight checks on the DB secret and the RDS instance (the 2025-10-08 incident).
 
-- `check_secret_vs_rds`: the secret's host/port/username/dbname against the instance's endpoint
-  address/port, master username and DB name; the password only as present/missing.
+- `check_secret_vs_rds`: the secret's host/port/dbname against the instance's endpoint
+  address/port and DB name; username and password only as present/missing. The app may log in
+  as a dedicated role: a username other than the master user is **not** drift, and who the
+  secret logs in as is proven by the next check, not by comparing names.
 - `check_secret_authenticates`: the secret's username/password open a session on the real
   instance (its endpoint, port and DB name), over SSL. Optional.
+
+Secret shapes read: ``{host, port, username, password, dbname, engine?}`` (what the service
+reads), ``database`` as an alias of ``dbname``, and the shape Secrets Manager writes for an RDS
+database (``username, password, engine, host, port, dbInstanceIdentifier``, no ``dbname``):
+then the database is the instance's DBName (``postgres`` when the instance has none), the one
+the RDS truth names anyway. Any other missing key is one line naming it.
 - `check_rds_endpoint_unchanged`: the endpoint against the last recorded deploy (tasks.state).
 - `check_force_ssl`: `rds.force_ssl=1` in the instance's parameter group.
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -24,7 +33,15 @@ from ground.log_redaction import REDACTOR  # the process-wide one, log patching 
 from ground.settings import Settings
 from tasks import state
 from tasks.check_result import AWS_CHECK_OPTS, FAIL, PASS, SECRET_FIELDS, SKIP, result
-from tasks.db import DbConnectError, DbSecret, DbSecretError, connect, parse_db_secret, ssl_status
+from tasks.db import (
+    DbConnectError,
+    DbSecret,
+    DbSecretError,
+    connect,
+    dbname_key,
+    parse_db_secret,
+    ssl_status,
+)
 
 
 class RdsNotFound(LookupError):
@@ -69,12 +86,15 @@ def describe_rds(rds, settings: Settings) -> dict[str, Any]:
 
 
 # -- the secret -------------------------------------------------------------------------------
-def read_secret_fields(sm, secret_id: str) -> tuple[DbSecret | None, dict[str, Any], str]:
+def read_secret_fields(sm, secret_id: str, default_dbname: str | None = None
+                       ) -> tuple[DbSecret | None, dict[str, Any], str]:
     """(parsed secret or None, lenient view of its fields, problem or "").
 
     The password is registered with the redactor before anything else; the lenient view has
     ``password`` replaced by ``present``/``missing`` so a malformed secret can still be compared
-    field by field.
+    field by field, ``dbname`` read through its alias ``database`` and ``dbname_key`` naming the
+    key it came from (None: not in the secret). `default_dbname` (the RDS DBName) stands in for
+    a secret without one.
     """
     try:
         text = sm.get_secret_value(SecretId=secret_id).get("SecretString")
@@ -92,11 +112,14 @@ def read_secret_fields(sm, secret_id: str) -> tuple[DbSecret | None, dict[str, A
         doc = json.loads(text)
         if isinstance(doc, dict):
             lenient = {k: doc.get(k) for k in SECRET_FIELDS}
+            key = dbname_key(doc)
+            lenient["dbname"] = doc[key] if key else None
+            lenient["dbname_key"] = key
             lenient["password"] = "present" if doc.get("password") else "missing"
     except ValueError:
         pass
     try:
-        return parse_db_secret(text, secret_id), lenient, ""
+        return parse_db_secret(text, secret_id, default_dbname), lenient, ""
     except DbSecretError as e:
         return None, lenient, str(e)
 
@@ -117,41 +140,74 @@ def _same(field: str, secret_value: Any, rds_value: Any) -> bool:
 
 def secret_diff(secret: DbSecret | None, lenient: dict[str, Any],
                 truth: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows {field, stored (in the secret), rds, match}; the password as present/missing only.
+    """Rows {field, stored (in the secret), rds, match, rule}; the password as present/missing.
 
+    host/port/dbname are compared with the instance; a dbname absent from the secret is the
+    instance's (rule ``from RDS``); the username is only required to be there (rule
+    ``present``), the RDS master username (``master``) is shown for information.
     (`stored`, not `secret`: keys named like "secret" are masked whole by the redactor.)"""
-    values = dataclasses.asdict(secret) if secret else lenient
+    values = {f: lenient.get(f) for f in SECRET_FIELDS}
+    if secret:
+        values.update(host=secret.host, port=secret.port, username=secret.username)
     rows = []
     for f in SECRET_FIELDS:
         sv, rv = values.get(f), truth.get("address" if f == "host" else f)
-        rows.append({"field": f, "stored": sv, "rds": rv, "match": _same(f, sv, rv)})
+        if f == "username":
+            rows.append({"field": f, "stored": sv, "rds": f"not compared (master user {rv})",
+                         "master": rv, "rule": "present",
+                         "match": isinstance(sv, str) and bool(sv.strip())})
+        elif f == "dbname" and sv is None and "dbname_key" in lenient:  # an object without one
+            rows.append({"field": f, "stored": None, "rds": rv, "rule": "from RDS",
+                         "match": rv is not None})
+        else:
+            rows.append({"field": f, "stored": sv, "rds": rv, "rule": "equal",
+                         "match": _same(f, sv, rv)})
     present = bool(secret.password) if secret else lenient.get("password") == "present"
     rows.append({"field": "password", "stored": "present" if present else "missing",
-                 "rds": "(not readable from RDS)", "match": present})
+                 "rds": "(not readable from RDS)", "rule": "present", "match": present})
     return rows
+
+
+_RDS_NAME = {"host": "endpoint address", "port": "endpoint port", "dbname": "DB name"}
+
+
+def _row_check(row: dict[str, Any], problem: str, settings: Settings) -> dict[str, Any]:
+    f = row["field"]
+    listed = re.search(r"missing key\(s\) (.+)$", problem)
+    missing_key = bool(listed) and f in listed.group(1).split(", ")
+    if f == "username":
+        expected = "present (the login is proven by secret.password_authenticates)"
+        if row["match"]:
+            role = ("the RDS master user" if row["stored"] == row["master"]
+                    else f"a dedicated role, not the master user {row['master']}: not drift")
+            detail = f"secret username {row['stored']} is {role}"
+        else:
+            detail = "secret has no usable username" + (f" ({problem})" if problem else "")
+        return result("secret.username", expected, row["stored"],
+                      PASS if row["match"] else FAIL, detail)
+    if row["rule"] == "from RDS":
+        detail = (f"secret has no dbname (RDS-shaped secret): the RDS {settings.rds_instance} "
+                  f"DB name {row['rds']} is used")
+    elif row["match"]:
+        detail = f"secret {f} matches the RDS {_RDS_NAME[f]}"
+    elif row["stored"] is None or missing_key:
+        detail = problem if missing_key else f"secret has no usable {f}" + (
+            f" ({problem})" if problem else "")
+    else:
+        detail = (f"secret {settings.db_secret_id} {f} differs from RDS "
+                  f"{settings.rds_instance} {_RDS_NAME[f]}: "
+                  "repair with `papyrus-ops repair secret`")
+    return result(f"secret.{f}", row["rds"], row["stored"], PASS if row["match"] else FAIL,
+                  detail)
 
 
 @task(name="check-secret-vs-rds", **AWS_CHECK_OPTS)
 def check_secret_vs_rds(sm, rds, settings: Settings) -> list[dict[str, Any]]:
-    """secret.host/port/username/dbname vs the instance; secret.password present."""
+    """secret.host/port/dbname vs the instance; secret.username and .password present."""
     truth = describe_rds(rds, settings)
-    secret, lenient, problem = read_secret_fields(sm, settings.db_secret_id)
+    secret, lenient, problem = read_secret_fields(sm, settings.db_secret_id, truth["dbname"])
     rows = secret_diff(secret, lenient, truth)
-    checks = []
-    for row in rows[:-1]:
-        f = row["field"]
-        rds_name = {"host": "endpoint address", "port": "endpoint port",
-                    "username": "master username", "dbname": "DB name"}[f]
-        if row["match"]:
-            detail = f"secret {f} matches the RDS {rds_name}"
-        elif row["stored"] is None:
-            detail = f"secret has no usable {f}" + (f" ({problem})" if problem else "")
-        else:
-            detail = (f"secret {settings.db_secret_id} {f} differs from RDS "
-                      f"{settings.rds_instance} {rds_name}: "
-                      "repair with `papyrus-ops repair secret`")
-        checks.append(result(f"secret.{f}", row["rds"], row["stored"],
-                             PASS if row["match"] else FAIL, detail))
+    checks = [_row_check(row, problem, settings) for row in rows[:-1]]
     pw = rows[-1]
     pw_detail = "password present (never compared or shown)" if pw["match"] else \
         "secret has no password" + (f" ({problem})" if problem else "")
@@ -160,6 +216,7 @@ def check_secret_vs_rds(sm, rds, settings: Settings) -> list[dict[str, Any]]:
                          evidence={"db_connection_vs_rds": {
                              "secret_id": settings.db_secret_id,
                              "rds_instance": settings.rds_instance,
+                             "dbname_key": lenient.get("dbname_key"),
                              "problem": problem, "rows": rows}}))
     bad = [c["check"] for c in checks if c["verdict"] != PASS]
     _logger().info("secret %s vs RDS %s: %s", settings.db_secret_id, settings.rds_instance,
@@ -175,7 +232,7 @@ def check_secret_authenticates(sm, rds, settings: Settings, enabled: bool = True
     if not enabled:
         return result(name, expected, "not checked", SKIP, "disabled (--no-db-auth)")
     truth = describe_rds(rds, settings)
-    secret, _, problem = read_secret_fields(sm, settings.db_secret_id)
+    secret, _, problem = read_secret_fields(sm, settings.db_secret_id, truth["dbname"])
     if secret is None:
         return result(name, expected, "not checked", FAIL, problem or "secret unreadable")
     # The RDS truth for where to connect; the secret only for who we are.

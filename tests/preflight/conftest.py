@@ -35,3 +35,13 @@ def drift(sandbox, baseline, tmp_path):
     d = Drift(sandbox, tmp_path)
     yield d
     d.restore()
+
+
+@pytest.fixture
+def realism(sandbox, baseline):
+    """Realism scenarios (preflight_testlib.Realism), undone after the test."""
+    from preflight_testlib import Realism
+
+    r = Realism(sandbox)
+    yield r
+    r.restore()

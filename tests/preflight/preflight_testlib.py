@@ -195,3 +195,129 @@ def invoke(*args: str):
     from papyrus_ops.cli import app
 
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+class Realism:
+    """Realism scenarios: the account as Terraform or a person leaves it, made with plain boto3
+    calls (docs/sandbox.md, "Realism scenarios"); `restore()` puts the sandbox back.
+
+    Security groups it creates are tagged like Terraform's; the instance's groups are changed
+    with ModifyDBInstance(VpcSecurityGroupIds=..., ApplyImmediately=True), as `terraform apply`
+    does for `aws_db_instance.vpc_security_group_ids`.
+    """
+
+    TAGS = [{"Key": "ManagedBy", "Value": "terraform"}, {"Key": "Project", "Value": "papyrus"}]
+
+    def __init__(self, sandbox):
+        self.sb, self.s = sandbox, sandbox.settings
+        self.ec2, self.rds, self.sm = (sandbox.client(x) for x in ("ec2", "rds", "secretsmanager"))
+        self._groups: list[str] = []  # created here, deleted (newest first) on restore
+        self._instance_groups: list[str] | None = None
+        self._secret: str | None = None
+        self._sql_undo: list[tuple[str, str]] = []
+
+    # -- security groups ------------------------------------------------------------------------
+    def instance_groups(self) -> list[str]:
+        inst = self.rds.describe_db_instances(DBInstanceIdentifier=self.s.rds_instance)
+        return [g["VpcSecurityGroupId"] for g in inst["DBInstances"][0]["VpcSecurityGroups"]]
+
+    def group(self, name: str, *ingress: dict) -> str:
+        """aws_security_group + aws_vpc_security_group_ingress_rule(s) in the Papyrus VPC."""
+        gid = self.ec2.create_security_group(
+            GroupName=name, Description=f"{name} (terraform)", VpcId=self.sb.seeded.vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group",
+                                "Tags": [{"Key": "Name", "Value": name}, *self.TAGS]}])["GroupId"]
+        self._groups.append(gid)
+        if ingress:
+            self.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=list(ingress))
+        return gid
+
+    def set_instance_groups(self, group_ids: list[str]) -> None:
+        if self._instance_groups is None:
+            self._instance_groups = self.instance_groups()
+        self.rds.modify_db_instance(DBInstanceIdentifier=self.s.rds_instance,
+                                    VpcSecurityGroupIds=group_ids, ApplyImmediately=True)
+        assert self.instance_groups() == group_ids, "ModifyDBInstance not honoured"
+
+    def attach(self, group_id: str) -> None:
+        self.set_instance_groups([*self.instance_groups(), group_id])
+
+    @staticmethod
+    def pg_from(cidr: str | None = None, group: str | None = None, lo: int = 5432,
+                hi: int = 5432, proto: str = "tcp") -> dict:
+        perm: dict = {"IpProtocol": proto}
+        if proto != "-1":
+            perm.update(FromPort=lo, ToPort=hi)
+        if group:
+            perm["UserIdGroupPairs"] = [{"GroupId": group}]
+        elif ":" in (cidr or ""):
+            perm["Ipv6Ranges"] = [{"CidrIpv6": cidr}]
+        else:
+            perm["IpRanges"] = [{"CidrIp": cidr}]
+        return perm
+
+    def rules(self, group_id: str) -> list[dict]:
+        return [r for r in self.ec2.describe_security_group_rules(Filters=[
+            {"Name": "group-id", "Values": [group_id]}])["SecurityGroupRules"]
+            if not r["IsEgress"]]
+
+    # -- the secret and PostgreSQL roles -----------------------------------------------------
+    def put_secret(self, doc: dict) -> None:
+        if self._secret is None:
+            self._secret = self.sm.get_secret_value(SecretId=self.s.db_secret_id)["SecretString"]
+        self.sm.put_secret_value(SecretId=self.s.db_secret_id, SecretString=json.dumps(doc))
+
+    def secret_doc(self) -> dict:
+        return json.loads(self.sm.get_secret_value(SecretId=self.s.db_secret_id)["SecretString"])
+
+    def secret_versions(self) -> list[dict]:
+        """Every stored version's JSON, oldest first (deprecated versions included)."""
+        out = []
+        resp = self.sm.list_secret_version_ids(SecretId=self.s.db_secret_id,
+                                               IncludeDeprecated=True)
+        for v in sorted(resp["Versions"], key=lambda v: v["CreatedDate"]):
+            text = self.sm.get_secret_value(SecretId=self.s.db_secret_id,
+                                            VersionId=v["VersionId"])["SecretString"]
+            out.append(json.loads(text))
+        return out
+
+    def app_role(self, name: str, password: str) -> None:
+        """A dedicated login role, not the master user, with what the service needs on the
+        `papyrus` database: CONNECT, USAGE on schema public, INSERT/SELECT on skus (the
+        /dbcheck INSERT) when the schema is there. The password travels on psql's stdin only."""
+        pg, db = self.sb.pg, self.sb.pg.dbname
+        pw = password.replace("'", "''")
+        pg.psql_admin("SET log_min_error_statement = panic; SET log_statement = 'none';\n"
+                      f"CREATE ROLE {name} LOGIN PASSWORD '{pw}'")
+        self._sql_undo.append(("postgres", f"DROP ROLE IF EXISTS {name}"))
+        self._sql_undo.append((db, f"DROP OWNED BY {name}"))  # also its database grants
+        pg.psql_admin(f"GRANT CONNECT ON DATABASE {db} TO {name}; "
+                      f"GRANT USAGE ON SCHEMA public TO {name}; "
+                      "DO $$ BEGIN IF to_regclass('public.skus') IS NOT NULL THEN "
+                      f"GRANT SELECT, INSERT ON public.skus TO {name}; "
+                      f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {name}; "
+                      "END IF; END $$", dbname=db)
+
+    def restore(self) -> None:
+        errors: list[Exception] = []
+
+        def attempt(fn, *a, **kw):
+            try:
+                fn(*a, **kw)
+            except Exception as e:  # noqa: BLE001 - restore everything we can
+                errors.append(e)
+
+        if self._secret is not None:
+            attempt(self.sm.put_secret_value, SecretId=self.s.db_secret_id,
+                    SecretString=self._secret)
+        if self._instance_groups is not None:
+            attempt(self.rds.modify_db_instance, DBInstanceIdentifier=self.s.rds_instance,
+                    VpcSecurityGroupIds=self._instance_groups, ApplyImmediately=True)
+        for gid in reversed(self._groups):
+            attempt(self.ec2.delete_security_group, GroupId=gid)
+        for db, sql in reversed(self._sql_undo):
+            attempt(self.sb.pg.psql_admin, sql, dbname=db)
+        self._groups, self._sql_undo = [], []
+        self._instance_groups = self._secret = None
+        if errors:
+            raise errors[0]

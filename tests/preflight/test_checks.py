@@ -149,10 +149,13 @@ def test_port_as_string_is_not_drift(sandbox, drift):
     assert {c["verdict"] for c in out} == {"pass"}
 
 
-def test_host_and_username_drift(sandbox, drift):
+def test_host_drift_while_a_username_other_than_the_master_is_not_drift(sandbox, drift):
     drift.secret(host="papyrus-old.xxxx.us-west-2.rds.amazonaws.com", username="papyrus")
     out = {c["check"]: c for c in check_secret_vs_rds.fn(drift.sm, drift.rds, sandbox.settings)}
-    assert out["secret.host"]["verdict"] == out["secret.username"]["verdict"] == "fail"
+    assert out["secret.host"]["verdict"] == "fail"
+    # Who logs in is proven by logging in (secret.password_authenticates), not by its name.
+    assert out["secret.username"]["verdict"] == "pass"
+    assert "not the master user" in out["secret.username"]["detail"]
     assert out["secret.dbname"]["verdict"] == out["secret.port"]["verdict"] == "pass"
 
 
@@ -210,7 +213,7 @@ def test_duplicate_rule(sandbox, drift, kind):
         drift.sg_allow(lo=5400, hi=5500, group=drift.task_sg)
     else:
         drift.sg_allow(group=drift.other_sg())
-    c = check_rds_sg.fn(drift.ec2, sandbox.settings)
+    c = check_rds_sg.fn(drift.ec2, drift.rds, sandbox.settings)
     assert c["verdict"] == "fail"
     assert ("duplicate" if kind == "same-group-twice" else "also from") in c["detail"]
 
@@ -234,11 +237,11 @@ def test_repair_refuses_a_stale_plan(sandbox, drift):
     from tasks.repairs import RepairConflict, apply_secret, apply_sg, plan_secret, plan_sg
 
     drift.sg_allow(cidr="0.0.0.0/0")
-    plan = plan_sg.fn(drift.ec2, sandbox.settings)
+    plan = plan_sg.fn(drift.ec2, drift.rds, sandbox.settings)
     drift.sg_allow(cidr="10.0.0.0/8")  # someone changes the group after the plan was shown
     rules = drift.inbound()
     with pytest.raises(RepairConflict):
-        apply_sg.fn(drift.ec2, sandbox.settings, plan)
+        apply_sg.fn(drift.ec2, drift.rds, sandbox.settings, plan)
     assert drift.inbound() == rules  # nothing changed
 
     drift.secret(dbname="papyrus_old")
