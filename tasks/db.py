@@ -8,8 +8,8 @@ The API other flows use (preflight, deploy, schema_init, insert_check):
   message names the secret and the problem, never any of its text. AWS being unreachable is a
   ``DbSecretUnavailable`` (retried).
 - ``parse_db_secret(text, secret_id, default_dbname=None) -> DbSecret``: the same checks on a
-  string. With ``default_dbname`` (preflight and repair) key ``database`` is read as an alias of
-  ``dbname``, and a secret with neither (the shape
+  string. Key ``database`` is read as an alias of ``dbname`` (the service reads it too); with
+  ``default_dbname`` (preflight and repair) a secret with neither (the shape
   Secrets Manager writes for an RDS database: username, password, engine, host, port,
   dbInstanceIdentifier) gets it (the instance's DBName, docs/runbook.md). Without it (deploy,
   schema: ``read_db_secret``) only ``dbname`` counts, because the service reads only that key.
@@ -117,10 +117,10 @@ def parse_db_secret(text: Any, secret_id: str, default_dbname: str | None = None
     password = doc.get("password")
     if isinstance(password, str) and password:
         REDACTOR.add(password)  # before anything below could print it
-    # The other shapes only with a default (preflight/repair): the service reads `dbname` only,
-    # so read_db_secret (deploy, schema) keeps refusing what the service would refuse.
-    db_key = dbname_key(doc) if default_dbname else (
-        "dbname" if doc.get("dbname") not in (None, "") else None)
+    # `database` is read everywhere (the service reads it too); a secret with no database name
+    # at all only with a default (preflight/repair: the instance's DBName), because the service
+    # would have none — read_db_secret (deploy, schema) refuses it, naming `dbname`.
+    db_key = dbname_key(doc)
     missing = [k for k in REQUIRED_KEYS if k != "dbname" and doc.get(k) in (None, "")]
     if db_key is None and not default_dbname:
         missing.append("dbname")

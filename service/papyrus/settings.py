@@ -3,7 +3,8 @@
 Sources, first match wins:
 1. ``DATABASE`` in the app config: libpq keywords (host, port, user, password, dbname, ...).
 2. ``DB_SECRET`` in the app config (``PAPYRUS_DB_SECRET`` from the environment): the Secrets
-   Manager JSON ``{"host", "port", "username", "password", "dbname"}``, as a string or a dict.
+   Manager JSON ``{"host", "port", "username", "password", "dbname"}`` (``database`` is read as
+   ``dbname``), as a string or a dict.
 3. The libpq variables PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE.
 
 Error messages name keys and positions only: never a value, never the raw secret text,
@@ -40,6 +41,9 @@ def _from_secret(secret: str | Mapping) -> dict:
             ) from None
     if not isinstance(secret, Mapping):
         raise ConfigError("database secret must be a JSON object")
+    if secret.get("dbname") in (None, "") and secret.get("database") not in (None, ""):
+        # `database`: the key some secret writers use for the database name.
+        secret = {**secret, "dbname": secret["database"]}
     missing = [k for k in SECRET_KEYS if secret.get(k) in (None, "")]
     if missing:
         raise ConfigError(f"database secret is missing keys: {', '.join(missing)}")

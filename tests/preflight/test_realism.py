@@ -258,14 +258,20 @@ def test_secret_missing_host_is_one_line_naming_host(sandbox, realism):
     assert auth["verdict"] == "fail" and auth["detail"] == line
 
 
-@pytest.mark.parametrize("extra", [{}, {"database": "papyrus"}], ids=["rds-shaped", "alias"])
-def test_deploy_reader_still_refuses_what_the_service_cannot_read(sandbox, realism, extra):
-    """read_db_secret (deploy, schema) has no RDS DBName to fall back on and the service reads
-    `dbname` only: the other shapes are one line there, before any task starts."""
+def test_deploy_reader_refuses_a_secret_with_no_database_name_and_reads_the_alias(
+        sandbox, realism):
+    """read_db_secret (deploy, schema) has no RDS DBName to fall back on, and neither has the
+    service: a secret without any database name is one line there, before any task starts.
+    The `database` alias is read by both (service/papyrus/settings.py reads it too)."""
+    from papyrus.settings import resolve
+
     from tasks.db import DbSecretError, parse_db_secret
 
-    doc = rds_shaped(sandbox, realism) | extra
+    doc = rds_shaped(sandbox, realism)
     with pytest.raises(DbSecretError) as e:
         parse_db_secret(json.dumps(doc), sandbox.settings.db_secret_id)
     assert str(e.value) == f"secret {sandbox.settings.db_secret_id}: missing key(s) dbname"
     assert parse_db_secret(json.dumps(doc), "s", default_dbname="papyrus").dbname == "papyrus"
+    alias = {**doc, "database": "papyrus"}
+    assert parse_db_secret(json.dumps(alias), "s").dbname == "papyrus"
+    assert resolve({"DB_SECRET": json.dumps(alias)}, {})["dbname"] == "papyrus"
