@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
+from tests.support.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
 _TMP = Path(tempfile.mkdtemp(prefix="papyrus-tests-"))
 # Before anything imports Prefect: a private PREFECT_HOME, no telemetry, evidence in a tmp root.

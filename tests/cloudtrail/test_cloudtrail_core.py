@@ -9,7 +9,6 @@ import time
 import zlib
 
 import pytest
-from ct_support import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
 
 from ground.settings import load_env
 from sandbox import cloudtrail as ct
@@ -23,6 +22,7 @@ from tasks.cloudtrail import (
 from tasks.cloudtrail_filter import PapyrusFilter, PapyrusNames, names_from_settings
 from tasks.cloudtrail_store import WorkDir
 from tasks.cloudtrail_window import resolve_window
+from tests.support.cloudtrail import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)

@@ -12,14 +12,13 @@ import gc
 import time
 import tracemalloc
 
-from ct_support import EXTRA_NAMES, FakeCloudTrail, papyrus_names
-
 from ground.settings import load_env
 from sandbox import cloudtrail as ct
 from tasks.cloudtrail import RateLimiter, archive_slice_core, prepare_archive
 from tasks.cloudtrail_filter import PapyrusFilter, names_from_settings
 from tasks.cloudtrail_store import WorkDir
 from tasks.cloudtrail_window import resolve_window
+from tests.support.cloudtrail import EXTRA_NAMES, FakeCloudTrail, papyrus_names
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)

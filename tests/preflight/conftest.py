@@ -7,7 +7,8 @@ back after the test, so other test modules see a clean sandbox.
 from __future__ import annotations
 
 import pytest
-from preflight_testlib import Drift
+
+from tests.support.drift import Drift
 
 
 @pytest.fixture(autouse=True)

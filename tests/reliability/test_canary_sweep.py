@@ -24,9 +24,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from reliability_lib import assert_evidence_complete, forget_monitoring
 
 from papyrus_ops.runner import run_flow
+from tests.support.cleanup import forget_monitoring
+from tests.support.evidence import assert_evidence_complete
 
 PAGE = 200
 DEMO: dict[str, dict] = {}

@@ -8,11 +8,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from reliability_lib import Before, assert_evidence_complete
 
 import flows.schema_init
 from flows.schema_init import run_for_result, schema_init
 from tasks.schema import MIGRATIONS_TABLE
+from tests.support.evidence import assert_evidence_complete
+from tests.support.faults import Before
 
 
 @pytest.fixture

@@ -15,25 +15,24 @@ import uuid
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from flows.insert_check import insert_check
 from flows.schema_init import run_for_result, schema_init
 from tasks.db import connect, read_db_secret
 from tasks.insert_check import insert_cli_row
 from tasks.schema import DEFAULT_SCRIPT, MIGRATIONS_TABLE, SCHEMA_LOCK_KEY, load_script
+from tests.support.canaries import CANARY_PASSWORD
+from tests.support.cli import invoke
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "sandbox")
 
 INIT_SHA = load_script().sha256
 assert MIGRATIONS_TABLE == "papyrus_schema_migrations"
-CANARY: list[str] = []  # the sandbox's DB password (tests/conftest.py's canary), set below
 
 
 @pytest.fixture(autouse=True)
 def _canary(sandbox):
-    assert sandbox.db_password and len(sandbox.db_password) > 8
-    CANARY[:] = [sandbox.db_password]
+    assert sandbox.db_password == CANARY_PASSWORD  # the session sandbox's DB password
 
 
 @pytest.fixture(autouse=True)
@@ -63,12 +62,6 @@ def db_state(sandbox) -> tuple:
     return names, rows
 
 
-def cli(*args: str):
-    from papyrus_ops.cli import app
-
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
 def evidence(result: dict, suffix: str) -> str:
     folder = Path(result["evidence"]["folder"])
     [path] = folder.glob(f"*_{suffix}")
@@ -89,7 +82,7 @@ def prefect_logs(flow_run_ids: list[str]) -> str:
 
 def assert_no_canary(capfd, *results: dict, extra: str = "") -> None:
     """The password is nowhere: captured output, evidence files, Prefect logs of these runs."""
-    [canary] = CANARY
+    canary = CANARY_PASSWORD
     out, err = capfd.readouterr()
     assert canary not in out + err + extra
     run_ids = [r["flow_run_id"] for r in results if r.get("flow_run_id")]
@@ -147,7 +140,7 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
     text = DEFAULT_SCRIPT.read_text()
     assert "COMMENT ON TABLE skus" in text
     broken.write_text(text.replace("COMMENT ON TABLE skus", "COMMENT ON TABEL skus"))
-    r = cli("schema-init", "--env", "local", "--apply", "--sql", str(broken),
+    r = invoke("schema-init", "--env", "local", "--apply", "--sql", str(broken),
             "--database", fresh_db, "--json")
     assert r.exit_code == 1, r.output
     result = json.loads(r.stdout)
@@ -165,7 +158,7 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
     assert tables(sandbox, fresh_db) == []  # statements 1 and 2 were rolled back too
 
     # Without --json: the same verdict, the error named on stderr.
-    r = cli("schema-init", "--env", "local", "--sql", str(broken), "--database", fresh_db)
+    r = invoke("schema-init", "--env", "local", "--sql", str(broken), "--database", fresh_db)
     assert r.exit_code == 1
     assert "statement 3 (line 18" in r.stderr and "verdict: failed" in r.stdout
     assert_no_canary(capfd, result, extra=r.output)
@@ -210,13 +203,13 @@ def test_a_held_schema_lock_is_a_clear_error_not_a_hang(sandbox, fresh_db, capfd
 
 
 def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
-    r = cli("schema-init", "--env", "local", "--apply", "--json")
+    r = invoke("schema-init", "--env", "local", "--apply", "--json")
     assert r.exit_code == 0, r.output
     applied = json.loads(r.stdout)
     assert applied["outcome"] in ("applied", "noop") and applied["database"] == "papyrus"
     assert "skus" in tables(sandbox, "papyrus")  # stays applied for the other test modules
 
-    r = cli("insert-check", "--env", "local", "--json")
+    r = invoke("insert-check", "--env", "local", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["verdict"] == "success" and res["tag"] == "INSERT 0 1" and res["ssl"] is True
@@ -230,7 +223,7 @@ def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
     assert f"-- sku: {res['sku']} (source cli)" in log and "-- verdict: success" in log
     assert "hostaddr=127.0.0.1" in log and "sslmode=require" in log
 
-    r = cli("insert-check", "--env", "local")  # human output
+    r = invoke("insert-check", "--env", "local")  # human output
     assert r.exit_code == 0 and "INSERT 0 1, ssl=true" in r.stdout
     assert_no_canary(capfd, applied, res, extra=r.output)
 
@@ -271,7 +264,7 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
     sid = sandbox.settings.db_secret_id
     original = sm.get_secret_value(SecretId=sid)["SecretString"]
     if broken == "not-json":
-        broken = f"this is not json {CANARY[0]}"
+        broken = f"this is not json {CANARY_PASSWORD}"
     elif broken == "missing-password":
         broken = json.dumps({k: v for k, v in json.loads(original).items() if k != "password"})
     root = Path(sandbox.settings.evidence_root)
@@ -282,12 +275,12 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
         outputs = []
         for args in (["schema-init", "--env", "local", "--apply"],
                      ["insert-check", "--env", "local", "--json"]):
-            r = cli(*args)
+            r = invoke(*args)
             assert r.exit_code == 2, r.output
             assert r.stdout == ""
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("papyrus-ops: error: secret "), lines
-            assert CANARY[0] not in r.stderr and "not json" not in r.stderr
+            assert CANARY_PASSWORD not in r.stderr and "not json" not in r.stderr
             outputs.append(r.stderr)
         # The flow itself says the same (for the UI and other callers), without evidence.
         direct = run_for_result(insert_check, env="local")
@@ -302,10 +295,10 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
 
 
 def test_bad_input_exit_2(tmp_path, capfd):
-    r = cli("schema-init", "--env", "local", "--sql", str(tmp_path / "missing.sql"))
+    r = invoke("schema-init", "--env", "local", "--sql", str(tmp_path / "missing.sql"))
     assert r.exit_code == 2 and "not found" in r.stderr and len(r.stderr.splitlines()) == 1
-    r = cli("schema-init", "--env", "nosuchenv")
+    r = invoke("schema-init", "--env", "nosuchenv")
     assert r.exit_code == 2 and "unknown environment" in r.stderr
-    r = cli("insert-check", "--env", "nosuchenv")
+    r = invoke("insert-check", "--env", "nosuchenv")
     assert r.exit_code == 2 and "unknown environment" in r.stderr
     assert_no_canary(capfd)
