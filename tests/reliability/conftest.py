@@ -30,17 +30,6 @@ def capture_dir(tmp_root):
 
 
 @pytest.fixture(scope="session")
-def schema_ready(sandbox, prefect_server):
-    """The main database has the schema (tests/schema applies it first in a full run; this
-    makes tests/reliability runnable on its own). A no-op when it is there already."""
-    from flows.schema_init import run_for_result, schema_init
-
-    result = run_for_result(schema_init, env="local", apply=True)
-    assert result["verdict"] == "success", result
-    return result
-
-
-@pytest.fixture(scope="session")
 def canary_sweep(request, sandbox, prefect_server, capture_dir):
     """Armed by the first reliability test (through `sb`); the sweep runs at this fixture's
     teardown. It depends on the sandbox and the Prefect server, so pytest tears it down before
@@ -58,7 +47,7 @@ def canary_sweep(request, sandbox, prefect_server, capture_dir):
 
 
 @pytest.fixture
-def sb(sandbox, prefect_server, schema_ready, canary_sweep, capture_dir, capfd, request,
+def sb(sandbox, prefect_server, main_schema, canary_sweep, capture_dir, capfd, request,
        monkeypatch):
     from ground import aws
 

@@ -80,7 +80,7 @@ def _files(root: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def batch(sandbox, prefect_server, schema_ready, canary_sweep, capture_dir, tmp_path_factory):
+def batch(sandbox, prefect_server, main_schema, canary_sweep, capture_dir, tmp_path_factory):
     """Run every case (4 at a time) with a broken DB secret in place: not JSON, and holding
     the canary password (as a password pasted into the wrong field would)."""
     sql = tmp_path_factory.mktemp("bad-sql")

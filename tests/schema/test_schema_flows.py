@@ -1,8 +1,10 @@
 """schema_init and insert_check on the sandbox: the flows really run (real SSL PostgreSQL, moto).
 
-Destructive cases run in a database of their own on the sandbox server; the main database ends
-with the schema applied (other modules rely on it). Every test also checks that the DB password
-(the canary) is in no captured output, no evidence file and no Prefect log of its flow runs.
+Destructive cases run in a database of their own on the sandbox server; the one test on the main
+database accepts it with or without the schema (no module relies on another having run first:
+those that need the tables ask for tests/conftest.py's `main_schema`). Every test also checks
+that the DB password (the canary) is in no captured output, no evidence file and no Prefect log
+of its flow runs.
 """
 
 from __future__ import annotations
