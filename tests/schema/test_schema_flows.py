@@ -239,7 +239,7 @@ def test_insert_check_fails_without_the_schema(fresh_db, capfd):
     assert_no_canary(capfd, r)
 
 
-def test_verify_full_against_the_rds_name_through_hostaddr(sandbox):
+def test_verify_full_against_the_rds_name_through_hostaddr(sandbox, main_schema):
     # The server certificate names the RDS endpoint; libpq dials hostaddr but verifies `host`.
     secret = read_db_secret.fn(sandbox.client("secretsmanager"), sandbox.settings.db_secret_id)
     strict = dataclasses.replace(sandbox.settings, db_ssl_root_cert=str(sandbox.pg.ca_cert))
