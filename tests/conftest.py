@@ -1,7 +1,10 @@
 """Session-wide real things: one Prefect server, one sandbox (moto over HTTP, PostgreSQL with SSL,
 the local ECS runtime). Both start once per test session, lazily, on 127.0.0.1 only.
 
-The DB password and the probe token are canaries, so any test can search what it captured.
+The DB password and the probe token are canaries (tests/support/canaries.py), so any test can
+search what it captured. Nothing here depends on the order tests run in: what a test needs of the
+shared sandbox it asks for with a fixture (e.g. `main_schema`), and tests/reliability's canary
+sweep runs when the session's fixtures are torn down, after every test.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
+from tests.support.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
 _TMP = Path(tempfile.mkdtemp(prefix="papyrus-tests-"))
 # Before anything imports Prefect: a private PREFECT_HOME, no telemetry, evidence in a tmp root.
@@ -26,14 +29,11 @@ os.environ.update({
 })
 
 
-def pytest_collection_modifyitems(items):
-    # tests/schema owns the sandbox DB's schema lifecycle (it proves the tables are absent
-    # before apply), so it runs first; everything else keeps its order.
-    items.sort(key=lambda item: 0 if "/tests/schema/" in str(item.path) else 1)
-
-
 @pytest.fixture(scope="session")
 def tmp_root() -> Path:
+    # As root, the sandbox runs PostgreSQL as `postgres`, which must traverse the session's tmp
+    # root (mkdtemp makes it 0700; sandbox/postgres.py also opens the parents of its own folder).
+    os.chmod(_TMP, 0o755)  # noqa: S103 - a test-only temporary folder
     return _TMP
 
 
@@ -71,3 +71,17 @@ def sandbox(tmp_root):
 @pytest.fixture
 def settings(sandbox):
     return sandbox.settings
+
+
+@pytest.fixture(scope="session")
+def main_schema(sandbox, prefect_server) -> dict:
+    """The sandbox's main database (`papyrus`) has the schema: applied by the schema_init flow,
+    a no-op when it is there already. Every test that needs the tables asks for this; none
+    relies on another test module having applied it. (tests/schema proves the apply path on
+    databases of its own, so it needs no particular state of the main one.)"""
+    from flows.schema_init import schema_init
+    from papyrus_ops.runner import run_flow
+
+    result = run_flow(schema_init, env="local", apply=True)
+    assert result["verdict"] == "success", result
+    return result

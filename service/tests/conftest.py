@@ -1,5 +1,7 @@
-"""Fixtures: one real, SSL-only PostgreSQL per session; flaskr's app/client/runner; and a
-factory for live gunicorn processes whose output is captured for the canary check."""
+"""Fixtures: one real, SSL-only PostgreSQL per session (support/postgres.py: the machine's
+PostgreSQL 15, certificates from trustme; nothing from the ops repository, so these tests run from
+service/ alone); flaskr's app/client/runner; and a factory for live gunicorn processes whose
+output is captured for the canary check."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import os
 import psycopg2
 import pytest
 from papyrus import create_app, db
-from papyrus_testkit import CANARY, RDS_HOST, TOKEN, Gunicorn, apply_schema
-
-from sandbox.postgres import LocalPostgres
+from support.canaries import CANARY, TOKEN
+from support.gunicorn import Gunicorn
+from support.postgres import RDS_HOST, LocalPostgres, apply_schema
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from papyrus import create_app, db
-from papyrus_testkit import CANARY, RDS_HOST, TOKEN, auth
+from support.canaries import CANARY, TOKEN, auth
+from support.postgres import RDS_HOST
 
 SKU = re.compile(r"^SKU-APP-\d{8}T\d{6}Z-[0-9a-f]{12}$")
 

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 from papyrus import create_app, db
-from papyrus_testkit import CANARY, TOKEN, auth
+from support.canaries import CANARY, TOKEN, auth
 
 WRONG_PW = "CANARY-wrong-pw-91d2"
 

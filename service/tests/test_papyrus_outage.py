@@ -8,9 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from papyrus_testkit import CANARY, TOKEN, apply_schema, auth
-
-from sandbox.postgres import LocalPostgres
+from support.canaries import CANARY, TOKEN, auth
+from support.postgres import LocalPostgres, apply_schema
 
 IMAGE = "123456789012.dkr.ecr.us-west-2.amazonaws.com/papyrus@sha256:" + "b" * 64
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from papyrus import create_app, db, settings
-from papyrus_testkit import CANARY
+from support.canaries import CANARY
 
 SECRET = {"host": "db.example.com", "port": 5432, "username": "app", "password": CANARY,
           "dbname": "papyrus"}

@@ -1,42 +1,26 @@
 """Fixtures for the evidence library: a moto S3 server over HTTP (in this process, loopback,
 ephemeral port), a fresh versioned SSE-KMS bucket per test, settings pointing at a temporary
 evidence root, and S3 endpoints that really fail (a closed port).
-
-Import-path note: pytest's default "prepend" import mode puts `tests/` on sys.path (for
-tests/conftest.py), and the repo root is not on it (the project is an editable install served by
-a meta-path finder). `tests/artifacts/` (no __init__.py) then makes `import artifacts` resolve
-to a *namespace* package spanning tests/artifacts and the real folder, so `artifacts/__init__.py`
-never runs and `from artifacts import EvidenceBundle` fails. A regular package found anywhere on
-sys.path beats namespace portions, so the repo root on sys.path fixes it: pyproject's
-`pythonpath = ["."]` does; this guard keeps these tests right if that setting ever goes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import socket
-import sys
 import uuid
-from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.append(_ROOT)
-if getattr(sys.modules.get("artifacts"), "__file__", "x") is None:  # a namespace stand-in
-    del sys.modules["artifacts"]
-importlib.invalidate_caches()
+import pytest
 
-import pytest  # noqa: E402 - after the sys.path fix above
-from evidence_testlib import CANARY, REGION, make_s3  # noqa: E402
+from tests.support.canaries import EVIDENCE_CANARY
+from tests.support.evidence import REGION, make_s3
 
 
 @pytest.fixture(scope="session")
 def canary() -> str:
     from ground.redact import REDACTOR
 
-    REDACTOR.add(CANARY)
-    return CANARY
+    REDACTOR.add(EVIDENCE_CANARY)
+    return EVIDENCE_CANARY
 
 
 @pytest.fixture(scope="session")

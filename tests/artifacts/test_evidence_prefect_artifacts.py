@@ -85,7 +85,7 @@ def test_finish_publishes_summary_table_and_link(evidence_settings, s3, bucket, 
 
 
 def test_pending_upload_links_to_the_local_folder(evidence_settings, dead_endpoint):
-    from evidence_testlib import make_s3
+    from tests.support.evidence import make_s3
 
     @flow
     def deploy():

@@ -8,7 +8,6 @@ import logging
 import sys
 
 import pytest
-from evidence_testlib import wait_for
 
 # Imported at collection on purpose: the first `from prefect import flow` runs Prefect's
 # setup_logging, which binds its console handler to whatever sys.stderr is at that moment; done
@@ -16,6 +15,8 @@ from evidence_testlib import wait_for
 # file" at the end of the session).
 from prefect import flow, task  # noqa: E402  (isort: keep with the third-party group)
 from prefect.logging import get_run_logger
+
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

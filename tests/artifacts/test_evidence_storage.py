@@ -10,10 +10,10 @@ import json
 import logging
 
 import pytest
-from evidence_testlib import make_s3, versions
 
 from artifacts import EvidenceBundle, mark_pending, upload_bundle, upload_pending, verify_manifest
 from artifacts.storage import PENDING, UploadVerificationError, upload_file
+from tests.support.evidence import make_s3, versions
 
 
 def _bundle(settings, canary=None, flow="deploy"):

@@ -5,7 +5,7 @@
   layer (`sandbox.faults`) in front, so throttling can be injected per call.
 * `ct_env` (function): boto3 pointed at it, a private evidence root, an empty evidence bucket,
   an empty history and a high client-side rate (the real 2 req/s is tested separately).
-* helpers (`FakeCloudTrail`, readers) live in ct_support.py.
+* helpers (`FakeCloudTrail`, readers) live in tests/support/cloudtrail.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import boto3
 import pytest
-from ct_support import papyrus_names
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -29,6 +28,7 @@ from werkzeug.serving import make_server
 
 from sandbox import cloudtrail as ct
 from sandbox.faults import Faults
+from tests.support.cloudtrail import papyrus_names
 
 REGION = "us-west-2"
 CREDS = {"AWS_ACCESS_KEY_ID": "AKIACLOUDTRAILTEST00", "AWS_SECRET_ACCESS_KEY": "ct-test-secret"}

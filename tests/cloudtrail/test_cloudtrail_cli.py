@@ -8,9 +8,8 @@ import json
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from papyrus_ops.cli import app
+from tests.support.cli import invoke
 
 
 def _iso(days_ago: float) -> str:
@@ -43,7 +42,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
     root = tmp_path / "evidence"
     monkeypatch.setenv("PAPYRUS_EVIDENCE_ROOT", str(root))
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never reached
-    result = CliRunner().invoke(app, ["cloudtrail-archive", *args])
+    result = invoke("cloudtrail-archive", *args)
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("papyrus-ops: error:"), result.stderr
@@ -54,8 +53,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
 @pytest.mark.usefixtures("prefect_server")
 def test_cli_archive_json(ct_env):
     seeded = ct_env.seed(300, days=2, now=time.time() - 3600)
-    result = CliRunner().invoke(app, ["cloudtrail-archive", "--env", "local", "--days", "3",
-                                      "--extra-name", "papyrus-deploy-oidc", "--json"])
+    result = invoke("cloudtrail-archive", "--env", "local", "--days", "3",
+                    "--extra-name", "papyrus-deploy-oidc", "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     data = out["data"]

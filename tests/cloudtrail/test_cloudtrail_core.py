@@ -9,7 +9,6 @@ import time
 import zlib
 
 import pytest
-from ct_support import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
 
 from ground.settings import load_env
 from sandbox import cloudtrail as ct
@@ -20,6 +19,7 @@ from tasks.cloudtrail.records import BoundaryDedupe, event_record
 from tasks.cloudtrail.slices import archive_slice_core
 from tasks.cloudtrail.store import WorkDir
 from tasks.cloudtrail.window import resolve_window
+from tests.support.cloudtrail import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from ct_support import EXTRA_NAMES, ids_of, papyrus_names, read_lines
 
 from sandbox import cloudtrail as ct
+from tests.support.cloudtrail import EXTRA_NAMES, ids_of, papyrus_names, read_lines
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

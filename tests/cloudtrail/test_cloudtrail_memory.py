@@ -12,8 +12,6 @@ import gc
 import time
 import tracemalloc
 
-from ct_support import EXTRA_NAMES, FakeCloudTrail, papyrus_names
-
 from ground.settings import load_env
 from sandbox import cloudtrail as ct
 from tasks.cloudtrail.checkpoint import prepare_archive
@@ -22,6 +20,7 @@ from tasks.cloudtrail.papyrus_filter import PapyrusFilter, names_from_settings
 from tasks.cloudtrail.slices import archive_slice_core
 from tasks.cloudtrail.store import WorkDir
 from tasks.cloudtrail.window import resolve_window
+from tests.support.cloudtrail import EXTRA_NAMES, FakeCloudTrail, papyrus_names
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)

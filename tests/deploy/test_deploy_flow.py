@@ -14,7 +14,7 @@ from artifacts import verify_manifest
 from flows.deploy import deploy
 from papyrus_ops.runner import run_flow
 from sandbox import image as sandbox_image
-from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
+from tests.support.canaries import CANARY_PASSWORD, CANARY_TOKEN
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

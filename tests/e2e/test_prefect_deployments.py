@@ -33,7 +33,8 @@ import pytest
 
 from papyrus_ops import prefect_local
 from sandbox import image as sandbox_image
-from tests.canaries import CANARY_PASSWORD, CANARY_TOKEN
+from tests.support.canaries import CANARY_PASSWORD, CANARY_TOKEN
+from tests.support.cli import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -45,12 +46,6 @@ RUN_TIMEOUT = 300
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def papyrus_ops(*args: str, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=env)
-
-
 def prefect_env(stack: dict) -> dict[str, str]:
     """What a person's shell needs to talk to the local server with the `prefect` CLI."""
     return prefect_local.base_env(PREFECT_API_URL=stack["api_url"],
@@ -175,7 +170,7 @@ def stack(sandbox, tmp_path_factory):
         for proc in (up, schema):
             if proc is not None and proc.poll() is None:
                 proc.kill()
-        papyrus_ops("prefect", "down", "--state-dir", state)
+        run_cli("prefect", "down", "--state-dir", state)
         print("timings:", {k: round(v, 1) for k, v in timings.items()})
 
 
@@ -500,7 +495,7 @@ def test_down_leaves_nothing_behind(stack):
     assert all(info[n]["running"] for n in ("server", "worker", "postgres")), info
     pids = tree_pids(info)
     assert len(pids) > 3  # PostgreSQL's own processes are in the tree too
-    r = papyrus_ops("prefect", "down", "--state-dir", stack["state"])
+    r = run_cli("prefect", "down", "--state-dir", stack["state"])
     assert r.returncode == 0 and "processes stopped" in r.stdout, r.stdout + r.stderr
     alive = [p for p, st in pids if prefect_local.is_same_process(p, st)]
     assert alive == [], alive
@@ -509,5 +504,5 @@ def test_down_leaves_nothing_behind(stack):
     for port in (info["port"], info["postgres"]["port"]):
         assert not prefect_local._port_in_use(port), port
     assert not prefect_local.state_file(stack["state"]).exists()
-    r = papyrus_ops("prefect", "status", "--state-dir", stack["state"])
+    r = run_cli("prefect", "status", "--state-dir", stack["state"])
     assert r.returncode == 1 and "not running" in r.stdout

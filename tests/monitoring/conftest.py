@@ -7,21 +7,9 @@ whatever ran before.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# `tests/` is on sys.path (rootdir conftest, no __init__.py) and `tests/artifacts/` would then be
-# imported as a namespace package shadowing the real `artifacts` (the editable install's finder
-# comes after the path finder). Put the repository first.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if sys.path[0] != _ROOT:
-    sys.path.insert(0, _ROOT)
-if getattr(sys.modules.get("artifacts"), "__file__", "") is None:
-    del sys.modules["artifacts"]
-
-from tests.sandbox_cleanup import forget_monitoring  # noqa: E402 - after the path fix above
+from tests.support.cleanup import forget_monitoring
 
 
 @pytest.fixture(scope="module")

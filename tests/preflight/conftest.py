@@ -7,7 +7,8 @@ back after the test, so other test modules see a clean sandbox.
 from __future__ import annotations
 
 import pytest
-from preflight_testlib import Drift
+
+from tests.support.drift import Drift
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +40,8 @@ def drift(sandbox, baseline, tmp_path):
 
 @pytest.fixture
 def realism(sandbox, baseline):
-    """Realism scenarios (preflight_testlib.Realism), undone after the test."""
-    from preflight_testlib import Realism
+    """Realism scenarios (tests.support.drift.Realism), undone after the test."""
+    from tests.support.drift import Realism
 
     r = Realism(sandbox)
     yield r

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from preflight_testlib import DRIFT_PASSWORD
 
 from tasks import state
 from tasks.ecs_checks import judge_sslmode
@@ -22,6 +21,7 @@ from tasks.secrets_rds import (
 )
 from tasks.security_groups import analyse_rds_ingress, check_rds_sg
 from tasks.service_code import check_url_map
+from tests.support.canaries import DRIFT_PASSWORD
 
 TASK_SG = "sg-task"
 

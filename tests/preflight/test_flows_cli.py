@@ -10,12 +10,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from preflight_testlib import DRIFT_PASSWORD, invoke, run_cli
 
 from flows.preflight import preflight
 from flows.repair import repair
 from papyrus_ops.runner import run_flow
 from tasks.preflight import CHECK_NAMES
+from tests.support.canaries import DRIFT_PASSWORD
+from tests.support.cli import invoke, run_cli
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "sandbox", "baseline")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from preflight_testlib import DRIFT_PASSWORD, invoke
 
 from flows.preflight import preflight
 from flows.repair import repair
@@ -23,6 +22,8 @@ from tasks.preflight import CHECK_NAMES, failed, public, run_checks
 from tasks.repairs import RepairError, apply_sg, plan_secret, plan_sg
 from tasks.secrets_rds import check_secret_authenticates, check_secret_vs_rds
 from tasks.security_groups import check_rds_sg
+from tests.support.canaries import DRIFT_PASSWORD
+from tests.support.cli import invoke
 
 SG_CHECK = "rds_sg.5432_only_from_task_sg"
 NOT_URL_MAP = tuple(n for n in CHECK_NAMES if n != "service.url_map")

@@ -1,6 +1,6 @@
 """Fixtures for the reliability matrix (tests/reliability): the session sandbox, put back as it
-was after every test, and a place where every test's captured output is kept for the canary
-sweep (test_zz_canary_sweep.py runs last and searches it).
+was after every test, a place where every test's captured output is kept, and the canary sweep
+over everything the session produced (tests/support/sweep.py), run when the session ends.
 
 `sb` is the session sandbox (tests/conftest.py): the DB password and the /dbcheck token are the
 canaries. After each test: every fault rule cleared, PostgreSQL running, the local ECS runtime's
@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
+
+from tests.support.canaries import SESSION_CANARIES
+from tests.support.sweep import sweep
+
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
@@ -24,19 +30,25 @@ def capture_dir(tmp_root):
 
 
 @pytest.fixture(scope="session")
-def schema_ready(sandbox, prefect_server):
-    """The main database has the schema (tests/schema applies it first in a full run; this
-    makes tests/reliability runnable on its own). A no-op when it is there already."""
-    from flows.schema_init import schema_init
-    from papyrus_ops.runner import run_flow
-
-    result = run_flow(schema_init, env="local", apply=True)
-    assert result["verdict"] == "success", result
-    return result
+def canary_sweep(request, sandbox, prefect_server, capture_dir):
+    """Armed by the first reliability test (through `sb`); the sweep runs at this fixture's
+    teardown. It depends on the sandbox and the Prefect server, so pytest tears it down before
+    them, and session fixtures are torn down only after the session's last test: the sweep sees
+    everything every test wrote, in whatever order they ran. A hit (or a sweep that searched too
+    little) fails the teardown, which fails the run ("ERROR at teardown of <the last test>")."""
+    assert (sandbox.db_password, sandbox.token) == SESSION_CANARIES, \
+        "the session sandbox must carry the canaries, or the sweep proves nothing"
+    yield SESSION_CANARIES
+    # Strict about how much it must have read only when the whole matrix ran in this session.
+    ran = {Path(item.path).resolve() for item in request.session.items}
+    full = set(HERE.glob("test_*.py")) <= ran
+    report = sweep(sandbox, SESSION_CANARIES, capture_dir, full=full)
+    assert report["hits"] == [], f"canary sweep: {len(report['hits'])} hits: {report['hits']}"
 
 
 @pytest.fixture
-def sb(sandbox, prefect_server, schema_ready, capture_dir, capfd, request, monkeypatch):
+def sb(sandbox, prefect_server, main_schema, canary_sweep, capture_dir, capfd, request,
+       monkeypatch):
     from ground import aws
 
     # `prepare()` loads <PAPYRUS_SANDBOX_DIR>/env: never a developer's running sandbox here.

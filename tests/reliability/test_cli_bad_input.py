@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from reliability_lib import cli, cli_env, error_lines
+
+from tests.support.cli import cli_env, error_lines, invoke, run_cli
 
 _now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 T1 = (_now - dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -87,7 +88,7 @@ def _files(root: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def batch(sandbox, prefect_server, schema_ready, capture_dir, tmp_path_factory):
+def batch(sandbox, prefect_server, main_schema, canary_sweep, capture_dir, tmp_path_factory):
     """Run every case (4 at a time) with a broken DB secret in place: not JSON, and holding
     the canary password (as a password pasted into the wrong field would)."""
     sql = tmp_path_factory.mktemp("bad-sql")
@@ -104,8 +105,8 @@ def batch(sandbox, prefect_server, schema_ready, capture_dir, tmp_path_factory):
     try:
         def run(case):
             args = [a.replace("{sql}", str(sql)) for a in case[1]]
-            return case[0], cli(capture_dir, *args, env=env, timeout=240,
-                                script=case[0] in SCRIPT_CASES)
+            return case[0], run_cli(*args, env=env, timeout=240,
+                                    script=case[0] in SCRIPT_CASES, capture_dir=capture_dir)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = dict(pool.map(run, CASES))
@@ -148,17 +149,14 @@ def test_bad_input_changes_nothing(batch):
 def test_deploy_refuses_bad_numbers_before_any_flow_runs(monkeypatch, args):
     """`--poll inf` used to reach the flow: time.sleep(inf) after update_service, a started
     rollout and no verdict."""
-    from typer.testing import CliRunner
-
     import papyrus_ops.commands.deploy as deploy_cmd
-    from papyrus_ops.cli import app
 
     started: list[dict] = []
     monkeypatch.setattr(deploy_cmd, "run_flow",
                         lambda _flow, **params: started.append(params) or {"verdict": "success"})
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # never reached
     monkeypatch.setenv("PAPYRUS_SANDBOX_DIR", "/nonexistent")
-    r = CliRunner().invoke(app, ["deploy", "--image", "latest", *args])
+    r = invoke("deploy", "--image", "latest", *args)
     assert started == [] and r.exit_code == 2, (started, r.output)
 
 
@@ -170,7 +168,7 @@ def test_secret_with_a_superscript_port_is_one_line_bad_input(sb, capture_dir):
     sm.put_secret_value(SecretId=sid, SecretString=json.dumps(json.loads(original)
                                                               | {"port": "\u00b2"}))
     try:
-        r = cli(capture_dir, "insert-check", "--env", "local")
+        r = run_cli("insert-check", "--env", "local", capture_dir=capture_dir)
     finally:
         sm.put_secret_value(SecretId=sid, SecretString=original)
     assert sb.db_password not in r.stderr + r.stdout
@@ -189,7 +187,7 @@ def test_prd_refuses_an_exported_endpoint_override_unless_told(sb, capture_dir, 
     from papyrus_ops.runner import run_flow
 
     monkeypatch.setenv(variable, sb.endpoint)
-    r = cli(capture_dir, "preflight", "--env", "prd")
+    r = run_cli("preflight", "--env", "prd", capture_dir=capture_dir)
     lines = r.stderr.splitlines()
     assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr)
     assert variable in lines[0] and "PAPYRUS_ALLOW_ENDPOINT_URL=1" in lines[0], lines

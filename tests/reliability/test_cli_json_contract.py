@@ -9,9 +9,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from reliability_lib import cli, forget_monitoring
 
 from ground.result import EXIT_CODES, KEYS
+from tests.support.cleanup import forget_monitoring
+from tests.support.cli import run_cli
 
 COMMANDS = {
     "schema_init": ["schema-init", "--env", "local"],
@@ -24,11 +25,11 @@ COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def outputs(sandbox, prefect_server, schema_ready, capture_dir):
+def outputs(sandbox, prefect_server, main_schema, capture_dir):
     sandbox.faults.clear()
     forget_monitoring(sandbox)  # the plan from an account without monitoring resources
     with ThreadPoolExecutor(max_workers=3) as pool:
-        runs = dict(zip(COMMANDS, pool.map(lambda a: cli(capture_dir, *a, "--json"),
+        runs = dict(zip(COMMANDS, pool.map(lambda a: run_cli(*a, "--json", capture_dir=capture_dir),
                                            COMMANDS.values()), strict=True))
     return runs
 

@@ -9,13 +9,12 @@ import gzip
 import json
 from pathlib import Path
 
-from reliability_lib import assert_evidence_complete, bucket_versions
-
 from flows.cloudtrail_archive import cloudtrail_archive
 from sandbox import cloudtrail as ct
 from sandbox import seed
 from tasks.cloudtrail.publish import ARCHIVE_KEY_PREFIX
 from tasks.cloudtrail.window import parse_utc
+from tests.support.evidence import assert_evidence_complete, bucket_versions
 
 PARAMS = {"env": "local", "days": 6, "max_rps": 100, "slice_hours": 24, "checkpoint_every": 1,
           "settle_minutes": 0}

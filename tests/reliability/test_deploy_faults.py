@@ -15,28 +15,28 @@ import time
 from pathlib import Path
 
 import httpx
-from reliability_lib import (
-    After,
-    Before,
-    assert_evidence_complete,
-    assert_pending,
-    bucket_versions,
-    push_variant,
-    restart_endpoint,
-    revisions,
-    service,
-    sku_rows,
-    stable_on,
-    state_versions,
-    upload_pending_twice,
-    wait_until,
-)
 
 import flows.deploy
 from flows.deploy import deploy
 from ground import aws
 from papyrus_ops.runner import run_flow
 from tasks import rollout
+from tests.support.evidence import (
+    assert_evidence_complete,
+    assert_pending,
+    bucket_versions,
+    upload_pending_twice,
+)
+from tests.support.faults import After, Before, restart_endpoint
+from tests.support.sandbox_state import (
+    push_variant,
+    revisions,
+    service,
+    sku_rows,
+    stable_on,
+    state_versions,
+)
+from tests.support.waiting import wait_until
 
 # Every AWS service the deploy flow talks to (preflight included).
 DEPLOY_SERVICES = ("ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3")

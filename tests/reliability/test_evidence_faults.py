@@ -5,11 +5,11 @@ deploy's evidence upload is in test_deploy_faults.py.)"""
 
 from __future__ import annotations
 
-from reliability_lib import assert_pending, sku_rows, upload_pending_twice
-
 from flows.insert_check import insert_check
 from ground import aws
 from papyrus_ops.runner import run_flow
+from tests.support.evidence import assert_pending, upload_pending_twice
+from tests.support.sandbox_state import sku_rows
 
 
 def test_aws_endpoint_down_for_a_whole_run_is_a_clear_failure_with_pending_evidence(

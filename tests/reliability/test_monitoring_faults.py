@@ -5,7 +5,9 @@ resource exists exactly once. The account is put back as found (no monitoring re
 from __future__ import annotations
 
 import pytest
-from reliability_lib import assert_evidence_complete, forget_monitoring
+
+from tests.support.cleanup import forget_monitoring
+from tests.support.evidence import assert_evidence_complete
 
 MONITORING_SERVICES = ("cloudwatch", "events", "elbv2", "sns", "ec2", "s3", "sts")
 

@@ -8,12 +8,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from reliability_lib import Before, assert_evidence_complete
 
 import flows.schema_init
 from flows.schema_init import schema_init
 from papyrus_ops.runner import run_flow
 from tasks.schema.stages import MIGRATIONS_TABLE
+from tests.support.evidence import assert_evidence_complete
+from tests.support.faults import Before
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import psycopg2
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from reliability_lib import sku_rows
+
+from tests.support.sandbox_state import sku_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PKG = ROOT / "service" / "papyrus"

@@ -31,14 +31,14 @@ from ground.settings import Settings, load_env
 from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 from sandbox.ecs_tasks import resolve_secret
 from sandbox.postgres import LocalPostgres, free_port
+from tests.support.canaries import ECS_PASSWORD, ECS_TOKEN
+from tests.support.waiting import wait_until
 
 # Not the session sandbox's region: moto's backends are per process, and the session sandbox
 # (tests/conftest.py) runs its own ECS runtime for us-west-2 in this same process.
 REGION = "eu-central-1"
 ACCOUNT = "123456789012"
 RDS_HOST = "papyrus-prd.aaaaaaaaaa.us-west-2.rds.amazonaws.com"
-PASSWORD = "CANARY-ecs-pw-5d1e-PAPYRUS"
-TOKEN = "CANARY-ecs-token-9b7c-PAPYRUS"
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS: dict[str, float] = {}
@@ -141,16 +141,6 @@ def messages(svc: dict) -> list[str]:
     return [e["message"] for e in svc["events"]]
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def group_members(pgids: set[int]) -> set[int]:
     """Every live (non-zombie) process whose process group is one of `pgids`."""
     found = set()
@@ -172,7 +162,7 @@ def world(tmp_path_factory):
     settings = load_env("local")
     base = tmp_path_factory.mktemp("ecs-runtime")
     # Its own folder under /tmp: pytest's tmp tree is 0700 root, out of reach of `postgres`.
-    pg = LocalPostgres(app_password=PASSWORD, hostnames=[RDS_HOST]).start()
+    pg = LocalPostgres(app_password=ECS_PASSWORD, hostnames=[RDS_HOST]).start()
     server = runtime = None
     try:
         with psycopg2.connect(**pg.connect_kwargs()) as conn, conn.cursor() as cur:
@@ -191,7 +181,7 @@ def world(tmp_path_factory):
         sm, ecr, ecs, ec2 = (client(n) for n in ("secretsmanager", "ecr", "ecs", "ec2"))
         db_arn = sm.create_secret(Name=settings.db_secret_id,
                                   SecretString=json.dumps(pg.secret_dict(host=RDS_HOST)))["ARN"]
-        token_arn = sm.create_secret(Name=settings.token_secret_id, SecretString=TOKEN)["ARN"]
+        token_arn = sm.create_secret(Name=settings.token_secret_id, SecretString=ECS_TOKEN)["ARN"]
         repo_uri = ecr.create_repository(
             repositoryName=settings.ecr_repository)["repository"]["repositoryUri"]
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -244,11 +234,11 @@ def test_seeded_service_runs_and_answers(world):
     assert healthz(host_port(task)) == 200
     # /dbcheck writes over SSL: the secret's RDS host name reached 127.0.0.1 via PGHOSTADDR.
     req = urllib.request.Request(f"http://127.0.0.1:{host_port(task)}/dbcheck", method="POST",
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+                                 headers={"Authorization": f"Bearer {ECS_TOKEN}"})
     with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - http://127.0.0.1 above
         assert r.status == 200 and json.loads(r.read())["sku"].startswith("SKU-APP-")
-    svc = wait_for(lambda: (s := world.service()) and "has reached a steady state." in
-                   " ".join(messages(s)) and s, 5, "steady state event")
+    svc = wait_until(lambda: (s := world.service()) and "has reached a steady state." in
+                     " ".join(messages(s)) and s, 5, what="steady state event")
     name = world.settings.service
     assert messages(svc)[:3] == [
         f"(service {name}) has reached a steady state.",
@@ -261,7 +251,7 @@ def test_seeded_service_runs_and_answers(world):
 def test_secret_json_key_and_name_forms_resolve(world):
     assert resolve_secret(f"{world.db_secret_arn}:dbname::", ACCOUNT, REGION) == "papyrus"
     assert resolve_secret(f"{world.db_secret_arn}:port::", ACCOUNT, REGION) == str(world.pg.port)
-    assert resolve_secret(world.settings.token_secret_id, ACCOUNT, REGION) == TOKEN
+    assert resolve_secret(world.settings.token_secret_id, ACCOUNT, REGION) == ECS_TOKEN
 
 
 def test_good_update_rolls_out_and_waiters_agree(world):
@@ -320,8 +310,8 @@ def test_stopped_task_is_replaced(world):
     world.settled()
     (task,) = world.tasks()
     world.ecs.stop_task(cluster=world.settings.cluster, task=task["taskArn"], reason="operator")
-    wait_for(lambda: any(t["taskArn"] != task["taskArn"] and t["lastStatus"] == "RUNNING"
-                         for t in world.tasks()), 20, "a replacement task")
+    wait_until(lambda: any(t["taskArn"] != task["taskArn"] and t["lastStatus"] == "RUNNING"
+                           for t in world.tasks()), 20, what="a replacement task")
     svc = world.settled()
     (stopped,) = [t for t in world.tasks(desiredStatus="STOPPED")
                   if t["taskArn"] == task["taskArn"]]
@@ -353,10 +343,10 @@ def test_drifted_secret_crashes_and_rolls_back(world):
     started = time.monotonic()
     try:
         new_id = world.update(taskDefinition=td, forceNewDeployment=True)["deployments"][0]["id"]
-        failed_view = wait_for(
+        failed_view = wait_until(
             lambda: next((d for d in world.service()["deployments"]
                           if d["id"] == new_id and d["rolloutState"] == "FAILED"), None),
-            30, "the circuit breaker")
+            30, what="the circuit breaker")
         TIMINGS["bad update_service -> FAILED"] = time.monotonic() - started
         svc = world.settled()
         TIMINGS["bad update_service -> rolled back"] = time.monotonic() - started
@@ -403,8 +393,8 @@ def test_missing_image_fails_without_rollback(world):
                    "maximumPercent": 200, "minimumHealthyPercent": 100}
     new_id = world.update(taskDefinition=td, deploymentConfiguration=no_rollback)[
         "deployments"][0]["id"]
-    svc = wait_for(lambda: (s := world.service())["deployments"][0]["rolloutState"] == "FAILED"
-                   and s, 20, "FAILED")
+    svc = wait_until(lambda: (s := world.service())["deployments"][0]["rolloutState"] == "FAILED"
+                     and s, 20, what="FAILED")
     primary, active = svc["deployments"]
     assert (primary["id"], primary["status"], primary["taskDefinition"]) == (
         new_id, "PRIMARY", td)
@@ -433,8 +423,9 @@ def test_unresolvable_secret_fails_to_start(world):
     missing = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:papyrus/prd/nope-AbCdEf"
     td = world.register(f"{world.repo_uri}@{world.digests['v2']}", db_secret_arn=missing)
     new_id = world.update(taskDefinition=td)["deployments"][0]["id"]
-    wait_for(lambda: any(t["startedBy"] == new_id
-                         for t in world.tasks(desiredStatus="STOPPED")), 10, "a stopped task")
+    wait_until(lambda: any(t["startedBy"] == new_id
+                           for t in world.tasks(desiredStatus="STOPPED")), 10,
+               what="a stopped task")
     svc = world.settled()
     assert svc["taskDefinition"] == before["taskDefinition"]
     (t, *_) = [t for t in world.tasks(desiredStatus="STOPPED") if t["startedBy"] == new_id]
@@ -467,7 +458,7 @@ def test_no_secret_in_api_answers_or_logs(world):
     text = "\n".join(world.seen)
     logs = world.runtime.workdir / "tasks"
     text += "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
-    assert PASSWORD not in text and TOKEN not in text
+    assert ECS_PASSWORD not in text and ECS_TOKEN not in text
 
 
 def test_stop_all_leaves_no_process_behind(world):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import boto3
+
+from tests.support.cli import run_cli
 
 
 def _processes_using(folder: Path) -> list[int]:
@@ -32,8 +33,7 @@ def _processes_using(folder: Path) -> list[int]:
 def _cli(state: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PAPYRUS_SANDBOX_DIR"] = str(state)
-    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", "sandbox", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return run_cli("sandbox", *args, env=env)
 
 
 def test_up_serves_the_seeded_service_and_down_leaves_nothing(tmp_path):

@@ -1,8 +1,10 @@
 """schema_init and insert_check on the sandbox: the flows really run (real SSL PostgreSQL, moto).
 
-Destructive cases run in a database of their own on the sandbox server; the main database ends
-with the schema applied (other modules rely on it). Every test also checks that the DB password
-(the canary) is in no captured output, no evidence file and no Prefect log of its flow runs.
+Destructive cases run in a database of their own on the sandbox server; the one test on the main
+database accepts it with or without the schema (no module relies on another having run first:
+those that need the tables ask for tests/conftest.py's `main_schema`). Every test also checks
+that the DB password (the canary) is in no captured output, no evidence file and no Prefect log
+of its flow runs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from flows.insert_check import insert_check
 from flows.schema_init import schema_init
@@ -24,18 +25,18 @@ from tasks.db import connect, read_db_secret
 from tasks.insert_check import insert_cli_row
 from tasks.schema.script import DEFAULT_SCRIPT, load_script
 from tasks.schema.stages import MIGRATIONS_TABLE, SCHEMA_LOCK_KEY
+from tests.support.canaries import CANARY_PASSWORD
+from tests.support.cli import error_lines, invoke
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "sandbox")
 
 INIT_SHA = load_script().sha256
 assert MIGRATIONS_TABLE == "papyrus_schema_migrations"
-CANARY: list[str] = []  # the sandbox's DB password (tests/conftest.py's canary), set below
 
 
 @pytest.fixture(autouse=True)
 def _canary(sandbox):
-    assert sandbox.db_password and len(sandbox.db_password) > 8
-    CANARY[:] = [sandbox.db_password]
+    assert sandbox.db_password == CANARY_PASSWORD  # the session sandbox's DB password
 
 
 @pytest.fixture(autouse=True)
@@ -65,16 +66,6 @@ def db_state(sandbox) -> tuple:
     return names, rows
 
 
-def cli(*args: str):
-    from papyrus_ops.cli import app
-
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def lines_of(text: str) -> list[str]:
-    return text.strip().splitlines()
-
-
 def evidence(result: dict, suffix: str) -> str:
     folder = Path(result["evidence"]["folder"])
     [path] = folder.glob(f"*_{suffix}")
@@ -95,7 +86,7 @@ def prefect_logs(flow_run_ids: list[str]) -> str:
 
 def assert_no_canary(capfd, *results: dict, extra: str = "") -> None:
     """The password is nowhere: captured output, evidence files, Prefect logs of these runs."""
-    [canary] = CANARY
+    canary = CANARY_PASSWORD
     out, err = capfd.readouterr()
     assert canary not in out + err + extra
     run_ids = [r["data"]["flow_run_id"] for r in results if r["data"].get("flow_run_id")]
@@ -153,7 +144,7 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
     text = DEFAULT_SCRIPT.read_text()
     assert "COMMENT ON TABLE skus" in text
     broken.write_text(text.replace("COMMENT ON TABLE skus", "COMMENT ON TABEL skus"))
-    r = cli("schema-init", "--env", "local", "--apply", "--sql", str(broken),
+    r = invoke("schema-init", "--env", "local", "--apply", "--sql", str(broken),
             "--database", fresh_db, "--json")
     assert r.exit_code == 1, r.output
     result = json.loads(r.stdout)
@@ -172,7 +163,7 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
     assert tables(sandbox, fresh_db) == []  # statements 1 and 2 were rolled back too
 
     # Without --json: the same verdict, the error named on stderr.
-    r = cli("schema-init", "--env", "local", "--sql", str(broken), "--database", fresh_db)
+    r = invoke("schema-init", "--env", "local", "--sql", str(broken), "--database", fresh_db)
     assert r.exit_code == 1
     assert "statement 3 (line 18" in r.stderr and "verdict: failed" in r.stdout
     assert_no_canary(capfd, result, extra=r.output)
@@ -217,14 +208,14 @@ def test_a_held_schema_lock_is_a_clear_error_not_a_hang(sandbox, fresh_db, capfd
 
 
 def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
-    r = cli("schema-init", "--env", "local", "--apply", "--json")
+    r = invoke("schema-init", "--env", "local", "--apply", "--json")
     assert r.exit_code == 0, r.output
     applied = json.loads(r.stdout)
     assert applied["data"]["outcome"] in ("applied", "noop")
     assert applied["data"]["database"] == "papyrus"
     assert "skus" in tables(sandbox, "papyrus")  # stays applied for the other test modules
 
-    r = cli("insert-check", "--env", "local", "--json")
+    r = invoke("insert-check", "--env", "local", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     data = res["data"]
@@ -239,7 +230,7 @@ def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
     assert f"-- sku: {data['sku']} (source cli)" in log and "-- verdict: success" in log
     assert "hostaddr=127.0.0.1" in log and "sslmode=require" in log
 
-    r = cli("insert-check", "--env", "local")  # human output
+    r = invoke("insert-check", "--env", "local")  # human output
     assert r.exit_code == 0 and "INSERT 0 1, ssl=true" in r.stdout
     assert_no_canary(capfd, applied, res, extra=r.output)
 
@@ -253,7 +244,7 @@ def test_insert_check_fails_without_the_schema(fresh_db, capfd):
     assert_no_canary(capfd, r)
 
 
-def test_verify_full_against_the_rds_name_through_hostaddr(sandbox):
+def test_verify_full_against_the_rds_name_through_hostaddr(sandbox, main_schema):
     # The server certificate names the RDS endpoint; libpq dials hostaddr but verifies `host`.
     secret = read_db_secret.fn(sandbox.client("secretsmanager"), sandbox.settings.db_secret_id)
     strict = dataclasses.replace(sandbox.settings, db_ssl_root_cert=str(sandbox.pg.ca_cert))
@@ -280,7 +271,7 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
     sid = sandbox.settings.db_secret_id
     original = sm.get_secret_value(SecretId=sid)["SecretString"]
     if broken == "not-json":
-        broken = f"this is not json {CANARY[0]}"
+        broken = f"this is not json {CANARY_PASSWORD}"
     elif broken == "missing-password":
         broken = json.dumps({k: v for k, v in json.loads(original).items() if k != "password"})
     root = Path(sandbox.settings.evidence_root)
@@ -291,18 +282,18 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
         outputs = []
         for args in (["schema-init", "--env", "local", "--apply"],
                      ["insert-check", "--env", "local", "--json"]):
-            r = cli(*args)
+            r = invoke(*args)
             assert r.exit_code == 2, r.output
             if "--json" in args:  # the bad-input result, and only it, on stdout
                 out = json.loads(r.stdout)
                 assert out["verdict"] == "bad_input" and out["flow"] == "insert_check"
-                assert out["reason"] == lines_of(r.stderr)[0].removeprefix(
+                assert out["reason"] == error_lines(r.stderr)[0].removeprefix(
                     "papyrus-ops: error: ")
             else:
                 assert r.stdout == ""
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("papyrus-ops: error: secret "), lines
-            assert CANARY[0] not in r.stderr and "not json" not in r.stderr
+            assert CANARY_PASSWORD not in r.stderr and "not json" not in r.stderr
             outputs.append(r.stderr)
         # The flow itself says the same (for the UI and other callers), without evidence.
         direct = run_flow(insert_check, env="local")
@@ -318,11 +309,11 @@ def test_broken_secret_is_bad_input(sandbox, broken, capfd):
 
 
 def test_bad_input_exit_2(tmp_path, capfd):
-    r = cli("schema-init", "--env", "local", "--sql", str(tmp_path / "missing.sql"))
+    r = invoke("schema-init", "--env", "local", "--sql", str(tmp_path / "missing.sql"))
     assert r.exit_code == 2 and "not found" in r.stderr and len(r.stderr.splitlines()) == 1
-    r = cli("schema-init", "--env", "nosuchenv")
+    r = invoke("schema-init", "--env", "nosuchenv")
     assert r.exit_code == 2 and "unknown environment" in r.stderr
-    r = cli("insert-check", "--env", "nosuchenv")
+    r = invoke("insert-check", "--env", "nosuchenv")
     assert r.exit_code == 2 and "unknown environment" in r.stderr
     assert_no_canary(capfd)
 

@@ -1,5 +1,5 @@
 """Putting the shared session sandbox back the way the seed left it, for suites that must start
-from an account without what they create (imported as `tests.sandbox_cleanup`)."""
+from an account without what they create."""
 
 from __future__ import annotations
 

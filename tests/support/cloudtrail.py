@@ -1,4 +1,5 @@
-"""Helpers shared by the CloudTrail archive tests (imported by name: no package here)."""
+"""The CloudTrail archive tests' helpers: the generator's Papyrus names, readers of the archived
+files, and a fake `lookup_events` client with injectable failures."""
 
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ def papyrus_names(settings) -> dict[str, str]:
             "task_execution_role": s.execution_role}
 
 
-
-# -- helpers --------------------------------------------------------------------------------
 def read_lines(path: Path) -> list[dict]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]

@@ -1,19 +1,14 @@
-"""Helpers for the preflight/repair tests: boto3 drift injection with undo, the CLI."""
+"""Drift for the preflight/repair tests: injected through plain boto3 (like an operator's console
+click), every change undone by `restore()`."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 from ground.settings import ROOT
-
-# A second secret value: the password a drifted secret carries (must never be shown either).
-DRIFT_PASSWORD = "CANARY-drift-pw-93be1d-PAPYRUS"
 
 
 def _rule_key(r: dict) -> tuple:
@@ -180,21 +175,6 @@ class Drift:
         self._undo.clear()
         if errors:
             raise errors[0]
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """The real CLI in a subprocess; the sandbox and Prefect API reach it through os.environ."""
-    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", *args], cwd=ROOT,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
-
-
-def invoke(*args: str):
-    """The CLI in-process (typer's CliRunner): faster, same code path."""
-    from typer.testing import CliRunner
-
-    from papyrus_ops.cli import app
-
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 class Realism:

@@ -1,4 +1,5 @@
-"""Constants and helpers shared by the service tests (conftest.py holds the fixtures)."""
+"""A real `gunicorn --config python:papyrus.gunicorn_conf papyrus.wsgi:app`, as the Dockerfile
+runs it: its own port, its stdout/stderr kept in files for the tests to search."""
 
 from __future__ import annotations
 
@@ -11,21 +12,10 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-import psycopg2
-from papyrus import schema
+from support.canaries import TOKEN
+from support.postgres import free_port
 
-from sandbox.postgres import LocalPostgres, free_port
-
-# Searched for in every response, log and captured output: it must never show up.
-CANARY = "CANARY-pw-7f3a9c"
-TOKEN = "dbcheck-token-5b1e0c9a"
-# The certificate also names this host, so verify-full can be tested through PGHOSTADDR.
-RDS_HOST = "papyrus-db.c0ffee.us-west-2.rds.amazonaws.com"
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-
-
-def auth(token: str = TOKEN) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 class Gunicorn:
@@ -87,10 +77,3 @@ class Gunicorn:
             self.proc.terminate()
         return self.proc.wait(timeout=20)
 
-
-def apply_schema(server: LocalPostgres) -> None:
-    # As the application role, like the schema_init flow on RDS: it owns what it creates.
-    with psycopg2.connect(**server.connect_kwargs()) as conn, conn.cursor() as cur:
-        for statement in schema.split_statements(schema.init_sql()):
-            cur.execute(statement)
-    conn.close()
