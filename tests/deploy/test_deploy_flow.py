@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 
 import psycopg2
@@ -13,8 +11,9 @@ import pytest
 from artifacts import verify_manifest
 from flows.deploy import deploy
 from papyrus_ops.runner import run_flow
-from sandbox import image as sandbox_image
 from tests.support.canaries import CANARY_PASSWORD, CANARY_TOKEN
+from tests.support.cli import run_cli
+from tests.support.sandbox_state import push_variant, revisions, service
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -23,30 +22,10 @@ NAMED_FILES = ("task_definition_diff.log", "running_image.log", "papyrus_psql_in
                "flask_url_map_after.log")
 
 
-def revisions(sb) -> list[str]:
-    return sb.client("ecs").list_task_definitions(familyPrefix=sb.settings.family)[
-        "taskDefinitionArns"]
-
-
-def service(sb) -> dict:
-    return sb.client("ecs").describe_services(cluster=sb.settings.cluster,
-                                              services=[sb.settings.service])["services"][0]
-
-
-def push_variant(sb, tag: str) -> str:
-    """Another image of the same code (a new build): a different manifest, so another digest."""
-    return sandbox_image.push_build(sb.client("ecr"), sb.settings.ecr_repository, tag)
-
-
 def db_rows(sb, prefix: str) -> int:
     sql = f"SELECT count(*) FROM skus WHERE sku LIKE '{prefix}%'"  # noqa: S608 - ours
     return int(sb.pg.psql_admin(sql,
                                 dbname="papyrus"))
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "papyrus_ops.cli", *args],
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +143,7 @@ def test_stable_but_rolled_back_is_a_failed_verdict(sandbox, schema):
 def test_bad_input_one_line_exit_2_no_mutation(sandbox, args, message):
     sandbox.faults.reset_calls()
     before = revisions(sandbox)
-    r = cli("deploy", *args)
+    r = run_cli("deploy", *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     # Exactly one line on stderr, and no traceback: it is answered before any flow runs.
     err_lines = r.stderr.splitlines()
@@ -210,7 +189,7 @@ def test_rows_really_over_ssl(sandbox, schema):
 # -- the environment folder is the whole truth: render, diff, rollback -------------------------
 def test_render_prints_what_a_deploy_would_send_and_changes_nothing(sandbox):
     sandbox.faults.reset_calls()
-    r = cli("render", "--env", "local", "--image", "latest")
+    r = run_cli("render", "--env", "local", "--image", "latest")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     [app] = [c for c in doc["taskDefinition"]["containerDefinitions"] if c["name"] == "app"]
@@ -254,13 +233,13 @@ def test_a_changed_deployment_configuration_in_a_copy_of_the_env_folder_is_what_
 def test_diff_shows_what_a_new_image_changes_and_nothing_else(sandbox, schema):
     digest = push_variant(sandbox, "diff-me")
     sandbox.faults.reset_calls()
-    r = cli("diff", "--env", "local", "--image", "diff-me", "--json")
+    r = run_cli("diff", "--env", "local", "--image", "diff-me", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["verdict"] == "success" and out["data"]["changed"] is True, out
     assert digest in out["data"]["task_definition_diff"]
     assert out["data"]["service_diff"] == "(no change)", out["data"]["service_diff"]
-    same = json.loads(cli("diff", "--env", "local", "--json").stdout)
+    same = json.loads(run_cli("diff", "--env", "local", "--json").stdout)
     assert same["data"]["task_definition_diff"] == "(no change)", same
     assert sandbox.faults.served(mutating=True) == []
 
@@ -296,7 +275,7 @@ def test_rollback_returns_to_the_previous_primary_with_a_true_verdict(sandbox, s
 ])
 def test_rollback_to_an_unknown_revision_is_bad_input_and_changes_nothing(sandbox, to, message):
     sandbox.faults.reset_calls()
-    r = cli("rollback", "--env", "local", "--to", to)
+    r = run_cli("rollback", "--env", "local", "--to", to)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
