@@ -141,9 +141,12 @@ class Sandbox:
         self._wait_service_stable()
 
     def _install_extensions(self) -> None:
-        """The local ECS runtime: services really run (see sandbox.ecs_runtime)."""
+        """The local ECS runtime: services really run (see sandbox.ecs_runtime); SNS's tag
+        check on CreateTopic (sandbox.sns)."""
+        from sandbox import sns
         from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 
+        sns.install()
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
                                    workdir=self.state_dir / "ecs",
                                    hostaddr=self.settings.db_hostaddr or None,
@@ -208,6 +211,9 @@ class Sandbox:
 
             cloudtrail.uninstall()
             self.cloudtrail = None
+        from sandbox import sns
+
+        sns.uninstall()
         if self.pg is not None:
             self.pg.stop("immediate")
         if self._moto is not None:

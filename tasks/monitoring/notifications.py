@@ -59,8 +59,19 @@ def read(sns, arn: str) -> dict[str, Any] | None:
 
 
 def apply(sns, name: str, fields: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
-    arn = sns.create_topic(Name=name, Tags=[{"Key": k, "Value": v}
-                                            for k, v in sorted(tags.items())])["TopicArn"]
+    """Create the topic, or adopt the one that exists (Terraform's, say), then set its policy.
+
+    CreateTopic is sent without tags: with tags that differ from an existing topic's, SNS
+    refuses the call (InvalidParameter, "Topic already exists with different tags"). Our tags
+    are added afterwards, only those the topic does not carry yet: a tag Terraform set is
+    Terraform's, and is never overwritten (the result names the keys left alone)."""
+    arn = sns.create_topic(Name=name)["TopicArn"]
+    have = {t["Key"]: t["Value"] for t in sns.list_tags_for_resource(ResourceArn=arn)["Tags"]}
+    missing = {k: v for k, v in tags.items() if k not in have}
+    if missing:
+        sns.tag_resource(ResourceArn=arn, Tags=[{"Key": k, "Value": v}
+                                                for k, v in sorted(missing.items())])
     sns.set_topic_attributes(TopicArn=arn, AttributeName="Policy",
                              AttributeValue=json.dumps(fields["Policy"]))
-    return {"topic_arn": arn}
+    kept = sorted(k for k, v in tags.items() if k in have and have[k] != v)
+    return {"topic_arn": arn, "tags_added": sorted(missing), "tags_kept_as_found": kept}

@@ -15,6 +15,7 @@ from tasks.monitoring.apply import apply_item
 from tasks.monitoring.desired import desired_state
 from tasks.monitoring.event_pattern import matches
 from tasks.monitoring.planning import plan
+from tests.support.cleanup import forget_monitoring
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -111,3 +112,35 @@ def test_readers_report_missing_things_as_none(clients):
     assert accesslogs.read_bucket(clients.s3, "papyrus-nope-bucket") is None
     assert eventrules.read_rule(clients.events, "papyrus-nope") is None
     assert eventrules.read_target(clients.events, "papyrus-nope", "x") is None
+
+
+def test_an_existing_terraform_topic_with_other_tags_is_adopted_not_fought(mon, clients, cfg):
+    """Terraform made `papyrus-alerts` with its own tags. SNS refuses CreateTopic with other
+    tags on it (the sandbox answers as SNS does: InvalidParameter); monitoring --apply adopts
+    the topic instead: Terraform's tags stay as they are, ours are added beside them."""
+    from botocore.exceptions import ClientError
+
+    from flows.monitoring import monitoring
+    from papyrus_ops.runner import run_flow
+
+    terraform_tags = [{"Key": "ManagedBy", "Value": "terraform"},
+                      {"Key": "Owner", "Value": "platform-team"}]
+    forget_monitoring(mon)  # the tests above applied the topic with our tags
+    arn = clients.sns.create_topic(Name=cfg.topic, Tags=terraform_tags)["TopicArn"]
+    try:
+        with pytest.raises(ClientError) as refused:
+            clients.sns.create_topic(Name=cfg.topic, Tags=[{"Key": "Project", "Value": "x"}])
+        assert refused.value.response["Error"]["Code"] == "InvalidParameter"
+        assert "already exists with different tags" in str(refused.value)
+        res = run_flow(monitoring, env="local", apply=True)
+        assert res["verdict"] == "success", res["reason"]
+        tags = {t["Key"]: t["Value"]
+                for t in clients.sns.list_tags_for_resource(ResourceArn=arn)["Tags"]}
+        # Terraform's stay (ManagedBy is not overwritten with ours); Project, which Terraform
+        # did not set, is added.
+        assert tags == {"ManagedBy": "terraform", "Owner": "platform-team",
+                        "Project": "papyrus"}, tags
+        again = run_flow(monitoring, env="local", apply=True)
+        assert again["verdict"] == "success", again["reason"]
+    finally:
+        forget_monitoring(mon)
