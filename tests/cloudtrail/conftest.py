@@ -79,7 +79,11 @@ def _security_groups(endpoint: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def ct_server():
+def ct_server(sandbox):
+    """A second moto server in this process. moto's backends are process-wide, so it serves
+    the session sandbox's account: the sandbox is started first (it seeds the evidence bucket
+    and the Papyrus security groups, which these tests then use) — asked for here, not left to
+    which test module happens to run first."""
     faults = Faults()
     registry = ct.StoreRegistry()
     previous = ct.installed_registry()
