@@ -354,18 +354,23 @@ class EvidenceBundle:
                             self.redactor.redact(f"{type(err).__name__}: {err}"))
         return result
 
+    def _kms_key(self) -> str | None:
+        return getattr(self.settings, "evidence_kms_key", None) or None
+
     def _upload(self, result: BundleResult, s3: Any) -> None:
         bucket = result.bucket
         assert bucket
         region = getattr(self.settings, "region", None)
         try:
-            result.uploaded = storage.upload_bundle(self.folder, bucket, self.key_prefix, s3)
+            result.uploaded = storage.upload_bundle(self.folder, bucket, self.key_prefix, s3,
+                                                    kms_key=self._kms_key())
         except Exception as err:
             reason = self.redactor.redact(f"{type(err).__name__}: {err}")
             result.pending, result.pending_reason = True, " ".join(reason.split())
             try:
                 storage.mark_pending(self.folder, reason, bucket=bucket,
-                                     key_prefix=self.key_prefix, region=region)
+                                     key_prefix=self.key_prefix, region=region,
+                                     kms_key=self._kms_key())
             except OSError as mark_err:
                 log.error("could not write %s in %s: %s", storage.PENDING, self.folder, mark_err)
             _warn(f"evidence upload to s3://{bucket}/{self.key_prefix} failed; bundle kept at "

@@ -115,15 +115,31 @@ def _same(head: dict, hexdigest: str, b64: str, size: int) -> bool:
     return not (checksum and "-" not in checksum and checksum != b64)
 
 
+def sse_args(kms_key: str | None) -> dict[str, str]:
+    """PutObject's encryption arguments. With the bucket's key: SSE-KMS naming it — S3 reads
+    `aws:kms` without a key id as "the AWS managed key aws/s3", which a bucket policy requiring
+    the customer key refuses. Without one: no header, the bucket's default encryption applies."""
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+
+
+def check_encryption(head: dict, where: str, kms_key: str | None) -> None:
+    """The object is SSE-KMS encrypted, with the bucket's key when one is configured."""
+    if head.get("ServerSideEncryption") != "aws:kms":
+        raise UploadVerificationError(
+            f"{where}: ServerSideEncryption is {head.get('ServerSideEncryption')!r},"
+            " expected 'aws:kms'")
+    if kms_key and head.get("SSEKMSKeyId") != kms_key:
+        raise UploadVerificationError(
+            f"{where}: encrypted with KMS key {head.get('SSEKMSKeyId')!r}, expected {kms_key!r}")
+
+
 def _verify(s3, bucket: str, key: str, path: Path, hexdigest: str, b64: str, size: int,
-            version_id: str | None, verify_bytes: bool = True) -> None:
+            version_id: str | None, verify_bytes: bool = True,
+            kms_key: str | None = None) -> None:
     head = _head(s3, bucket, key)
     if head is None:
         raise UploadVerificationError(f"s3://{bucket}/{key}: missing right after upload")
-    if head.get("ServerSideEncryption") != "aws:kms":
-        raise UploadVerificationError(
-            f"s3://{bucket}/{key}: ServerSideEncryption is {head.get('ServerSideEncryption')!r},"
-            " expected 'aws:kms'")
+    check_encryption(head, f"s3://{bucket}/{key}", kms_key)
     if not _same(head, hexdigest, b64, size):
         raise UploadVerificationError(
             f"s3://{bucket}/{key}: size/sha256 differ from {path.name} after upload")
@@ -144,18 +160,20 @@ def _stored_hash(s3, bucket: str, key: str, version_id: str | None) -> tuple[str
     return _hash_body(s3.get_object(**kwargs)["Body"])
 
 
-def upload_file(path: Path, bucket: str, key: str, s3, *, verify_bytes: bool = True) -> bool:
+def upload_file(path: Path, bucket: str, key: str, s3, *, verify_bytes: bool = True,
+                kms_key: str | None = None) -> bool:
     """Upload one file unless an identical object is already there; verify it. True when a new
     object (version) was written.
 
     verify_bytes: read objects back and hash them, after an upload and before trusting one
-    that is already there (default; S3 itself validates checksums, moto does not)."""
+    that is already there (default; S3 itself validates checksums, moto does not).
+    kms_key: the bucket's customer-managed key ARN (settings.evidence_kms_key): named in the
+    upload and checked on the stored object."""
     hexdigest, size = sha256_file(path)
     b64 = base64.b64encode(bytes.fromhex(hexdigest)).decode()
     head = _head(s3, bucket, key)
     if head is not None and _same(head, hexdigest, b64, size):
-        if head.get("ServerSideEncryption") != "aws:kms":
-            raise UploadVerificationError(f"s3://{bucket}/{key}: present but not SSE-KMS encrypted")
+        check_encryption(head, f"s3://{bucket}/{key} (already present)", kms_key)
         if not verify_bytes or _stored_hash(s3, bucket, key, head.get("VersionId")) == (
                 hexdigest, size):
             log.debug("s3://%s/%s already present (sha256 %s)", bucket, key, hexdigest)
@@ -170,17 +188,18 @@ def upload_file(path: Path, bucket: str, key: str, s3, *, verify_bytes: bool = T
             Body=body,
             ContentLength=size,
             ContentType=content_type,
-            ServerSideEncryption="aws:kms",
+            **sse_args(kms_key),
             ChecksumAlgorithm="SHA256",
             ChecksumSHA256=b64,
             Metadata={"sha256": hexdigest},
         )
-    _verify(s3, bucket, key, path, hexdigest, b64, size, resp.get("VersionId"), verify_bytes)
+    _verify(s3, bucket, key, path, hexdigest, b64, size, resp.get("VersionId"), verify_bytes,
+            kms_key)
     return True
 
 
 def upload_bundle(folder: Path, bucket: str, key_prefix: str, s3, *,
-                  verify_bytes: bool = True) -> list[str]:
+                  verify_bytes: bool = True, kms_key: str | None = None) -> list[str]:
     """Upload every file of `folder` under `key_prefix`, manifest.json last; verify each.
 
     Returns the keys now in S3 (uploaded or already present with the same SHA-256). Raises on
@@ -195,7 +214,7 @@ def upload_bundle(folder: Path, bucket: str, key_prefix: str, s3, *,
     keys: list[str] = []
     for path in files:
         key = prefix + path.relative_to(folder).as_posix()
-        upload_file(path, bucket, key, s3, verify_bytes=verify_bytes)
+        upload_file(path, bucket, key, s3, verify_bytes=verify_bytes, kms_key=kms_key)
         keys.append(key)
     return keys
 
@@ -212,7 +231,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def mark_pending(folder: Path, reason: str, *, bucket: str | None = None,
-                 key_prefix: str | None = None, region: str | None = None) -> None:
+                 key_prefix: str | None = None, region: str | None = None,
+                 kms_key: str | None = None) -> None:
     """Write `folder/.upload-pending`: where the bundle must go and why it is not there yet.
 
     bucket/key_prefix/region default to the values recorded in the folder's manifest.json."""
@@ -232,6 +252,7 @@ def mark_pending(folder: Path, reason: str, *, bucket: str | None = None,
         "key_prefix": key_prefix if key_prefix is not None
         else recorded.get("key_prefix", previous.get("key_prefix")),
         "region": region or recorded.get("region") or previous.get("region"),
+        "kms_key": kms_key or previous.get("kms_key"),
         "reason": _one_line(reason),
         "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "attempts": int(previous.get("attempts", 0)) + 1,
@@ -272,7 +293,8 @@ def upload_pending(evidence_root: Path, s3_factory: Callable[..., Any]) -> list[
         try:
             if region not in clients:
                 clients[region] = _call_factory(s3_factory, region)
-            keys = upload_bundle(folder, bucket, prefix, clients[region])
+            keys = upload_bundle(folder, bucket, prefix, clients[region],
+                                 kms_key=marker.get("kms_key"))
         except Exception as err:
             reason = f"{type(err).__name__}: {err}"
             try:

@@ -20,6 +20,9 @@ from ground import envfile
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = Path(os.environ.get("PAPYRUS_DEPLOYMENTS_DIR", ROOT / "deployments"))
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# The key's ARN, not an alias: S3 reports the key ARN (SSEKMSKeyId) and a bucket policy that
+# requires a key compares the header with the ARN it names.
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -55,6 +58,7 @@ class Settings:
     subnets: tuple[str, ...]
     evidence_bucket: str
     evidence_root: Path
+    evidence_kms_key: str
     probe_mode: str
     probe_base_url: str
     token_secret_id: str
@@ -91,6 +95,7 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("network", "subnets", "subnets", list, False),
     ("evidence", "bucket", "evidence_bucket", str, True),
     ("evidence", "root", "evidence_root", str, True),
+    ("evidence", "kms_key_id", "evidence_kms_key", str, False),
     ("probe", "mode", "probe_mode", str, True),
     ("probe", "base_url", "probe_base_url", str, False),
     ("probe", "token_secret_id", "token_secret_id", str, True),
@@ -163,6 +168,10 @@ def load_env(env: str) -> Settings:
         raise ConfigError(f"{path} [deploy]: timeout_seconds and poll_seconds must be positive")
     if values["env_file"] and not Path(values["env_file"]).is_absolute():
         values["env_file"] = str(ROOT / values["env_file"])
+    key = values["evidence_kms_key"]
+    if key and not _KMS_KEY_ARN.match(key):
+        raise ConfigError(f"{path} [evidence] kms_key_id: expected a KMS key ARN "
+                          f"(arn:aws:kms:<region>:<account>:key/<id>), got {key!r}")
     root = Path(values["evidence_root"])
     values["evidence_root"] = root if root.is_absolute() else ROOT / root
     for name in ("task_definition", "service_definition"):

@@ -93,17 +93,37 @@ def create_roles(clients, s: Settings) -> dict[str, str]:
     }
 
 
-def create_bucket(clients, s: Settings) -> None:
-    s3 = clients("s3")
+def create_bucket(clients, s: Settings) -> str:
+    """The evidence bucket as a careful Terraform module leaves it: versioned, encrypted by
+    default with a customer-managed KMS key, and a bucket policy that refuses any PutObject not
+    naming that key (so an upload that falls back to aws/s3 is refused, as in AWS). Returns the
+    key's ARN (exported as PAPYRUS_EVIDENCE_KMS_KEY, read by deployments/local/config.toml)."""
+    kms, s3 = clients("kms"), clients("s3")
+    key_arn = kms.create_key(Description="papyrus evidence (sandbox)",
+                             Tags=[{"TagKey": "Project", "TagValue": "papyrus"}]
+                             )["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/papyrus-evidence", TargetKeyId=key_arn)
     s3.create_bucket(Bucket=s.evidence_bucket,
                      CreateBucketConfiguration={"LocationConstraint": s.region})
     s3.put_bucket_versioning(Bucket=s.evidence_bucket,
                              VersioningConfiguration={"Status": "Enabled"})
     s3.put_bucket_encryption(Bucket=s.evidence_bucket, ServerSideEncryptionConfiguration={
-        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
+                                                          "KMSMasterKeyID": key_arn},
+                   "BucketKeyEnabled": True}]})
+    s3.put_bucket_policy(Bucket=s.evidence_bucket, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DenyUploadsWithoutTheEvidenceKey", "Effect": "Deny", "Principal": "*",
+            "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{s.evidence_bucket}/*",
+            "Condition": {"StringNotEquals": {
+                "s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}},
+        }],
+    }))
     s3.put_public_access_block(Bucket=s.evidence_bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
         "RestrictPublicBuckets": True})
+    return key_arn
 
 
 def push_image(clients, s: Settings) -> str:

@@ -9,6 +9,7 @@ runs the same object in a background process that writes `state_dir/env`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from werkzeug.serving import make_server
 from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
-from sandbox import seed
+from sandbox import s3_policy, seed
 from sandbox.faults import Faults, ResponseLost
 from sandbox.postgres import LocalPostgres, free_port
 
@@ -54,7 +55,7 @@ class _FaultyMotoServer(ThreadedMotoServer):
         self.faults = faults
 
     def _server_entry(self) -> None:
-        app = self.faults.wrap(DomainDispatcherApplication(create_backend_app))
+        app = self.faults.wrap(s3_policy.wrap(DomainDispatcherApplication(create_backend_app)))
         werkzeug_log = logging.getLogger("werkzeug")
         werkzeug_log.setLevel(logging.ERROR)  # no request lines on stderr
         if not any(isinstance(f, _QuietLostResponses) for f in werkzeug_log.filters):
@@ -80,6 +81,7 @@ class Sandbox:
     _moto: _FaultyMotoServer | None = None
     _runtime: object | None = None
     cloudtrail: object | None = None  # sandbox.cloudtrail.StoreRegistry once seeded
+    evidence_kms_key: str = ""  # the evidence bucket's customer-managed key, once seeded
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- clients ----------------------------------------------------------------------------
@@ -96,6 +98,8 @@ class Sandbox:
             "AWS_DEFAULT_REGION": self.settings.region,
             "AWS_REGION": self.settings.region,
             **CREDENTIALS,
+            **({"PAPYRUS_EVIDENCE_KMS_KEY": self.evidence_kms_key}
+               if self.evidence_kms_key else {}),
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -129,7 +133,9 @@ class Sandbox:
         db_arn, token_arn = seed.create_secrets(
             c, s, self.pg.secret_dict(host=self.rds_endpoint) | {"engine": "postgres"}, self.token)
         roles = seed.create_roles(c, s)
-        seed.create_bucket(c, s)
+        self.evidence_kms_key = seed.create_bucket(c, s)
+        # The key exists only now: the settings carry it as the env folder would read it.
+        self.settings = s = dataclasses.replace(s, evidence_kms_key=self.evidence_kms_key)
         image_uri = seed.push_image(c, s)
         variables = task_definition_vars(s, image_uri, roles, db_arn, token_arn, task_sg,
                                               subnets)
@@ -147,6 +153,7 @@ class Sandbox:
         from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 
         sns.install()
+        s3_policy.install()
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
                                    workdir=self.state_dir / "ecs",
                                    hostaddr=self.settings.db_hostaddr or None,
@@ -214,6 +221,7 @@ class Sandbox:
         from sandbox import sns
 
         sns.uninstall()
+        s3_policy.uninstall()
         if self.pg is not None:
             self.pg.stop("immediate")
         if self._moto is not None:

@@ -28,6 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from prefect import task
 
+from artifacts.storage import sse_args
 from ground.settings import Settings
 
 STATE_VERSION = 1
@@ -100,7 +101,7 @@ def record_deploy(s3, settings: Settings, *, rds, **fields: Any) -> dict[str, An
     doc.update(fields)
     s3.put_object(Bucket=settings.evidence_bucket, Key=state_key(settings),
                   Body=json.dumps(doc, indent=2, sort_keys=True, default=str).encode(),
-                  ContentType="application/json")
+                  ContentType="application/json", **sse_args(settings.evidence_kms_key))
     return doc
 
 

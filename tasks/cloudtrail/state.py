@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from artifacts.storage import sse_args
 from ground.logs import run_logger
 from ground.retry import transient_only
 from tasks.cloudtrail import LOGGER
@@ -72,7 +73,8 @@ def write_archive_state(settings: Any, state: dict[str, Any], s3: Any) -> dict[s
         try:
             s3.put_object(Bucket=settings.evidence_bucket, Key=key,
                           Body=json.dumps(state, indent=1, sort_keys=True).encode(),
-                          ContentType="application/json", ServerSideEncryption="aws:kms")
+                          ContentType="application/json",
+                          **sse_args(settings.evidence_kms_key))
             out["s3"] = f"s3://{settings.evidence_bucket}/{key}"
         except Exception as exc:
             _logger().warning("cloudtrail: archive state kept locally only (%s: %s)",

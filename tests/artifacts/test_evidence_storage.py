@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 
+import boto3
 import pytest
 
 from artifacts import EvidenceBundle, mark_pending, upload_bundle, upload_pending, verify_manifest
@@ -186,7 +187,7 @@ def test_verification_is_strict(evidence_settings, s3, bucket, tmp_path):
                         CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     plain.put_object(Bucket=plain_bucket, Key="z/evidence.log", Body=f.read_bytes(),
                      Metadata={"sha256": digest})
-    with pytest.raises(UploadVerificationError, match="SSE-KMS"):
+    with pytest.raises(UploadVerificationError, match="expected .aws:kms."):
         upload_file(f, plain_bucket, "z/evidence.log", plain)
 
 
@@ -201,3 +202,21 @@ def test_mark_pending_reads_the_manifest(local_settings, canary):
     marker = json.loads((res.folder / PENDING).read_text())
     assert marker["reason"] == "boom password=*** line3"
     assert marker["key_prefix"] == b.key_prefix and marker["bucket"] == "bkt"
+
+
+def test_an_upload_names_the_bucket_key_and_the_stored_object_is_checked_against_it(
+        evidence_settings, s3, bucket, tmp_path):
+    """With the bucket's customer key configured, the upload names it (S3 reads `aws:kms`
+    without a key id as aws/s3) and the check after upload compares the stored key id."""
+    kms = boto3.client("kms", endpoint_url=s3.meta.endpoint_url, region_name="us-west-2",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    other = kms.create_key()["KeyMetadata"]["Arn"]
+    f = tmp_path / "evidence.log"
+    f.write_text("evidence\n")
+    assert upload_file(f, bucket, "k/evidence.log", s3, kms_key=key)
+    head = s3.head_object(Bucket=bucket, Key="k/evidence.log")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == key
+    # Already there, but under another key: not accepted as the evidence.
+    with pytest.raises(UploadVerificationError, match="expected"):
+        upload_file(f, bucket, "k/evidence.log", s3, kms_key=other)

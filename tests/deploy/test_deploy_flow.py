@@ -59,6 +59,14 @@ def test_happy_path(sandbox, schema):
         assert wanted in names, (wanted, names)
     assert verify_manifest(Path(folder)) == []
     assert result["evidence"]["s3_uri"] and not result["evidence"]["upload_pending"]
+    # Encrypted with the bucket's customer key, named in the upload (the bucket policy
+    # refuses any other): the check after upload compared the stored key id too.
+    bucket, _, prefix = result["evidence"]["s3_uri"].removeprefix("s3://").partition("/")
+    s3 = sandbox.client("s3")
+    key = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"][0]["Key"]
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == sandbox.evidence_kms_key == sandbox.settings.evidence_kms_key
     for p in Path(folder).iterdir():
         text = p.read_bytes()
         assert CANARY_PASSWORD.encode() not in text and CANARY_TOKEN.encode() not in text

@@ -494,3 +494,20 @@ def test_list_task_definitions_sorts_and_pages_as_aws_does(sandbox):
     assert [a.rsplit(":", 1)[1] for a in asc] == ["1", "2", "3"]
     for arn in asc:
         ecs.deregister_task_definition(taskDefinition=arn)
+
+
+def test_the_evidence_bucket_refuses_uploads_that_do_not_name_its_customer_key(sandbox):
+    """As in AWS with the usual policy: without the key-id header (bucket default), or with
+    `aws:kms` alone (S3 reads that as aws/s3), PutObject is denied; naming the key works."""
+    from botocore.exceptions import ClientError
+
+    s3, bucket = sandbox.client("s3"), sandbox.settings.evidence_bucket
+    for extra in ({}, {"ServerSideEncryption": "aws:kms"}):
+        with pytest.raises(ClientError) as denied:
+            s3.put_object(Bucket=bucket, Key="policy-check/x.txt", Body=b"x", **extra)
+        assert denied.value.response["Error"]["Code"] == "AccessDenied"
+        assert "explicit deny" in denied.value.response["Error"]["Message"]
+    s3.put_object(Bucket=bucket, Key="policy-check/x.txt", Body=b"x",
+                  ServerSideEncryption="aws:kms", SSEKMSKeyId=sandbox.evidence_kms_key)
+    head = s3.head_object(Bucket=bucket, Key="policy-check/x.txt")
+    assert head["SSEKMSKeyId"] == sandbox.evidence_kms_key
