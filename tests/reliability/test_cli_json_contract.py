@@ -1,7 +1,7 @@
-"""`--json` is `ground.result`'s dict and nothing else, for every command converted to the
-contract: the same top-level keys (`ground.result.KEYS`), the flow's own fields under `data`,
-and the exit code the verdict's (real CLI subprocesses on the session sandbox). Bad input with
---json is in test_cli_bad_input.py."""
+"""`--json` is `ground.result`'s dict and nothing else, for every command: the same top-level
+keys (`ground.result.KEYS`), the flow's own fields under `data`, and the exit code the
+verdict's (real CLI subprocesses on the session sandbox). Bad input with --json is in
+test_cli_bad_input.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,14 @@ COMMANDS = {
     "cloudtrail_archive": ["cloudtrail-archive", "--env", "local", "--days", "1",
                            "--max-rps", "100"],
     "evidence_upload_pending": ["evidence", "upload-pending", "--env", "local"],
+    "deploy": ["deploy", "--env", "local", "--image", "latest", "--plan"],
+    "preflight": ["preflight", "--env", "local"],
+    "repair": ["repair", "exec", "--env", "local"],
+    "render": ["render", "--env", "local", "--image", "latest"],
+    "diff": ["diff", "--env", "local"],
 }
+# Read-only commands that run no flow and so write no evidence bundle.
+NO_BUNDLE = {"evidence_upload_pending", "render", "diff"}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,7 @@ def test_json_is_the_contract_dict(outputs, flow):
     assert r.returncode == EXIT_CODES[out["verdict"]], (r.returncode, out, r.stderr[-2000:])
     assert isinstance(out["reason"], str) and out["reason"] and "\n" not in out["reason"]
     assert isinstance(out["data"], dict)
-    if flow != "evidence_upload_pending":  # the one command that writes no bundle of its own
+    if flow not in NO_BUNDLE:
         assert out["evidence"] and set(out["evidence"]) == {
             "folder", "s3_uri", "manifest", "upload_pending", "pending_reason", "files"}
 
