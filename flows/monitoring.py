@@ -24,6 +24,7 @@ from artifacts.prefect_artifacts import checks_table
 from flows.common import open_run
 from ground.monitoring_settings import load_monitoring
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
+from ground.retry import BadInput
 from ground.settings import ConfigError
 from tasks.monitoring.actual import read_actual
 from tasks.monitoring.apply import apply_item
@@ -42,7 +43,7 @@ def monitoring(env: str = "local", apply: bool = False):
     try:  # bad input: one line, no AWS call, nothing changed
         settings = open_run(env)
         cfg = load_monitoring(settings)
-    except ConfigError as e:
+    except (ConfigError, BadInput) as e:  # open_run answers BadInput
         return to_state(result("monitoring", env, BAD_INPUT, str(e), error=str(e),
                                started=started, data=summary))
     ok, error = False, None
