@@ -61,10 +61,10 @@ class _QuietLostResponses(logging.Filter):
 class _FaultyMotoServer(ThreadedMotoServer):
     """moto's threaded server with our recording/fault WSGI layer in front."""
 
-    def __init__(self, faults: Faults, enforcer: iam.Enforcer, port: int) -> None:
+    def __init__(self, faults: Faults, port: int, enforcer: iam.Enforcer | None = None) -> None:
         super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
         self.faults = faults
-        self.enforcer = enforcer
+        self.enforcer = enforcer or iam.Enforcer()  # a restart passes the sandbox's own
 
     def _server_entry(self) -> None:
         app = self.faults.wrap(self.enforcer.wrap(DomainDispatcherApplication(create_backend_app)))
@@ -153,7 +153,7 @@ class Sandbox:
         # is most of EC2's first-request cost (~1 s of the sandbox's start).
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         iam.install()
-        self._moto = _FaultyMotoServer(self.faults, self.iam, free_port())
+        self._moto = _FaultyMotoServer(self.faults, free_port(), self.iam)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
