@@ -43,7 +43,7 @@ def monitoring(env: str = "local", apply: bool = False):
     try:  # bad input: one line, no AWS call, nothing changed
         settings = open_run(env)
         cfg = load_monitoring(settings)
-    except (ConfigError, BadInput) as e:
+    except (ConfigError, BadInput) as e:  # open_run answers BadInput
         return to_state(result("monitoring", env, BAD_INPUT, str(e), error=str(e),
                                started=started, data=summary))
     ok, error = False, None

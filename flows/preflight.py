@@ -28,7 +28,7 @@ from artifacts.bundle import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, evidence_summary, result, to_state
-from ground.retry import BadInput
+from ground.retry import BadInput, naming_denied
 from tasks.preflight import SERVICE_DIR, SERVICES, failed, overall, public, run_checks
 
 
@@ -71,7 +71,8 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
     res = bundle.finish("pass" if verdict == "success" else "fail", s3=clients["s3"])
     bad = failed(checks)
     if bad:
-        reason = f"{len(bad)} check(s) failed: {', '.join(bad)}"
+        reason = naming_denied(f"{len(bad)} check(s) failed: {', '.join(bad)}",
+                               *(c.get("detail") for c in checks))
         log.error("preflight %s: %s", env, reason)
     else:
         reason = f"all {len(checks)} checks passed"

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from ground.redact import REDACTOR
-from ground.retry import BadInput
+from ground.retry import BadInput, naming_denied
 
 SUCCESS, FAILED, BAD_INPUT = "success", "failed", "bad_input"
 VERDICTS = (SUCCESS, FAILED, BAD_INPUT)
@@ -46,6 +46,8 @@ def result(flow: str, env: str, verdict: str, reason: str = "", *, error: str | 
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     reason = one_line(reason) or one_line(error) or verdict
+    if verdict != SUCCESS:
+        reason = one_line(naming_denied(reason, error))
     return REDACTOR.redact_obj({
         "flow": flow, "env": env, "verdict": verdict, "reason": reason,
         "error": one_line(error) if error else None, "evidence": evidence,

@@ -9,6 +9,8 @@ retried inside botocore; what reaches a task retry is what botocore gave up on.
 
 from __future__ import annotations
 
+import re
+
 from botocore.exceptions import ClientError, NoCredentialsError, ParamValidationError
 
 
@@ -43,3 +45,25 @@ def transient_only(task, task_run, state) -> bool:
     except BaseException as e:  # noqa: BLE001 - a result we cannot read: let the retry decide
         exc = e
     return not (isinstance(exc, BaseException) and is_deterministic(exc))
+
+
+# AWS's denial message, whatever the service's error code (AccessDenied, AccessDeniedException,
+# UnauthorizedOperation): "User: <arn> is not authorized to perform: <service>:<Action> ...".
+_DENIED = re.compile(r"not authorized to perform:? ([a-z0-9-]+:[A-Za-z0-9]+)")
+
+
+def denied_actions(*texts: object) -> list[str]:
+    """The IAM actions AWS said were denied, in the order they appear in `texts` (unique)."""
+    seen: list[str] = []
+    for text in texts:
+        for action in _DENIED.findall(str(text or "")):
+            if action not in seen:
+                seen.append(action)
+    return seen
+
+
+def naming_denied(reason: str, *texts: object) -> str:
+    """`reason`, followed by the actions denied in `texts` that it does not name yet: an action
+    missing from a policy always shows in the one-line verdict."""
+    missing = [a for a in denied_actions(*texts) if a not in reason]
+    return f"{reason} (access denied: {', '.join(missing)})" if missing else reason

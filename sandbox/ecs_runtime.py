@@ -108,6 +108,8 @@ class EcsRuntime:
         self.health_path = health_path
         self.extra_env = dict(DEFAULT_TASK_ENV if extra_env is None else extra_env)
         self.service_dir = service_dir
+        # (execution role ARN, action, resource) -> allowed; None: not checked (see ecs_tasks)
+        self.execution_role_allows = None
         self.lock = threading.RLock()
         self._schedulers: dict[str, ServiceScheduler] = {}
         self._retired: list[ServiceScheduler] = []

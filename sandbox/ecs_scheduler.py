@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 from moto.core.utils import utcnow
 
-from .ecs_tasks import LocalTask, TaskStartError, resolve_image, resolve_secret
+from .ecs_tasks import (
+    LocalTask,
+    TaskStartError,
+    check_execution_role,
+    resolve_image,
+    resolve_secret,
+)
 
 if TYPE_CHECKING:
     from .ecs_runtime import EcsRuntime
@@ -185,6 +191,11 @@ class ServiceScheduler:
     def _spawn(self, dep: Deployment, task: LocalTask, now: float) -> None:
         rt = self.rt
         try:
+            if rt.execution_role_allows is not None:
+                check_execution_role(rt.execution_role_allows,
+                                     self.backend.describe_task_definition(
+                                         task.task_definition_arn),
+                                     task.container_def, task.id, rt.account_id, rt.region)
             env = rt.base_env()
             for item in task.container_def.get("environment") or []:
                 env[item["name"]] = str(item.get("value", ""))

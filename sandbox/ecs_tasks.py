@@ -164,6 +164,49 @@ def resolve_secret(value_from: str, account_id: str, region: str) -> str:
         return _ssm_value(account_id, region, value_from, value_from)
 
 
+def check_execution_role(allowed, task_def: Any, container: dict, task_id: str,
+                         account_id: str, region: str) -> None:
+    """What ECS does with the task's execution role before the container starts, checked
+    against the role's policies (`allowed(role_arn, action, resource)`): the registry login and
+    the image pull, the awslogs stream, each `secrets` entry. A denial fails the task to start
+    with the reason ECS gives, naming the action (TaskStartError)."""
+    role = getattr(task_def, "execution_role_arn", None) or ""
+    who = f"arn:aws:sts::{account_id}:assumed-role/{role.rsplit('/', 1)[-1]}/{task_id}"
+
+    def denial(action: str, resource: str) -> str:
+        on = f" on resource: {resource}" if resource != "*" else ""
+        return (f"AccessDeniedException: User: {who} is not authorized to perform: {action}"
+                f"{on} because no identity-based policy allows the {action} action")
+
+    m = _IMAGE.match(container.get("image") or "")
+    if m:
+        repo = f"arn:aws:ecr:{region}:{account_id}:repository/{m.group('repo')}"
+        for action, resource in (("ecr:GetAuthorizationToken", "*"),
+                                 ("ecr:BatchGetImage", repo),
+                                 ("ecr:GetDownloadUrlForLayer", repo)):
+            if not role or not allowed(role, action, resource):
+                msg = ("ResourceInitializationError: unable to pull secrets or registry auth: "
+                       "The task cannot pull registry auth from Amazon ECR: "
+                       f"{denial(action, resource)}")
+                raise TaskStartError(msg, msg)
+    opts = (container.get("logConfiguration") or {}).get("options") or {}
+    if (container.get("logConfiguration") or {}).get("logDriver") == "awslogs" and opts:
+        stream = (f"arn:aws:logs:{opts.get('awslogs-region', region)}:{account_id}:log-group:"
+                  f"{opts.get('awslogs-group')}:log-stream:"
+                  f"{opts.get('awslogs-stream-prefix', '')}/{container.get('name')}/{task_id}")
+        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            if not role or not allowed(role, action, stream):
+                msg = ("ResourceInitializationError: failed to validate logger args: "
+                       f"{denial(action, stream)}")
+                raise TaskStartError(msg, msg)
+    for item in container.get("secrets") or []:
+        ref = item["valueFrom"]
+        if ref.startswith("arn:aws:secretsmanager:"):
+            arn = ":".join(ref.split(":")[:7])
+            if not role or not allowed(role, "secretsmanager:GetSecretValue", arn):
+                raise _asm_error(ref, denial("secretsmanager:GetSecretValue", arn))
+
+
 # -- the task -----------------------------------------------------------------------------------
 class LocalTask:
     """An ECS task backed by a local process group."""

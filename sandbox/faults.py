@@ -22,7 +22,10 @@ from urllib.parse import parse_qs
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 # Operations that change nothing: what "no mutating call" means for our tests.
-READ_PREFIXES = ("Describe", "List", "Get", "Lookup", "BatchGet", "Head", "Search", "Check")
+# STS AssumeRole issues credentials (boto3 does it by itself for the flow-run profile, see
+# sandbox/iam.py); it changes no resource.
+READ_PREFIXES = ("Describe", "List", "Get", "Lookup", "BatchGet", "Head", "Search", "Check",
+                 "AssumeRole")
 
 # botocore signing name -> the name we use in rules (the boto3 client name).
 _SIGNING_TO_CLIENT = {"monitoring": "cloudwatch", "elasticloadbalancing": "elbv2"}

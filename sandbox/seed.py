@@ -17,11 +17,6 @@ from ground.settings import Settings
 from sandbox import image
 
 ACCOUNT_ID = "123456789012"
-_TRUST = json.dumps({
-    "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
-})
 
 
 @dataclass
@@ -85,12 +80,39 @@ def create_secrets(clients, s: Settings, db_secret: dict, token: str) -> tuple[s
     return db_arn, token_arn
 
 
-def create_roles(clients, s: Settings) -> dict[str, str]:
+ADMIN_USER = "papyrus-sandbox-admin"
+OPERATOR_USER = "papyrus-operator"
+
+
+def create_admin(clients) -> dict[str, str]:
+    """The sandbox's own management identity (seeding, tests arranging scenarios): an IAM user
+    allowed everything. Created while IAM is not enforced yet; returns its keys."""
     iam = clients("iam")
-    return {
-        name: iam.create_role(RoleName=name, AssumeRolePolicyDocument=_TRUST)["Role"]["Arn"]
-        for name in (s.task_role, s.execution_role)
-    }
+    iam.create_user(UserName=ADMIN_USER)
+    iam.put_user_policy(UserName=ADMIN_USER, PolicyName="sandbox-admin", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
+    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def create_operator(clients, role_arns: list[str]) -> tuple[dict, dict]:
+    """The user whose keys are in the sandbox's credentials file: it may only assume the roles
+    (its user record, its access key)."""
+    iam = clients("iam")
+    user = iam.create_user(UserName=OPERATOR_USER)["User"]
+    iam.put_user_policy(UserName=OPERATOR_USER, PolicyName="assume-papyrus-roles",
+                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                            "Effect": "Allow", "Action": "sts:AssumeRole",
+                            "Resource": role_arns}]}))
+    return user, iam.create_access_key(UserName=OPERATOR_USER)["AccessKey"]
+
+
+def alb_log_bucket(s: Settings) -> str:
+    from ground.monitoring_settings import load_monitoring
+
+    return load_monitoring(s).log_bucket
 
 
 def create_bucket(clients, s: Settings) -> str:

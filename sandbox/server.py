@@ -21,22 +21,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
+from ground import iam as iam_files
 from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
-from sandbox import s3_policy, seed
+from sandbox import iam, s3_policy, seed
 from sandbox.faults import Faults, ResponseLost
 from sandbox.postgres import LocalPostgres, free_port
 
+# Only until the admin user exists (moto does not check keys while IAM is not enforced).
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIASANDBOXSANDBOX00",
     "AWS_SECRET_ACCESS_KEY": "sandbox-secret-access-key",
 }
+# The principals a process can be: the profile names in the sandbox's AWS config file.
+FLOW_RUN_PROFILE = "papyrus-flow-run"
+CI_DEPLOY_PROFILE = "papyrus-ci-deploy"
+OPERATOR_PROFILE = "papyrus-operator"
+# Set in a shell, these would win over AWS_PROFILE (botocore's chain reads the environment
+# first): whoever applies `env()` unsets them (tests/conftest.py, the CLI's runner).
+IDENTITY_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                      "AWS_SECURITY_TOKEN")
+GITHUB_REPO = "example-org/papyrus-ops"  # the sandbox's stand-in for the ${github_repo} variable
 
 
 class _QuietLostResponses(logging.Filter):
@@ -50,12 +62,14 @@ class _QuietLostResponses(logging.Filter):
 class _FaultyMotoServer(ThreadedMotoServer):
     """moto's threaded server with our recording/fault WSGI layer in front."""
 
-    def __init__(self, faults: Faults, port: int) -> None:
+    def __init__(self, faults: Faults, port: int, enforcer: iam.Enforcer | None = None) -> None:
         super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
         self.faults = faults
+        self.enforcer = enforcer or iam.Enforcer()  # a restart passes the sandbox's own
 
     def _server_entry(self) -> None:
-        app = self.faults.wrap(s3_policy.wrap(DomainDispatcherApplication(create_backend_app)))
+        app = self.faults.wrap(self.enforcer.wrap(
+            s3_policy.wrap(DomainDispatcherApplication(create_backend_app))))
         werkzeug_log = logging.getLogger("werkzeug")
         werkzeug_log.setLevel(logging.ERROR)  # no request lines on stderr
         if not any(isinstance(f, _QuietLostResponses) for f in werkzeug_log.filters):
@@ -82,25 +96,58 @@ class Sandbox:
     _runtime: object | None = None
     cloudtrail: object | None = None  # sandbox.cloudtrail.StoreRegistry once seeded
     evidence_kms_key: str = ""  # the evidence bucket's customer-managed key, once seeded
+    enforce_iam: bool = True  # False: moto's default (no authorisation), e.g. for a bench
+    iam: iam.Enforcer = field(default_factory=iam.Enforcer)
+    principals: dict = field(default_factory=dict)  # key -> ground.iam.Principal (as created)
+    _admin: dict[str, str] = field(default_factory=lambda: dict(CREDENTIALS))
+    _admin_session: tuple | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- clients ----------------------------------------------------------------------------
     def client(self, service: str):
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=self.settings.region,
-                            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                            config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        """A management client (seeding, tests arranging a scenario): the sandbox's admin user,
+        allowed everything. Flows never get these credentials."""
+        if self._admin_session is None or self._admin_session[0] != self._admin:
+            # Its own botocore session, blind to AWS_PROFILE / AWS_CONFIG_FILE (which point at
+            # the flow-run role once `env()` is applied) and to a shell's keys.
+            isolated = botocore.session.get_session({
+                "profile": (None, None, None, None),
+                "config_file": (None, None, os.devnull, None),
+                "credentials_file": (None, None, os.devnull, None)})
+            self._admin_session = (dict(self._admin), boto3.session.Session(
+                aws_access_key_id=self._admin["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=self._admin["AWS_SECRET_ACCESS_KEY"],
+                botocore_session=isolated))
+        return self._admin_session[1].client(
+            service, endpoint_url=self.endpoint, region_name=self.settings.region,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}))
 
-    def env(self) -> dict[str, str]:
-        """What a process needs to reach the sandbox (and nothing secret)."""
+    def env(self, profile: str = FLOW_RUN_PROFILE) -> dict[str, str]:
+        """What a process needs to reach the sandbox as `profile` (default: the flow-run role,
+        assumed through STS by boto3 itself from the config file; no key in here)."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_DEFAULT_REGION": self.settings.region,
             "AWS_REGION": self.settings.region,
-            **CREDENTIALS,
+            "AWS_CONFIG_FILE": str(self.state_dir / "aws" / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.state_dir / "aws" / "credentials"),
+            "AWS_PROFILE": profile,
             **({"PAPYRUS_EVIDENCE_KMS_KEY": self.evidence_kms_key}
                if self.evidence_kms_key else {}),
         }
+
+    def role_arn(self, key: str) -> str:
+        """The ARN of the role made from `deployments/<env>/iam/<key>.*.json`."""
+        return self.principals[key].arn(seed.ACCOUNT_ID)
+
+    def put_policy(self, key: str, policy: dict) -> None:
+        """Replace principal `key`'s permission policy (tests: take an action away)."""
+        self.client("iam").put_role_policy(RoleName=self.principals[key].role,
+                                           PolicyName=f"{key}-policy",
+                                           PolicyDocument=json.dumps(policy))
+
+    def restore_policy(self, key: str) -> None:
+        self.put_policy(key, self.principals[key].policy)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -110,11 +157,15 @@ class Sandbox:
         # Nothing here launches instances: skip loading moto's default AMI catalogue, which
         # is most of EC2's first-request cost (~1 s of the sandbox's start).
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
-        self._moto = _FaultyMotoServer(self.faults, free_port())
+        iam.install()
+        self._moto = _FaultyMotoServer(self.faults, free_port(), self.iam)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        self._admin = seed.create_admin(self.client)
         self._seed()
+        if self.enforce_iam:
+            self.iam.enabled = True
         return self
 
     def _seed(self) -> None:
@@ -132,7 +183,10 @@ class Sandbox:
         self.token = self.token or secrets.token_urlsafe(24)
         db_arn, token_arn = seed.create_secrets(
             c, s, self.pg.secret_dict(host=self.rds_endpoint) | {"engine": "postgres"}, self.token)
-        roles = seed.create_roles(c, s)
+        self.principals = iam_files.principals(s, iam_files.variables(
+            s, seed.ACCOUNT_ID, rds_security_group_id=rds_sg,
+            alb_log_bucket=seed.alb_log_bucket(s), github_repo=GITHUB_REPO))
+        roles = self._create_principals()
         self.evidence_kms_key = seed.create_bucket(c, s)
         # The key exists only now: the settings carry it as the env folder would read it.
         self.settings = s = dataclasses.replace(s, evidence_kms_key=self.evidence_kms_key)
@@ -140,11 +194,52 @@ class Sandbox:
         variables = task_definition_vars(s, image_uri, roles, db_arn, token_arn, task_sg,
                                               subnets)
         self._install_extensions()
+        if self.enforce_iam:
+            self._runtime.execution_role_allows = (
+                lambda role, action, resource: iam.role_allows(seed.ACCOUNT_ID, role, action,
+                                                               resource))
         td_arn = seed.create_service(c, s, variables)
         self.seeded = seed.Seeded(vpc, subnets, rds_sg, task_sg, db_arn, token_arn, image_uri,
                                   td_arn)
         self._seed_cloudtrail()
         self._wait_service_stable()
+
+    def _create_principals(self) -> dict[str, str]:
+        """The roles of `deployments/<env>/iam/`, with plain IAM calls (as Terraform would), and
+        the operator user that stands in for what assumes them in AWS (ECS for the task roles,
+        GitHub's OIDC provider for CI): moto evaluates only `AWS` principals in a trust policy,
+        so the sandbox's trust policy names the operator instead of the file's service or
+        federated principal. The operator may do nothing but sts:AssumeRole on those roles.
+        Writes the AWS config + credentials files that `env()` points at."""
+        operator, profiles = seed.create_operator(self.client, [
+            p.arn(seed.ACCOUNT_ID) for p in self.principals.values()])
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": operator["Arn"]},
+            "Action": "sts:AssumeRole"}]})
+        iam_client = self.client("iam")
+        arns = {}
+        for key, p in self.principals.items():
+            arns[p.role] = iam_client.create_role(
+                RoleName=p.role, AssumeRolePolicyDocument=trust,
+                Description=f"Papyrus {key} (deployments/{self.env_name}/iam/{key}.*.json)",
+            )["Role"]["Arn"]
+            iam_client.put_role_policy(RoleName=p.role, PolicyName=f"{key}-policy",
+                                       PolicyDocument=json.dumps(p.policy))
+        aws_dir = self.state_dir / "aws"
+        aws_dir.mkdir(parents=True, exist_ok=True)
+        region = self.settings.region
+        config = [f"[profile {OPERATOR_PROFILE}]", f"region = {region}", ""]
+        for profile, key in ((FLOW_RUN_PROFILE, "flow-run"), (CI_DEPLOY_PROFILE, "ci-deploy"),
+                             *((f"papyrus-{k}", k) for k in ("worker", "task", "execution"))):
+            config += [f"[profile {profile}]", f"role_arn = {self.role_arn(key)}",
+                       f"source_profile = {OPERATOR_PROFILE}",
+                       f"role_session_name = {profile}", f"region = {region}", ""]
+        (aws_dir / "config").write_text("\n".join(config))
+        creds = aws_dir / "credentials"
+        creds.write_text(f"[{OPERATOR_PROFILE}]\naws_access_key_id = {profiles['AccessKeyId']}\n"
+                         f"aws_secret_access_key = {profiles['SecretAccessKey']}\n")
+        creds.chmod(0o600)
+        return arns
 
     def _install_extensions(self) -> None:
         """The local ECS runtime: services really run (see sandbox.ecs_runtime); SNS's tag

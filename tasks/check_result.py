@@ -20,6 +20,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from ground.redact import REDACTOR
+from ground.retry import is_deterministic
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 OK_VERDICTS = (PASS, SKIP)
@@ -80,8 +81,8 @@ def _retry_transient(task, task_run, state) -> bool:
         state.result()
     except (LookupError, ValueError):
         return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
+    except Exception as exc:  # noqa: BLE001
+        return not is_deterministic(exc)  # a denied action fails the same way every time
     return False
 
 

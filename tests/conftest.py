@@ -54,10 +54,12 @@ def prefect_server():
 @pytest.fixture(scope="session")
 def sandbox(tmp_root):
     """The embedded default, in this process; the environment points boto3 at it."""
-    from sandbox.server import Sandbox
+    from sandbox.server import IDENTITY_VARIABLES, Sandbox
 
     sb = Sandbox(tmp_root / "sandbox", db_password=CANARY_PASSWORD, token=CANARY_TOKEN).start()
-    saved = {k: os.environ.get(k) for k in sb.env()}
+    saved = {k: os.environ.get(k) for k in (*sb.env(), *IDENTITY_VARIABLES)}
+    for k in IDENTITY_VARIABLES:  # keys in the environment would win over the flow-run profile
+        os.environ.pop(k, None)
     os.environ.update(sb.env())
     yield sb
     sb.stop()

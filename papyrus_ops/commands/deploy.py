@@ -36,7 +36,7 @@ def resolve_or_refuse(settings, image: str, as_json: bool) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from ground import aws
-    from ground.retry import is_deterministic
+    from ground.retry import denied_actions, is_deterministic
     from tasks.image_ref import parse_image_ref, resolve_image
 
     try:
@@ -46,6 +46,8 @@ def resolve_or_refuse(settings, image: str, as_json: bool) -> None:
     except ValueError as e:
         fail(str(e), as_json=as_json, flow="deploy", env=settings.env)
     except ClientError as e:
+        if denied_actions(e):  # the input may be fine: a right is missing (exit 1, not 2)
+            fail(f"image {image!r}: {e}", 1, as_json=as_json, flow="deploy", env=settings.env)
         if is_deterministic(e):
             fail(f"image {image!r}: {e}", as_json=as_json, flow="deploy", env=settings.env)
     except BotoCoreError:

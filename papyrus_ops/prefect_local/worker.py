@@ -20,8 +20,11 @@ from papyrus_ops.prefect_local.processes import (
 POOL = "papyrus-local"
 WORKER_NAME = "papyrus-local-worker"
 # Never let a sandbox worker pick up a real AWS identity from the caller's shell.
+# (Keys too: botocore reads them before the sandbox's AWS_PROFILE, the flow-run role.)
 _AWS_IDENTITY = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                 "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+                 "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE",
+                 "AWS_SHARED_CREDENTIALS_FILE")
 
 
 def worker_env(api_url: str, home: Path, sandbox_env: dict[str, str]) -> dict[str, str]:

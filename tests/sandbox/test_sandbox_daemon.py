@@ -36,16 +36,19 @@ def _cli(state: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli("sandbox", *args, env=env)
 
 
-def test_up_serves_the_seeded_service_and_down_leaves_nothing(tmp_path):
+def test_up_serves_the_seeded_service_and_down_leaves_nothing(tmp_path, monkeypatch):
     state = tmp_path / "sb"
     up = _cli(state, "up")
     assert up.returncode == 0, up.stderr
     try:
         assert (state / "env").exists()
         env = dict(line.split("=", 1) for line in (state / "env").read_text().splitlines())
-        ecs = boto3.client("ecs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-west-2",
-                           aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                           aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        # No key in the env file: a profile that assumes the flow-run role from its files.
+        assert not any(k in env for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+        for key in ("AWS_ENDPOINT_URL", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            monkeypatch.setenv(key, env[key])
+        ecs = boto3.session.Session(profile_name=env["AWS_PROFILE"]).client(
+            "ecs", region_name="us-west-2")
         svc = ecs.describe_services(cluster="papyrus-ecs-prd",
                                     services=["papyrus-task-service"])["services"][0]
         assert svc["runningCount"] == 1 and svc["enableExecuteCommand"] is True

@@ -89,7 +89,7 @@ def restart_endpoint(sb, down_seconds: float) -> tuple[float, float]:
         time.sleep(down_seconds)
     finally:
         up = time.time()
-        new = _FaultyMotoServer(sb.faults, port)
+        new = _FaultyMotoServer(sb.faults, port, sb.iam)
         new.start()
         sb._moto = new
         with sb.faults.lock:
