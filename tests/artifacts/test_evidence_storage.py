@@ -208,7 +208,7 @@ def test_an_upload_names_the_bucket_key_and_the_stored_object_is_checked_against
         evidence_settings, s3, bucket, tmp_path):
     """With the bucket's customer key configured, the upload names it (S3 reads `aws:kms`
     without a key id as aws/s3) and the check after upload compares the stored key id."""
-    kms = boto3.client("kms", endpoint_url=s3.meta.endpoint_url, region_name="us-west-2",
+    kms = boto3.Session().client("kms", endpoint_url=s3.meta.endpoint_url, region_name="us-west-2",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     key = kms.create_key()["KeyMetadata"]["Arn"]
     other = kms.create_key()["KeyMetadata"]["Arn"]

@@ -62,7 +62,7 @@ def _security_groups(endpoint: str) -> dict[str, str]:
     from ground.settings import load_env
 
     s = load_env("local")
-    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION,
+    ec2 = boto3.Session().client("ec2", endpoint_url=endpoint, region_name=REGION,
                        aws_access_key_id=CREDS["AWS_ACCESS_KEY_ID"],
                        aws_secret_access_key=CREDS["AWS_SECRET_ACCESS_KEY"])
     names = [s.rds_security_group, s.task_security_group]
@@ -90,14 +90,16 @@ def ct_server(sandbox):
     ct.install(registry)
     server = _FaultyServer(faults)
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    yield CtServer(endpoint, faults, registry, _security_groups(endpoint))
-    server.stop()
-    if previous is not None:
-        ct.install(previous)
-    else:
-        ct.uninstall()
+    try:  # the registry is process-wide: put the sandbox's back even if set-up fails
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        yield CtServer(endpoint, faults, registry, _security_groups(endpoint))
+    finally:
+        server.stop()
+        if previous is not None:
+            ct.install(previous)
+        else:
+            ct.uninstall()
 
 
 @dataclass
@@ -132,7 +134,7 @@ def ct_env(ct_server, monkeypatch, tmp_path) -> CtEnv:
     ct_server.faults.clear()
     ct_server.faults.reset_calls()
     settings = load_env("local")
-    s3 = boto3.client("s3", endpoint_url=ct_server.endpoint, region_name=REGION)
+    s3 = boto3.Session().client("s3", endpoint_url=ct_server.endpoint, region_name=REGION)
     bucket = settings.evidence_bucket
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket,

@@ -64,7 +64,7 @@ def history(registry):
 
 
 def client(endpoint, region=REGION, *, attempts=1, validate=True, mode="standard"):
-    return boto3.client(
+    return boto3.Session().client(
         "cloudtrail", endpoint_url=endpoint, region_name=region,
         aws_access_key_id="testing", aws_secret_access_key="testing",
         config=Config(retries={"mode": mode, "total_max_attempts": attempts},

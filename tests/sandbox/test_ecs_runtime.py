@@ -60,7 +60,7 @@ class World:
     seen: list[str] = field(default_factory=list)  # every ECS answer, for the canary check
 
     def client(self, name: str):
-        return boto3.client(name, endpoint_url=self.url, region_name=REGION, **CREDS)
+        return boto3.Session().client(name, endpoint_url=self.url, region_name=REGION, **CREDS)
 
     def push(self, tag: str) -> str:
         """An image in ECR with a real manifest digest (moto needs it passed explicitly)."""
@@ -176,7 +176,7 @@ def world(tmp_path_factory):
         url = f"http://127.0.0.1:{port}"
 
         def client(name):
-            return boto3.client(name, endpoint_url=url, region_name=REGION, **CREDS)
+            return boto3.Session().client(name, endpoint_url=url, region_name=REGION, **CREDS)
 
         sm, ecr, ecs, ec2 = (client(n) for n in ("secretsmanager", "ecr", "ecs", "ec2"))
         db_arn = sm.create_secret(Name=settings.db_secret_id,

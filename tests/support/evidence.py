@@ -20,7 +20,7 @@ CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def make_s3(endpoint: str, attempts: int = 2):
-    return boto3.client("s3", region_name=REGION, endpoint_url=endpoint,
+    return boto3.Session().client("s3", region_name=REGION, endpoint_url=endpoint,
                         config=Config(retries={"mode": "standard", "max_attempts": attempts},
                                       connect_timeout=2, read_timeout=10), **CREDS)
 
