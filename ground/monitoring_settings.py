@@ -8,12 +8,11 @@ missing or mistyped key is a `ConfigError` naming the file, the table and the ke
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ground.settings import ConfigError, Settings, _expand
+from ground.settings import ConfigError, Settings, _expand, read_toml
 
 PREFIX = "papyrus-"
 # Which dimensions an alarm gets, by namespace.
@@ -166,10 +165,7 @@ def load_monitoring(settings: Settings) -> MonitoringConfig:
     path = Path(settings.folder) / "monitoring.toml"
     if not path.is_file():
         raise ConfigError(f"{path}: missing (monitoring is not configured for {settings.env!r})")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = read_toml(path)
     known = {"notification", "load_balancer", "target_group", "access_logs",
              "task_failure_rule", "alarms"}
     unknown = sorted(set(raw) - known)

@@ -121,6 +121,14 @@ def available_envs() -> list[str]:
     return sorted(p.parent.name for p in DEPLOYMENTS.glob("*/config.toml"))
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """An env-folder TOML file; a syntax error is a ConfigError naming the file."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
 def load_env(env: str) -> Settings:
     if not isinstance(env, str) or not _ENV_NAME.match(env):
         raise ConfigError(f"unknown environment {env!r}: expected one of {available_envs()}")
@@ -128,10 +136,7 @@ def load_env(env: str) -> Settings:
     path = folder / "config.toml"
     if not path.is_file():
         raise ConfigError(f"unknown environment {env!r}: expected one of {available_envs()}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = read_toml(path)
     values: dict[str, Any] = {"env": env, "folder": folder}
     for section, key, field, typ, required in _SCHEMA:
         where = f"{path} [{section}] {key}"
