@@ -49,7 +49,7 @@ def _log():
     return get_run_logger()
 
 
-@flow(name="cloudtrail_archive", log_prints=False)
+@flow(name="cloudtrail_archive", flow_run_name="cloudtrail-archive {env}", log_prints=False)
 def cloudtrail_archive(
     env: str = "local",
     days: float | None = None,

@@ -25,7 +25,7 @@ from tasks.preflight import run_checks
 from tasks.state import record_deploy
 
 
-@flow(name="deploy", log_prints=True)
+@flow(name="deploy", flow_run_name="deploy {env} {image}", log_prints=True)
 def deploy(env: str = "local", image: str = "latest", plan: bool = False,
            timeout_seconds: float | None = None, poll_seconds: float | None = None,
            rollback: bool = True, skip_preflight: bool = False):

@@ -45,7 +45,7 @@ def _not_run(settings, env: str, error: str, started: float) -> dict[str, Any]:
                   data={"flow_run_id": bundle.run_id})
 
 
-@flow(name="insert_check", log_prints=False)
+@flow(name="insert_check", flow_run_name="insert-check {env}", log_prints=False)
 def insert_check(env: str = "local", database: str | None = None):
     """Insert an SKU-CLI row with psycopg2 over SSL and keep the evidence.
 

@@ -34,7 +34,7 @@ from tasks.monitoring.planning import converged, counts, plan
 from tasks.monitoring.render import for_evidence, plan_rows, render_plan
 
 
-@flow(name="monitoring", log_prints=True)
+@flow(name="monitoring", flow_run_name="monitoring {env} apply={apply}", log_prints=True)
 def monitoring(env: str = "local", apply: bool = False):
     """Plan (and with `apply=True` converge) the Papyrus alarms, task-failure rule, target group
     and ALB access-log bucket described in `deployments/<env>/monitoring.toml`."""

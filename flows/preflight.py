@@ -40,7 +40,7 @@ def connection_diff_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return []
 
 
-@flow(name="preflight", log_prints=False)
+@flow(name="preflight", flow_run_name="preflight {env}", log_prints=False)
 def preflight(env: str = "local", service_dir: str | None = None, check_db_auth: bool = True):
     """Check for drift before a deploy; change nothing. Verdict "success" when all pass.
 

@@ -35,7 +35,7 @@ from tasks.preflight import SERVICES, overall, public
 from tasks.repairs import REPAIRS, SPECS, RepairError
 
 
-@flow(name="repair", log_prints=False)
+@flow(name="repair", flow_run_name="repair {env} {what} apply={apply}", log_prints=False)
 def repair(env: str = "local", what: str = "secret", apply: bool = False):
     """Plan (and with apply=True, apply) the `what` repair in `env`.
 

@@ -23,7 +23,7 @@ from tasks import probes, rollout
 from tasks.state import record_deploy
 
 
-@flow(name="rollback", log_prints=True)
+@flow(name="rollback", flow_run_name="rollback {env}", log_prints=True)
 def rollback(env: str = "local", to: str | None = None, timeout_seconds: float | None = None,
              poll_seconds: float | None = None):
     """Roll the environment's service back to a known-good task definition.

@@ -76,7 +76,7 @@ def _not_run(stage: str, script: Script, error: str) -> dict[str, Any]:
             "failed_statement": None, "applied": [], "log": REDACTOR.redact(log)}
 
 
-@flow(name="schema_init", log_prints=False)
+@flow(name="schema_init", flow_run_name="schema-init {env} apply={apply}", log_prints=False)
 def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = None,
                 database: str | None = None):
     """Dry run init.sql (BEGIN ... ROLLBACK); with apply=True, then apply it (BEGIN ... COMMIT).

@@ -2,7 +2,10 @@
 
     papyrus-ops sandbox up                # the stand-in for AWS (writes .sandbox/env)
     papyrus-ops prefect up                # server on http://127.0.0.1:4200 + process worker
-    papyrus-ops prefect register          # work pool if missing + `prefect deploy --all`
+    papyrus-ops prefect register          # work pool if missing + `prefect deploy -n '*/*-local'`
+    papyrus-ops prefect pool --env prd --image <registry>/papyrus-ops@sha256:… --api-url URL
+                                          # the ECS pool from deployments/prd/ecs-pool.json
+    papyrus-ops prefect register --env prd --api-url URL   # `prefect deploy -n '*/*-prd'`
     papyrus-ops prefect down              # stop everything `up` started, by pid
 
 State (pids, logs, Prefect homes) lives in `.prefect/` (or `$PAPYRUS_PREFECT_DIR`). Exit 0 on
@@ -17,7 +20,7 @@ from pathlib import Path
 import typer
 
 from ground.envfile import read_env_file
-from papyrus_ops.runner import fail
+from papyrus_ops.runner import fail, prepare
 
 prefect_app = typer.Typer(no_args_is_help=True,
                           help="A local Prefect server + `papyrus-local` worker (sandbox).")
@@ -113,12 +116,21 @@ def register_cmd(
     api_url: str = typer.Option(None, "--api-url",
                                 help="Another Prefect API (default: the one `up` started)."),
     prefect_file: Path = typer.Option(None, "--prefect-file", help="Default: prefect.yaml."),
+    env: str = typer.Option("local", "--env",
+                            help="Which deployments: prefect.yaml's `*-<env>` ones."),
     state_dir: Path = StateOpt,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Create the `papyrus-local` work pool if missing and register prefect.yaml's deployments."""
+    """Register prefect.yaml's `*-<env>` deployments (for local, the `papyrus-local` pool is
+    created if missing; another env's ECS pool must exist: `papyrus-ops prefect pool`)."""
     from papyrus_ops import prefect_local
 
+    from ground.settings import ConfigError, load_env
+
+    try:  # an unknown environment is one line, exit 2; registering needs no AWS
+        load_env(env)
+    except ConfigError as e:
+        fail(str(e))
     state = _state(state_dir)
     pfile = prefect_file or prefect_local.PREFECT_FILE
     if not Path(pfile).is_file():
@@ -128,7 +140,7 @@ def register_cmd(
     except prefect_local.PrefectLocalError as e:
         fail(str(e))
     try:
-        result = prefect_local.register(url, prefect_file=pfile, state=state)
+        result = prefect_local.register(url, prefect_file=pfile, state=state, env=env)
     except prefect_local.PrefectLocalError as e:
         typer.echo(f"papyrus-ops: error: {e}", err=True)
         raise typer.Exit(1) from None
@@ -136,6 +148,50 @@ def register_cmd(
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=2))
         return
     _print_registered(result, url)
+
+
+@prefect_app.command("pool")
+def pool_cmd(
+    env: str = typer.Option("prd", "--env", help="Environment folder under deployments/."),
+    image: str = typer.Option(..., "--image",
+                              help="The flow-run image by digest: <registry>/<repo>@sha256:…"),
+    api_url: str = typer.Option(None, "--api-url",
+                                help="The Prefect API (default: PREFECT_API_URL)."),
+    print_only: bool = typer.Option(False, "--print",
+                                    help="Print the rendered base job template; change nothing."),
+) -> None:
+    """Create or update the ECS work pool `papyrus-ecs` from deployments/<env>/ecs-pool.json,
+    its account values (VPC, subnets, task security group, account id) looked up in AWS by the
+    names in config.toml. Idempotent: an unchanged template is left alone."""
+    import os
+
+    from ground.aws import client
+    from ground.settings import ConfigError
+    from papyrus_ops.prefect_local.ecs_pool import ECS_POOL, apply_ecs_pool
+    from tasks.ecs_pool import pool_variables, render_pool_template
+    from tasks.security_groups import SecurityGroupNotFound
+
+    settings = prepare(env)
+    url = api_url or os.environ.get("PREFECT_API_URL")
+    if not url and not print_only:
+        fail("no Prefect API: give --api-url or set PREFECT_API_URL")
+    try:
+        account = client("sts", settings.region).get_caller_identity()["Account"]
+        values = pool_variables(settings, account_id=account, ec2=client("ec2", settings.region),
+                                ops_image=image)
+        template = render_pool_template(settings, values)
+    except (ConfigError, SecurityGroupNotFound) as e:
+        fail(str(e))
+    if print_only:
+        typer.echo(json.dumps(template, indent=2))
+        return
+    try:
+        outcome = apply_ecs_pool(url, template)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(f"work pool {ECS_POOL} {outcome} (ecs; image {image}, cluster "
+               f"{values['cluster']}, subnets {', '.join(values['subnet_ids'])}, "
+               f"security group {values['task_security_group_id']})")
 
 
 @prefect_app.command("status")
