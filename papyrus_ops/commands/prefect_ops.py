@@ -123,9 +123,8 @@ def register_cmd(
 ) -> None:
     """Register prefect.yaml's `*-<env>` deployments (for local, the `papyrus-local` pool is
     created if missing; another env's ECS pool must exist: `papyrus-ops prefect pool`)."""
-    from papyrus_ops import prefect_local
-
     from ground.settings import ConfigError, load_env
+    from papyrus_ops import prefect_local
 
     try:  # an unknown environment is one line, exit 2; registering needs no AWS
         load_env(env)
