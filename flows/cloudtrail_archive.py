@@ -25,6 +25,7 @@ from prefect import flow
 from artifacts.prefect_artifacts import progress
 from ground.log_redaction import install_log_redaction
 from ground.result import BAD_INPUT, FAILED, SUCCESS, result, to_state
+from ground.run_names import run_name
 from ground.settings import ConfigError, load_env
 from tasks.cloudtrail.checkpoint import prepare_archive
 from tasks.cloudtrail.names import resolve_papyrus_names
@@ -49,7 +50,8 @@ def _log():
     return get_run_logger()
 
 
-@flow(name="cloudtrail_archive", flow_run_name="cloudtrail-archive {env}", log_prints=False)
+@flow(name="cloudtrail_archive", flow_run_name=run_name("cloudtrail-archive {env}"),
+      log_prints=False)
 def cloudtrail_archive(
     env: str = "local",
     days: float | None = None,

@@ -18,6 +18,7 @@ from artifacts import EvidenceBundle
 from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_run
 from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
+from ground.run_names import run_name
 from tasks import ecr, probes, rollout, taskdef
 from tasks.db import read_db_secret
 from tasks.insert_check import insert_cli_row
@@ -25,7 +26,7 @@ from tasks.preflight import run_checks
 from tasks.state import record_deploy
 
 
-@flow(name="deploy", flow_run_name="deploy {env} {image}", log_prints=True)
+@flow(name="deploy", flow_run_name=run_name("deploy {env} {image}"), log_prints=True)
 def deploy(env: str = "local", image: str = "latest", plan: bool = False,
            timeout_seconds: float | None = None, poll_seconds: float | None = None,
            rollback: bool = True, skip_preflight: bool = False):

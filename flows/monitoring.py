@@ -25,6 +25,7 @@ from flows.common import open_run
 from ground.monitoring_settings import load_monitoring
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.retry import BadInput
+from ground.run_names import run_name
 from ground.settings import ConfigError
 from tasks.monitoring.actual import read_actual
 from tasks.monitoring.apply import apply_item
@@ -34,7 +35,7 @@ from tasks.monitoring.planning import converged, counts, plan
 from tasks.monitoring.render import for_evidence, plan_rows, render_plan
 
 
-@flow(name="monitoring", flow_run_name="monitoring {env} apply={apply}", log_prints=True)
+@flow(name="monitoring", flow_run_name=run_name("monitoring {env} apply={apply}"), log_prints=True)
 def monitoring(env: str = "local", apply: bool = False):
     """Plan (and with `apply=True` converge) the Papyrus alarms, task-failure rule, target group
     and ALB access-log bucket described in `deployments/<env>/monitoring.toml`."""

@@ -29,6 +29,7 @@ from artifacts.prefect_artifacts import checks_table
 from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, evidence_summary, result, to_state
 from ground.retry import BadInput, naming_denied
+from ground.run_names import run_name
 from tasks.preflight import SERVICE_DIR, SERVICES, failed, overall, public, run_checks
 
 
@@ -40,7 +41,7 @@ def connection_diff_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return []
 
 
-@flow(name="preflight", flow_run_name="preflight {env}", log_prints=False)
+@flow(name="preflight", flow_run_name=run_name("preflight {env}"), log_prints=False)
 def preflight(env: str = "local", service_dir: str | None = None, check_db_auth: bool = True):
     """Check for drift before a deploy; change nothing. Verdict "success" when all pass.
 

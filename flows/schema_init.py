@@ -29,6 +29,7 @@ from ground.aws import client
 from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
+from ground.run_names import run_name
 from ground.settings import ConfigError, Settings, load_env
 from tasks.db import DbSecret, DbSecretError, DbSecretUnavailable, describe, read_db_secret
 from tasks.schema.script import Script, ScriptError, load_script
@@ -76,7 +77,8 @@ def _not_run(stage: str, script: Script, error: str) -> dict[str, Any]:
             "failed_statement": None, "applied": [], "log": REDACTOR.redact(log)}
 
 
-@flow(name="schema_init", flow_run_name="schema-init {env} apply={apply}", log_prints=False)
+@flow(name="schema_init", flow_run_name=run_name("schema-init {env} apply={apply}"),
+      log_prints=False)
 def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = None,
                 database: str | None = None):
     """Dry run init.sql (BEGIN ... ROLLBACK); with apply=True, then apply it (BEGIN ... COMMIT).

@@ -34,7 +34,7 @@ import pytest
 from papyrus_ops import prefect_local
 from sandbox import image as sandbox_image
 from tests.support.canaries import CANARY_PASSWORD, CANARY_TOKEN
-from tests.support.cli import run_cli
+from tests.support.cli import cli_env, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -177,12 +177,13 @@ def stack(sandbox, tmp_path_factory):
 # -- tests -----------------------------------------------------------------------------------
 def test_deployments_registered_from_prefect_yaml(stack):
     by_name = {d["name"]: d for d in stack["registered"]["deployments"]}
-    assert set(by_name) >= {"deploy/deploy", "cloudtrail_archive/cloudtrail-archive",
-                            "preflight/preflight", "schema_init/schema-init",
-                            "monitoring/monitoring"}
+    assert set(by_name) >= {"deploy/deploy-local", "cloudtrail_archive/cloudtrail-archive-local",
+                            "preflight/preflight-local", "schema_init/schema-init-local",
+                            "monitoring/monitoring-local"}
     assert all(d["work_pool"] == "papyrus-local" for d in by_name.values())
+    assert not [n for n in by_name if n.endswith("-prd")], by_name  # `-n '*/*-local'` only
     with client(stack["api_url"]) as c:
-        dep = c.read_deployment_by_name("deploy/deploy")
+        dep = c.read_deployment_by_name("deploy/deploy-local")
         pool = c.read_work_pool("papyrus-local")
     assert pool.type == "process"
     # One deploy at a time; the rest wait their turn.
@@ -212,7 +213,7 @@ def test_nightly_cloudtrail_archive_is_scheduled(stack):
     from prefect.client.schemas.sorting import FlowRunSort
 
     with client(stack["api_url"]) as c:
-        dep = c.read_deployment_by_name("cloudtrail_archive/cloudtrail-archive")
+        dep = c.read_deployment_by_name("cloudtrail_archive/cloudtrail-archive-local")
         deadline, runs = time.monotonic() + 60, []
         while not runs and time.monotonic() < deadline:  # the scheduler loops every 5 s
             runs = c.read_flow_runs(
@@ -239,13 +240,13 @@ def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
     deployment run --watch`, at once: both complete, never overlapping."""
     api = stack["api_url"]
     digest = push_variant(sandbox, "e2e-api")
-    watch = prefect_cli(stack, "deployment", "run", "deploy/deploy", "--watch",
+    watch = prefect_cli(stack, "deployment", "run", "deploy/deploy-local", "--watch",
                         "--watch-timeout", str(RUN_TIMEOUT), "--flow-run-name", "e2e-cli-watch")
     try:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
         with client(api) as c:
-            dep = c.read_deployment_by_name("deploy/deploy")
+            dep = c.read_deployment_by_name("deploy/deploy-local")
             # The CLI's run exists (and has not started: the worker needs seconds for that)
             # before the API's is created, so the two really compete for the one slot.
             deadline = time.monotonic() + 120
@@ -253,9 +254,10 @@ def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
                     name=FlowRunFilterName(any_=["e2e-cli-watch"]))):
                 assert time.monotonic() < deadline and watch.poll() is None, "no CLI run"
                 time.sleep(0.3)
+            # No name, as the UI's quick run: the server's generated one is replaced by what
+            # the run does; the CLI's hand-given name is kept.
             run = c.create_flow_run_from_deployment(
-                dep.id, parameters={"image": "e2e-api", "timeout_seconds": 120},
-                name="e2e-api-run")
+                dep.id, parameters={"image": "e2e-api", "timeout_seconds": 120})
         api_run = wait_terminal(api, run.id)
         output, _ = watch.communicate(timeout=RUN_TIMEOUT)
     finally:
@@ -265,6 +267,7 @@ def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
     assert "Flow run finished successfully in 'Completed'" in output, output
     assert api_run.state.type.value == "COMPLETED", api_run.state.message
     assert api_run.parameters["image"] == "e2e-api"
+    assert api_run.name == "deploy local e2e-api", api_run.name
 
     # Its evidence, read back through the API.
     [summary, *_] = artifacts_of(api, run.id, "deploy-evidence")
@@ -328,7 +331,7 @@ def test_ui_custom_run_completes_with_its_evidence(stack, sandbox, tmp_path):
                             f"{response.request.post_data or ''} -> {body}")
 
     with client(api) as c:
-        dep_id = c.read_deployment_by_name("deploy/deploy").id
+        dep_id = c.read_deployment_by_name("deploy/deploy-local").id
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
@@ -346,7 +349,7 @@ def test_ui_custom_run_completes_with_its_evidence(stack, sandbox, tmp_path):
             page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
                     if m.type == "error" else None)
             page.goto(f"{ui}/deployments")
-            page.get_by_role("link", name="deploy", exact=True).first.click()
+            page.get_by_role("link", name="deploy-local", exact=True).first.click()
             page.wait_for_url(f"**/deployments/deployment/{dep_id}**")
             expect(page.get_by_text("papyrus-local").first).to_be_visible()
             shot(page, "deployment")
@@ -420,7 +423,7 @@ def test_cli_watch_crash_path_exits_nonzero_and_rolls_back(stack, sandbox):
     sm.put_secret_value(SecretId=s.db_secret_id,
                         SecretString=json.dumps(json.loads(good) | {"dbname": "papyrus_drift"}))
     try:
-        watch = prefect_cli(stack, "deployment", "run", "deploy/deploy", "--watch",
+        watch = prefect_cli(stack, "deployment", "run", "deploy/deploy-local", "--watch",
                             "--watch-timeout", str(RUN_TIMEOUT),
                             "--param", "image=e2e-crash", "--param", "skip_preflight=true",
                             "--param", "timeout_seconds=90", "--flow-run-name", "e2e-crash")
@@ -444,49 +447,74 @@ def test_cli_watch_crash_path_exits_nonzero_and_rolls_back(stack, sandbox):
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
 
 
-PRD_ENV = {"PAPYRUS_OPS_IMAGE": "123456789012.dkr.ecr.us-west-2.amazonaws.com/papyrus-ops:1",
-           "PAPYRUS_FLOW_RUN_ROLE_ARN": "arn:aws:iam::123456789012:role/papyrus-ops-flow-run",
-           "PAPYRUS_FLOW_RUN_EXECUTION_ROLE_ARN":
-               "arn:aws:iam::123456789012:role/papyrus-ops-execution",
-           "PAPYRUS_VPC_ID": "vpc-0123456789abcdef0", "PAPYRUS_SUBNET_A": "subnet-0aaa",
-           "PAPYRUS_SUBNET_B": "subnet-0bbb", "PAPYRUS_TASK_SG_ID": "sg-0task"}
+FAKE_ACCOUNT = {"account_id": "123456789012", "vpc_id": "vpc-0123456789abcdef0",
+                "subnet_ids": ["subnet-0aaa", "subnet-0bbb"],
+                "task_security_group_id": "sg-0task",
+                "ops_image": "123456789012.dkr.ecr.us-west-2.amazonaws.com/papyrus-ops@sha256:"
+                             + "ab" * 32}
 
 
-def test_production_variant_registers_on_an_ecs_pool(stack, tmp_path):
-    """docs/prefect.md's production recipe, against a real server: the same file with the
-    ECS pool anchor and env=prd registers, with the job variables the ECS worker needs.
-    (Last before `down`: it re-points the deployments, as it would on the production API.)"""
-    from prefect.client.schemas.actions import WorkPoolCreate
+def test_prd_deployments_register_by_name_on_the_ecs_pool_without_aws(stack):
+    """`papyrus-ops prefect register --env prd` is `prefect deploy -n '*/*-prd'`: every prd
+    deployment, on the ECS pool, with the literal pull step and the git commit as version,
+    and no AWS anywhere (the pool's template is rendered from given values; the deployments
+    carry no account ids). Refused, saying how to fix it, while the pool is missing."""
     from prefect_aws.workers.ecs_worker import ECSWorker
 
-    with client(stack["api_url"]) as c:
-        c.create_work_pool(WorkPoolCreate(
-            name="papyrus-ecs", type="ecs",
-            base_job_template=ECSWorker.get_default_base_job_template()))
-    text = (ROOT / "prefect.yaml").read_text()
-    prd = tmp_path / "prefect.prd.yaml"
-    prd.write_text(text.replace("*local_pool", "*ecs_pool").replace("env: local", "env: prd"))
-    r = subprocess.run([prefect_local._prefect_exe(), "deploy", "--all", "--no-prompt",
-                        "--prefect-file", str(prd)], cwd=ROOT, capture_output=True, text=True,
-                       env=prefect_env(stack) | PRD_ENV, timeout=600)
+    from ground.settings import load_env
+    from papyrus_ops.prefect_local.ecs_pool import ECS_POOL, apply_ecs_pool
+    from tasks.ecs_pool import render_pool_template
+
+    api, state = stack["api_url"], stack["state"]
+    env = cli_env(AWS_ENDPOINT_URL="http://127.0.0.1:9")  # nothing listens there: no AWS
+    missing = run_cli("prefect", "register", "--env", "prd", "--api-url", api,
+                      "--state-dir", state, env=env)
+    assert missing.returncode == 1 and "papyrus-ops prefect pool --env prd" in missing.stderr, \
+        missing.stdout + missing.stderr
+
+    settings = load_env("prd")
+    template = render_pool_template(settings, FAKE_ACCOUNT | {
+        "region": settings.region, "cluster": settings.cluster,
+        "flow_run_role": "papyrus-ops-flow-run", "flow_run_execution_role": "papyrus-ops-execution",
+        "flow_run_log_group": "/ecs/papyrus-ops"})
+    # prefect-aws's own job configuration, only the variables' defaults are Papyrus's.
+    assert template["job_configuration"] == \
+        ECSWorker.get_default_base_job_template()["job_configuration"]
+    assert apply_ecs_pool(api, template) == "created"
+    assert apply_ecs_pool(api, template) == "unchanged"
+
+    r = run_cli("prefect", "register", "--env", "prd", "--api-url", api, "--state-dir", state,
+                "--json", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    with client(stack["api_url"]) as c:
-        deps = {n: c.read_deployment_by_name(n) for n in
-                ("deploy/deploy", "cloudtrail_archive/cloudtrail-archive")}
-    dep = deps["deploy/deploy"]
-    assert dep.work_pool_name == "papyrus-ecs" and dep.parameters["env"] == "prd"
-    jv = dep.job_variables
-    assert jv["image"] == PRD_ENV["PAPYRUS_OPS_IMAGE"] and jv["launch_type"] == "FARGATE"
-    assert jv["vpc_id"] == "vpc-0123456789abcdef0"
-    assert jv["network_configuration"] == {"subnets": ["subnet-0aaa", "subnet-0bbb"],
-                                           "securityGroups": ["sg-0task"],
-                                           "assignPublicIp": "DISABLED"}
-    assert jv["env"]["PAPYRUS_OPS_HOME"] == "/opt/papyrus-ops"
-    assert dep.pull_steps[0]["prefect.deployments.steps.set_working_directory"] == {
-        "directory": "{{ $PAPYRUS_OPS_HOME }}"}
-    assert dep.global_concurrency_limit.limit == 1
-    assert deps["cloudtrail_archive/cloudtrail-archive"].schedules[0].schedule.cron == \
+    names = {d["name"] for d in json.loads(r.stdout)["deployments"]}
+    prd = {"deploy/deploy-prd", "cloudtrail_archive/cloudtrail-archive-prd",
+           "preflight/preflight-prd", "schema_init/schema-init-prd", "monitoring/monitoring-prd"}
+    assert prd <= names, names
+    commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    with client(api) as c:
+        deps = {n: c.read_deployment_by_name(n) for n in prd}
+        pool = c.read_work_pool(ECS_POOL)
+    for name, dep in deps.items():
+        assert dep.work_pool_name == ECS_POOL and dep.parameters["env"] == "prd", name
+        assert dep.job_variables == {}, name  # the account's values are the pool's
+        assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory":
+                                   {"directory": "/opt/papyrus-ops"}}], name
+        assert dep.version == commit, (name, dep.version)
+    defaults = {k: v.get("default") for k, v in
+                pool.base_job_template["variables"]["properties"].items()}
+    assert defaults["image"] == FAKE_ACCOUNT["ops_image"]
+    assert defaults["cluster"] == "papyrus-ecs-prd" and defaults["launch_type"] == "FARGATE"
+    assert defaults["task_role_arn"] == "arn:aws:iam::123456789012:role/papyrus-ops-flow-run"
+    assert defaults["network_configuration"] == {
+        "subnets": ["subnet-0aaa", "subnet-0bbb"], "securityGroups": ["sg-0task"],
+        "assignPublicIp": "DISABLED"}
+    assert deps["deploy/deploy-prd"].global_concurrency_limit.limit == 1
+    assert deps["cloudtrail_archive/cloudtrail-archive-prd"].schedules[0].schedule.cron == \
         "30 2 * * *"
+    # The local ones are still the sandbox's.
+    with client(api) as c:
+        assert c.read_deployment_by_name("deploy/deploy-local").work_pool_name == "papyrus-local"
 
 
 def test_down_leaves_nothing_behind(stack):

@@ -1,0 +1,171 @@
+"""The two images, checked without Docker (none on these machines): what each build context
+holds after its .dockerignore, what each Dockerfile copies out of it, and the pins.
+
+The matcher follows Docker's .dockerignore rules (moby/patternmatcher, as documented in
+"Dockerfile reference → .dockerignore file"): patterns are relative to the context root, `*`
+and `?` stay within one path segment, `**` spans any number of segments, a pattern that
+matches a directory excludes everything under it, `!` re-includes, and the last matching
+pattern wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW_RUN_HOME = "/opt/papyrus-ops"  # prefect.yaml's prd pull step
+
+
+def _regex(pattern: str) -> re.Pattern:
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def read_dockerignore(path: Path) -> list[tuple[bool, re.Pattern]]:
+    rules = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+        rules.append((negate, _regex(pattern)))
+    return rules
+
+
+def in_context(rel: str, rules) -> bool:
+    """Whether the file at `rel` (context-relative, '/'-separated) is sent to the builder."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    excluded = False
+    for negate, rx in rules:
+        if any(rx.fullmatch(p) for p in prefixes):
+            excluded = not negate
+    return not excluded
+
+
+def context_files(root: Path) -> set[str]:
+    rules = read_dockerignore(root / ".dockerignore")
+    reincluded = [rx.pattern for negate, rx in rules if negate]
+    found = set()
+    for dirpath, dirs, files in os.walk(root):
+        # An excluded directory no `!` pattern reaches into holds nothing sent (.venv, .git).
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        sub = {d: d if rel_dir == "." else f"{rel_dir}/{d}" for d in dirs}
+        dirs[:] = [d for d in dirs if in_context(sub[d], rules) or any(
+            p.startswith(re.escape(sub[d])) for p in reincluded)]
+        for name in files:
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if in_context(rel, rules):
+                found.add(rel)
+    return found
+
+
+def dockerfile(path: Path) -> list[tuple[str, list[str]]]:
+    """(instruction, arguments) per instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    steps = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            steps.append((word.upper(), shlex.split(rest) if word.upper() != "RUN" else [rest]))
+    return steps
+
+
+def copied(steps, files: set[str]) -> dict[str, set[str]]:
+    """COPY source -> the context files it copies (a source copying nothing is an error in
+    Docker: `COPY failed: no source files were specified`)."""
+    out = {}
+    for word, args in steps:
+        if word != "COPY":
+            continue
+        for src in [a for a in args[:-1] if not a.startswith("--")]:
+            src = src.rstrip("/")
+            out[src] = {f for f in files if f == src or f.startswith(src + "/")}
+    return out
+
+
+NEVER = (".venv/", ".git/", ".sandbox/", ".prefect/", "docs/evidence/", "bench/out/", "tests/",
+         "service/tests/")
+
+
+@pytest.mark.parametrize("rel", [
+    ".sandbox/postgres/data/server.key", ".sandbox/env", ".venv/bin/python", ".git/config",
+    ".prefect/prefect.json", "docs/evidence/deploy/x/manifest.json", "bench/out/run.json",
+    "tests/conftest.py", "ground/__pycache__/aws.cpython-311.pyc", "papyrus_ops.egg-info/PKG-INFO",
+])
+def test_flow_run_context_leaves_local_state_out(rel):
+    assert not in_context(rel, read_dockerignore(ROOT / ".dockerignore")), rel
+
+
+def test_flow_run_image_copies_the_code_to_the_pull_steps_path_and_nothing_local():
+    steps = dockerfile(ROOT / "Dockerfile")
+    files = context_files(ROOT)
+    by_source = copied(steps, files)
+    empty = [src for src, got in by_source.items() if not got]
+    assert not empty, f"COPY sources with nothing in the context: {empty}"
+    image = set().union(*by_source.values())
+    assert not [f for f in image if f.startswith(NEVER) or f.endswith((".key", ".pem"))]
+    for needed in ("flows/deploy.py", "flows/cloudtrail_archive.py", "ground/settings.py",
+                   "tasks/ecs_pool.py", "papyrus_ops/cli.py", "deployments/prd/config.toml",
+                   "deployments/prd/ecs-pool.json", "deployments/prd/iam/flow-run.policy.json",
+                   "service/papyrus/sql/init.sql", "constraints.txt", "prefect.yaml"):
+        assert needed in image, needed
+    assert ("WORKDIR", [FLOW_RUN_HOME]) in steps
+    run = " ".join(a[0] for w, a in steps if w == "RUN")
+    assert "-c constraints.txt" in run  # every dependency pinned
+
+
+def test_service_image_copies_the_package_and_its_pins_only():
+    root = ROOT / "service"
+    files = context_files(root)
+    assert "papyrus/app.py" in files or any(f.startswith("papyrus/") for f in files)
+    assert "constraints.txt" in files and "pyproject.toml" in files
+    assert not [f for f in files if f.startswith(("tests/", ".pytest_cache/"))
+                or "__pycache__" in f or ".egg-info" in f], files
+    run = " ".join(a[0] for w, a in dockerfile(root / "Dockerfile") if w == "RUN")
+    assert "-c /tmp/papyrus-src/constraints.txt" in run
+
+
+@pytest.mark.parametrize("path", ["Dockerfile", "service/Dockerfile"])
+def test_base_images_are_pinned_by_digest(path):
+    froms = [a[0] for w, a in dockerfile(ROOT / path) if w == "FROM"]
+    assert froms and all(re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", f) for f in froms), froms
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name.lower())] = version.strip()
+    return pins
+
+
+def test_service_pins_are_the_versions_the_suite_tested():
+    service, repo = _pins(ROOT / "service/constraints.txt"), _pins(ROOT / "constraints.txt")
+    assert {"flask", "gunicorn", "sqlalchemy", "psycopg2-binary"} <= set(service)
+    assert {n: v for n, v in service.items() if repo.get(n) != v} == {}
