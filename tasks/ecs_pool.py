@@ -12,6 +12,7 @@ prefect.yaml carry no account ids at all.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ground.iam import FLOW_RUN_EXECUTION_ROLE, FLOW_RUN_LOG_GROUP, FLOW_RUN_ROLE
@@ -26,12 +27,18 @@ def pool_template_path(settings: Settings):
     return settings.folder / POOL_TEMPLATE
 
 
+def check_ops_image(ops_image: str) -> str:
+    """The flow-run image must be pinned: a tag can move under a running pool, and every flow
+    run would then start other code than the pool was set up with."""
+    if not re.fullmatch(r"[^\s@]+@sha256:[0-9a-f]{64}", ops_image or ""):
+        raise ConfigError(f"flow-run image {ops_image!r} is not pinned by digest "
+                          "(give <registry>/<repo>@sha256:<64 hex>)")
+    return ops_image
+
+
 def pool_variables(settings: Settings, *, account_id: str, ec2, ops_image: str) -> dict[str, Any]:
     """What the template substitutes: looked up by name, nothing hard-coded per account."""
-    if "@sha256:" not in ops_image:
-        # A tag can move under a running pool; every flow run would then start other code.
-        raise ConfigError(f"flow-run image {ops_image!r} is not pinned by digest "
-                          "(give <registry>/<repo>@sha256:…)")
+    check_ops_image(ops_image)
     groups = resolve_groups(ec2, settings)
     subnets = list(settings.subnets) or sorted(
         s["SubnetId"] for s in ec2.describe_subnets(

@@ -164,16 +164,22 @@ def pool_cmd(
     names in config.toml. Idempotent: an unchanged template is left alone."""
     import os
 
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from ground.aws import client
     from ground.settings import ConfigError
     from papyrus_ops.prefect_local.ecs_pool import ECS_POOL, apply_ecs_pool
-    from tasks.ecs_pool import pool_variables, render_pool_template
+    from tasks.ecs_pool import check_ops_image, pool_variables, render_pool_template
     from tasks.security_groups import SecurityGroupNotFound
 
     settings = prepare(env)
     url = api_url or os.environ.get("PREFECT_API_URL")
     if not url and not print_only:
         fail("no Prefect API: give --api-url or set PREFECT_API_URL")
+    try:  # bad input first: nothing is asked of AWS or Prefect for a refused image
+        check_ops_image(image)
+    except ConfigError as e:
+        fail(str(e))
     try:
         account = client("sts", settings.region).get_caller_identity()["Account"]
         values = pool_variables(settings, account_id=account, ec2=client("ec2", settings.region),
@@ -181,6 +187,8 @@ def pool_cmd(
         template = render_pool_template(settings, values)
     except (ConfigError, SecurityGroupNotFound) as e:
         fail(str(e))
+    except (BotoCoreError, ClientError) as e:
+        fail(f"AWS: {e}", code=1)
     if print_only:
         typer.echo(json.dumps(template, indent=2))
         return
