@@ -69,6 +69,9 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
             pinned = pin(c["ecr"], image, settings)
             data["image_digest"] = pinned.digest
             bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
+            if pinned.is_index:  # a multi-arch image: what the digest stands for
+                data["image_index"] = pinned.index_summary()
+                bundle.set_context(image_index=data["image_index"])
             with deploy_lock(settings):
                 data["lock_acquired_at"] = time.time()
                 outcome.reason = _deploy(

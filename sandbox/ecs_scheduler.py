@@ -29,6 +29,7 @@ from .ecs_tasks import (
     check_execution_role,
     resolve_image,
     resolve_secret,
+    task_platform,
 )
 
 if TYPE_CHECKING:
@@ -191,17 +192,17 @@ class ServiceScheduler:
     def _spawn(self, dep: Deployment, task: LocalTask, now: float) -> None:
         rt = self.rt
         try:
+            task_def = self.backend.describe_task_definition(task.task_definition_arn)
             if rt.execution_role_allows is not None:
-                check_execution_role(rt.execution_role_allows,
-                                     self.backend.describe_task_definition(
-                                         task.task_definition_arn),
+                check_execution_role(rt.execution_role_allows, task_def,
                                      task.container_def, task.id, rt.account_id, rt.region)
             env = rt.base_env()
             for item in task.container_def.get("environment") or []:
                 env[item["name"]] = str(item.get("value", ""))
             for item in task.container_def.get("secrets") or []:
                 env[item["name"]] = resolve_secret(item["valueFrom"], rt.account_id, rt.region)
-            digest = resolve_image(task.container["image"], rt.account_id, rt.region)
+            digest = resolve_image(task.container["image"], rt.account_id, rt.region,
+                                   task_platform(getattr(task_def, "runtime_platform", None)))
         except TaskStartError as err:
             task.fail_to_start(err)
             self._failed(dep, now)

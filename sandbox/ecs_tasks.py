@@ -66,8 +66,45 @@ def docker_exit_code(returncode: int) -> int:
 
 
 # -- resolution ---------------------------------------------------------------------------------
-def resolve_image(image: str, account_id: str, region: str) -> str:
-    """The image's digest in moto's ECR, or TaskStartError(CannotPullContainerError)."""
+_INDEX_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+_ARCH = {"X86_64": "amd64", "ARM64": "arm64"}
+
+
+def task_platform(runtime_platform: dict | None) -> str:
+    """The `os/architecture` a task pulls for: its task definition's `runtimePlatform`, or
+    Linux on X86_64 when it names none (ECS API Reference, RuntimePlatform)."""
+    rp = runtime_platform or {}
+    family = rp.get("operatingSystemFamily") or "LINUX"
+    arch = _ARCH.get(rp.get("cpuArchitecture") or "X86_64", "amd64")
+    return f"{'windows' if family.startswith('WINDOWS') else 'linux'}/{arch}"
+
+
+def _platform_manifest(index: dict, platform: str) -> str | None:
+    """The digest of the index's manifest for `platform`, as the container runtime picks it
+    (OCI image-spec, image index `platform`): os and architecture must match; an arm64
+    variant other than v8 does not. Attestation manifests (`unknown/unknown`) never match."""
+    os_name, arch = platform.split("/")
+    for m in index.get("manifests") or []:
+        p = m.get("platform") or {}
+        if (p.get("os"), p.get("architecture")) == (os_name, arch) and (
+                arch != "arm64" or p.get("variant") in (None, "", "v8")):
+            return m.get("digest")
+    return None
+
+
+def resolve_image(image: str, account_id: str, region: str, platform: str = "linux/amd64") -> str:
+    """The digest ECS reports for the image (`containers[].imageDigest`), or
+    TaskStartError(CannotPullContainerError).
+
+    The digest is the one the image reference resolves to in ECR: for an image index (a
+    multi-arch image) that is the *index* digest, not the platform manifest's — ECS resolves
+    the task definition's tag or digest through ECR, and ECR knows an index by its own digest
+    (aws/amazon-ecs-agent#3576: the digest in DescribeTasks is the index digest, "a single
+    digest shared across all variants"). The platform manifest is still picked, for the
+    task's `platform`: an index without one fails to pull, in the words Fargate uses."""
     from moto.ecr.models import ecr_backends
 
     def cannot_pull(detail: str) -> TaskStartError:
@@ -83,12 +120,27 @@ def resolve_image(image: str, account_id: str, region: str) -> str:
     tag, digest = m.group("tag"), m.group("digest")
     if digest is None and tag is None:
         tag = "latest"
-    for img in repo.images if repo else []:
-        if (digest is None or img.get_image_digest() == digest) and (
-            tag is None or tag in img.image_tags
-        ):
-            return img.get_image_digest()
-    raise cannot_pull(f"{image}: not found")
+    images = list(repo.images) if repo else []
+    found = next((img for img in images
+                  if (digest is None or img.get_image_digest() == digest)
+                  and (tag is None or tag in img.image_tags)), None)
+    if found is None:
+        raise cannot_pull(f"{image}: not found")
+    try:
+        doc = json.loads(found.image_manifest)
+    except (TypeError, ValueError):
+        doc = {}
+    media_type = found.image_manifest_media_type or doc.get("mediaType")
+    if media_type in _INDEX_MEDIA_TYPES:
+        child = _platform_manifest(doc, platform)
+        if child is None:
+            # Fargate's words (an ECS service event quoted in aviswerdlow/relay#71).
+            msg = ("CannotPullContainerError: pull image manifest has been retried 1 time(s): "
+                   f"image Manifest does not contain descriptor matching platform '{platform}'")
+            raise TaskStartError(msg, msg)
+        if not any(img.get_image_digest() == child for img in images):
+            raise cannot_pull(f"{image}: manifest {child} for {platform}: not found")
+    return found.get_image_digest()
 
 
 def _asm_error(ref: str, detail: str) -> TaskStartError:

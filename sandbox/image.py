@@ -74,3 +74,82 @@ def push_build(ecr, repository: str, tag: str, build: str | None = None,
     ecr.put_image(repositoryName=repository, imageManifest=text, imageTag=tag,
                   imageDigest=digest, imageManifestMediaType=MANIFEST_MEDIA_TYPE)
     return digest
+
+
+# -- a multi-arch image, as `docker buildx build --platform … --push` leaves it ------------------
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _put(ecr, repository: str, body: str, media_type: str, tag: str | None = None) -> str:
+    """One PutImage with the digest ECR would compute (the SHA-256 of the manifest's bytes)."""
+    digest = _sha(body)
+    kw = {"imageTag": tag} if tag else {}
+    with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
+        ecr.put_image(repositoryName=repository, imageManifest=body, imageDigest=digest,
+                      imageManifestMediaType=media_type, **kw)
+    return digest
+
+
+def _descriptor(media_type: str, body: str, **extra) -> dict:
+    return {"mediaType": media_type, "digest": _sha(body), "size": len(body.encode()), **extra}
+
+
+def push_index(ecr, repository: str, tag: str, platforms: tuple[str, ...] = (
+        "linux/amd64", "linux/arm64"), build: str | None = None, provenance: bool = True,
+        root: Path = SERVICE_DIR) -> dict:
+    """What `docker buildx build --platform <platforms> -t <repo>:<tag> --push` leaves in ECR.
+
+    One OCI image manifest per platform and, with buildx's default provenance attestation
+    (since buildx 0.10), one attestation manifest per image (platform `unknown/unknown`,
+    annotated `vnd.docker.reference.type: attestation-manifest`): all untagged. Then the OCI
+    image index naming them by digest, under `tag`. Children go first: ECR refuses an index
+    whose manifests are not in the repository (ReferencedImagesNotFoundException, see
+    sandbox.ecr). Each platform's image runs the same `service/` code here; its layer (and so
+    its digest) differs per platform, as a real cross-build's does. `build` makes another
+    build of the same code (new digests), like `push_build`.
+
+    Returns {"digest": the index digest, "media_type", "manifests": {platform: digest},
+    "attestations": [digest, ...]}."""
+    tree, salt = tree_hash(root), build or tag
+    entries, manifests, attestations = [], {}, []
+    for plat in platforms:
+        os_name, arch, *variant = plat.split("/")
+        layer = hashlib.sha256(f"{tree}:{plat}".encode()).hexdigest()
+        config = _sha(f"config:{layer}:{salt}")
+        body = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": _OCI_CONFIG, "size": 0, "digest": config},
+            "layers": [{"mediaType": _OCI_LAYER, "size": 0, "digest": f"sha256:{layer}"}],
+        }, sort_keys=True, separators=(",", ":"))
+        manifests[plat] = _put(ecr, repository, body, OCI_MANIFEST_MEDIA_TYPE)
+        platform = {"architecture": arch, "os": os_name} | (
+            {"variant": variant[0]} if variant else {})
+        entries.append(_descriptor(OCI_MANIFEST_MEDIA_TYPE, body, platform=platform))
+    if provenance:
+        for plat, digest in list(manifests.items()):
+            body = json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+                "config": {"mediaType": _OCI_CONFIG, "size": 0,
+                           "digest": _sha(f"attestation-config:{digest}")},
+                "layers": [{"mediaType": "application/vnd.in-toto+json", "size": 0,
+                            "digest": _sha(f"provenance:{digest}:{plat}"),
+                            "annotations": {
+                                "in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}],
+            }, sort_keys=True, separators=(",", ":"))
+            attestations.append(_put(ecr, repository, body, OCI_MANIFEST_MEDIA_TYPE))
+            entries.append(_descriptor(
+                OCI_MANIFEST_MEDIA_TYPE, body,
+                annotations={"vnd.docker.reference.digest": digest,
+                             "vnd.docker.reference.type": "attestation-manifest"},
+                platform={"architecture": "unknown", "os": "unknown"}))
+    index = json.dumps({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries},
+                       sort_keys=True, separators=(",", ":"))
+    return {"digest": _put(ecr, repository, index, INDEX_MEDIA_TYPE, tag=tag),
+            "media_type": INDEX_MEDIA_TYPE, "manifests": manifests, "attestations": attestations}

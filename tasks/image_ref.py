@@ -8,6 +8,7 @@ Accepted: a bare tag (`v1.2`), `repo:tag`, `repo@sha256:<64 hex>`, and the full 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 
@@ -77,6 +78,13 @@ class ImageNotFound(ValueError):
     """The reference is well formed but ECR does not have it (bad input, nothing changed)."""
 
 
+# What `docker buildx --push` makes of a multi-platform build (OCI), and `docker manifest push`
+# (Docker). ECR lists either as one image with this `imageManifestMediaType`, its platform
+# manifests beside it as untagged images with digests of their own.
+INDEX_MEDIA_TYPES = ("application/vnd.oci.image.index.v1+json",
+                     "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
 @dataclass(frozen=True)
 class PinnedImage:
     requested: str
@@ -84,9 +92,51 @@ class PinnedImage:
     digest: str
     uri: str  # registry/repo@sha256:...
     tags: tuple[str, ...]
+    media_type: str = ""  # ECR's imageManifestMediaType
+    platforms: tuple[str, ...] = ()  # an image index's platforms ("linux/amd64", ...)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+    def index_summary(self) -> dict | None:
+        """`{"media_type", "platforms"}` for an image index, None for a single image."""
+        if not self.is_index:
+            return None
+        return {"media_type": self.media_type, "platforms": list(self.platforms)}
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def index_platforms(index: dict) -> tuple[str, ...]:
+    """The `os/arch[/variant]` of each image an index holds (OCI image-spec, image index
+    `platform`). Attestation manifests are not images: buildx stores its provenance under
+    `unknown/unknown`, annotated `vnd.docker.reference.type: attestation-manifest`."""
+    out: list[str] = []
+    for m in index.get("manifests") or []:
+        p = m.get("platform") or {}
+        if ((m.get("annotations") or {}).get("vnd.docker.reference.type")
+                == "attestation-manifest" or p.get("os") in (None, "unknown")):
+            continue
+        name = "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def _read_index(ecr, repository: str, digest: str, requested: str) -> dict:
+    """The index manifest itself (BatchGetImage: DescribeImages does not show the platforms).
+    Only asked when DescribeImages said it is an index, so a single image costs no call."""
+    resp = ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageDigest": digest}],
+                               acceptedMediaTypes=list(INDEX_MEDIA_TYPES))
+    if not resp.get("images"):
+        raise ImageNotFound(f"image {requested!r} not found in ECR {repository!r}")
+    try:
+        doc = json.loads(resp["images"][0]["imageManifest"])
+    except (KeyError, TypeError, ValueError):
+        doc = {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def resolve_image(ecr, requested: str, repository: str, region: str) -> PinnedImage:
@@ -116,6 +166,13 @@ def resolve_image(ecr, requested: str, repository: str, region: str) -> PinnedIm
         raise ImageNotFound(f"image {requested!r} not found in ECR {ref.repository!r}")
     if ref.registry and not repo_uri.startswith(ref.registry + "/"):
         raise ValueError(f"image registry {ref.registry} is not this account's ({repo_uri})")
+    # A tag on a multi-arch image names the index, and so does its digest here: the index is
+    # what is pinned (ECS picks the platform manifest itself, and reports the index digest;
+    # tasks/rollout.py). A platform manifest's own digest can still be pinned directly.
     digest = details[0]["imageDigest"]
+    media_type = details[0].get("imageManifestMediaType", "")
+    platforms: tuple[str, ...] = ()
+    if media_type in INDEX_MEDIA_TYPES:
+        platforms = index_platforms(_read_index(ecr, ref.repository, digest, requested))
     return PinnedImage(requested, ref.repository, digest, f"{repo_uri}@{digest}",
-                       tuple(details[0].get("imageTags", [])))
+                       tuple(details[0].get("imageTags", [])), media_type, platforms)

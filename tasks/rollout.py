@@ -217,6 +217,10 @@ def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: st
         running = [running_summary(t, s.container) for t in _tasks(ecs, s, "RUNNING")
                    if t["taskDefinitionArn"] == task_definition
                    and t.get("lastStatus") == "RUNNING"]
+        # Exactly the pinned digest, for a multi-arch image too: ECS reports the digest the task
+        # definition's image resolved to in ECR, for an image index the index's own (not the
+        # platform manifest's; aws/amazon-ecs-agent#3576, docs/sandbox.md). A platform
+        # manifest's digest here would be an image we did not pin.
         wrong = [r for r in running if digest and r["image_digest"] != digest]
         verdict.running_tasks = running
         if len(running) == svc["desiredCount"] and not wrong:
