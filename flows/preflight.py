@@ -3,7 +3,9 @@
 secret vs RDS (host/port/username/dbname, password present, optionally authenticates) →
 RDS endpoint unchanged since the last recorded deploy → rds.force_ssl=1 → RDS SG 5432 only
 from the ECS task SG → ECS Exec on → service code registers /, /healthz, /dbcheck →
-PGSSLMODE=require in the running task definition.
+PGSSLMODE=require in the running task definition; and the RDS change report
+(`<ts>_rds_change_report.md` + `.json`: parameters off their defaults, pending reboot, reboots
+and parameter changes, what changed since the last deploy — tasks/rds_report.py).
 
 Every check runs even when one fails; nothing is changed. The result is `ground.result`'s
 contract, with `data`:
@@ -11,7 +13,9 @@ contract, with `data`:
     {"checks": [check, ...], "failed": [check names],
      "connection_diff": [{field, stored, rds, match}, ...]}   # the secret vs RDS, masked
 
-and the run ends Failed (reason: the failed checks) when any check fails.
+and the run ends Failed (reason: the failed checks) when any check fails. `data` also has
+`rds_change_report`: a summary of the report (information, not a gate: an error reading it is
+recorded in the bundle and here, the verdict stays the checks').
 
 The deploy flow uses the same checks through `tasks.preflight.run_checks`.
 """
@@ -30,7 +34,15 @@ from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, evidence_summary, result, to_state
 from ground.retry import BadInput, naming_denied
 from ground.run_names import run_name
-from tasks.preflight import SERVICE_DIR, SERVICES, failed, overall, public, run_checks
+from tasks.preflight import (
+    SERVICE_DIR,
+    SERVICES,
+    failed,
+    overall,
+    public,
+    run_checks,
+    write_rds_change_report,
+)
 
 
 def connection_diff_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,6 +78,7 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
                        check_db_auth=check_db_auth)
     checks = run_checks(settings, clients, bundle=bundle, service_dir=source,
                         check_db_auth=check_db_auth)
+    report = write_rds_change_report(clients["rds"], clients["s3"], settings, bundle)
     verdict = overall(checks)
     rows = [public(c) for c in checks]
     checks_table("preflight-checks", rows, f"preflight {env}: {verdict}")
@@ -81,4 +94,5 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
     return to_state(result("preflight", env, verdict, reason, started=started,
                            evidence=evidence_summary(res),
                            data={"checks": rows, "failed": bad,
-                                 "connection_diff": connection_diff_rows(checks)}))
+                                 "connection_diff": connection_diff_rows(checks),
+                                 "rds_change_report": report}))

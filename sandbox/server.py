@@ -244,11 +244,12 @@ class Sandbox:
     def _install_extensions(self) -> None:
         """The local ECS runtime: services really run (see sandbox.ecs_runtime); SNS's tag
         check on CreateTopic (sandbox.sns); ECR's image-index rules (sandbox.ecr)."""
-        from sandbox import ecr, sns
+        from sandbox import ecr, rds, sns
         from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 
         sns.install()
         ecr.install()
+        rds.install()
         s3_policy.install()
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
                                    workdir=self.state_dir / "ecs",
@@ -314,10 +315,11 @@ class Sandbox:
 
             cloudtrail.uninstall()
             self.cloudtrail = None
-        from sandbox import ecr, sns
+        from sandbox import ecr, rds, sns
 
         sns.uninstall()
         ecr.uninstall()
+        rds.uninstall()
         s3_policy.uninstall()
         if self.pg is not None:
             self.pg.stop("immediate")

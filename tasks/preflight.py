@@ -33,6 +33,7 @@ from tasks.check_result import (
     result,
 )
 from tasks.ecs_checks import check_ecs_exec, check_task_definition_ssl
+from tasks.rds_report import build_report, to_markdown
 from tasks.secrets_rds import (
     check_force_ssl,
     check_rds_endpoint_unchanged,
@@ -45,6 +46,7 @@ from tasks.service_code import SERVICE_DIR, check_url_map
 __all__ = [
     "CHECK_NAMES", "FAIL", "OK_VERDICTS", "PASS", "SERVICES", "SKIP", "SERVICE_DIR",
     "error_result", "failed", "overall", "public", "record_in_bundle", "result", "run_checks",
+    "write_rds_change_report",
 ]
 
 SERVICES = ("secretsmanager", "rds", "ec2", "ecs", "s3")
@@ -150,3 +152,26 @@ def record_in_bundle(bundle, checks: list[dict[str, Any]]) -> None:
                 bundle.write_json(name, payload)
     bundle.write_json("preflight_checks", {"verdict": overall(checks),
                                            "checks": [public(ch) for ch in checks]})
+
+
+def write_rds_change_report(rds, s3, settings, bundle) -> dict[str, Any]:
+    """The RDS change report (tasks/rds_report.py) into the bundle as `rds_change_report.md`
+    and `.json`; returns its summary. Information, not a gate: an error reading it is written
+    into the bundle instead (`rds_change_report_error.log`) and returned."""
+    from tasks.state import read_last_deploy
+
+    try:
+        report = build_report(rds, settings, read_last_deploy(s3, settings))
+    except Exception as exc:  # noqa: BLE001 - the checks' verdict stands; the gap is on record
+        line = f"{type(exc).__name__}: {exc}"
+        _logger().warning("preflight: RDS change report not written: %s", line)
+        bundle.write_text("rds_change_report_error", line + "\n")
+        return {"error": line}
+    bundle.write_json("rds_change_report", report)
+    bundle.write_text("rds_change_report", to_markdown(report), ext="md")
+    return {"pending_reboot": report["pending_reboot"],
+            "parameters_differing_from_defaults": len(
+                report["parameters_differing_from_defaults"]),
+            "reboots": len(report["reboots"]), "parameter_changes": len(
+                report["parameter_changes"]),
+            "changed_since_last_deploy": report["changed_since_last_deploy"]}

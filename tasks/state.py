@@ -30,6 +30,8 @@ from prefect import task
 
 from artifacts.storage import sse_args
 from ground.settings import Settings
+from tasks.rds_report import SNAPSHOT_FIELDS
+from tasks.rds_report import snapshot as _snapshot
 
 STATE_VERSION = 1
 KNOWN_FIELDS = ("rds_endpoint_address", "rds_endpoint_port", "task_definition_arn",
@@ -75,6 +77,11 @@ def current_rds_endpoint(rds, settings: Settings) -> dict[str, Any]:
     return {"rds_endpoint_address": ep.get("Address"), "rds_endpoint_port": ep.get("Port")}
 
 
+def rds_snapshot(rds, settings: Settings) -> dict[str, Any]:
+    snap = _snapshot(rds, settings)
+    return {k: snap[k] for k in SNAPSHOT_FIELDS}
+
+
 def record_deploy(s3, settings: Settings, *, rds, **fields: Any) -> dict[str, Any]:
     """Write the last-deploy record (overwrites; idempotent for the same fields).
 
@@ -93,6 +100,13 @@ def record_deploy(s3, settings: Settings, *, rds, **fields: Any) -> dict[str, An
         except Exception as e:  # noqa: BLE001 - the record is still worth writing
             logging.getLogger("papyrus.state").warning(
                 "deploy state: RDS endpoint not recorded (%s)", type(e).__name__)
+    if rds is not None and "rds_snapshot" not in fields:
+        # What the next preflight's RDS change report compares with (tasks/rds_report).
+        try:
+            fields["rds_snapshot"] = rds_snapshot(rds, settings)
+        except Exception as e:  # noqa: BLE001 - the record is still worth writing
+            logging.getLogger("papyrus.state").warning(
+                "deploy state: RDS snapshot not recorded (%s)", type(e).__name__)
     if fields.get("rds_endpoint_port") is not None:
         fields["rds_endpoint_port"] = int(fields["rds_endpoint_port"])
     at = fields.pop("at", None) or _utc_now()
