@@ -1,7 +1,9 @@
 """The nightly CloudTrail archive (runbook 2025-09-10), as a flow.
 
-    window -> Papyrus identifiers -> checkpoint (resume or start) -> slices, oldest first
-    -> evidence bundle (both files, summary, manifest; uploaded) -> archive state
+    window (incremental: from the last end minus the overlap) -> Papyrus identifiers
+    -> passes (the region; us-east-1 per global event source) -> checkpoint (resume or start)
+    -> slices, oldest first, each once per pass -> evidence bundle (both files, summary,
+    manifest; uploaded) -> archive state (with the ids archived in the overlap tail)
 
 Ordering, gating and evidence only: LookupEvents, the filter, the gzip streaming and the
 checkpoint live in `tasks.cloudtrail*`. See docs/cloudtrail.md.
@@ -10,7 +12,8 @@ Returns `ground.result`'s contract. Bad input (`ArchiveInputError`, an unknown e
 `bad_input`, nothing written; a failed slice (the checkpoint kept: the next run resumes) or any
 other error is `failed`; either ends the run Failed with the dict as its data. `data`: mode,
 window_asked, window, events, papyrus_events and, for an archive, first/last_event_time, files,
-manifest_sha256, resumed, attempts, slices, api, notes, state (or `skipped` when nothing is new).
+manifest_sha256, resumed, attempts, slices, api, notes, state, regions, overlap (or `skipped`
+when nothing is new).
 """
 
 from __future__ import annotations
@@ -31,13 +34,25 @@ from tasks.cloudtrail.checkpoint import prepare_archive
 from tasks.cloudtrail.names import resolve_papyrus_names
 from tasks.cloudtrail.progress import PROGRESS_KEY, done_seconds
 from tasks.cloudtrail.publish import publish_archive
+from tasks.cloudtrail.regions import plan_passes
 from tasks.cloudtrail.slices import archive_slice
-from tasks.cloudtrail.state import read_archive_state, write_archive_state
+from tasks.cloudtrail.state import (
+    read_archive_state,
+    state_summary,
+    tail_floor,
+    tail_ids,
+    write_archive_state,
+)
 from tasks.cloudtrail.store import WorkDir
-from tasks.cloudtrail.window import ArchiveInputError, fmt, resolve_window, utcnow
+from tasks.cloudtrail.window import ArchiveInputError, epoch, fmt, resolve_window, utcnow
 
 FLOW = "cloudtrail_archive"
 DEFAULT_SETTLE_MINUTES = 15.0  # CloudTrail delivers events within ~15 min of the API call
+# CloudTrail "typically delivers logs within an average of about 5 minutes of an API call.
+# This time is not guaranteed" (User Guide, "Getting and viewing your CloudTrail log files"):
+# the settle time cannot promise an event is visible, so an incremental run reads the last
+# hour before the previous end again and archives what showed up late (docs/cloudtrail.md).
+DEFAULT_OVERLAP_MINUTES = 60.0
 
 
 class ArchiveIncompleteError(RuntimeError):
@@ -65,6 +80,8 @@ def cloudtrail_archive(
     settle_minutes: float | None = None,
     checkpoint_every: int = 20,
     log_every: int = 20,
+    overlap_minutes: float | None = None,
+    global_sources: list[str] | None = None,
 ):
     """Archive CloudTrail LookupEvents over a window as NDJSON + gzip, with a Papyrus subset.
 
@@ -75,13 +92,17 @@ def cloudtrail_archive(
     of the same request. extra_names: more Papyrus identifiers for the filter.
     settle_minutes: how far behind now the default `until` stays (default 15, 0 with an
     explicit until). checkpoint_every / log_every: pages between checkpoints / progress.
+    overlap_minutes: how far before the last archive's end an incremental run reads again for
+    late events (default 60; already archived ids are skipped). global_sources: the event
+    sources read from us-east-1 besides the region (default IAM and STS; [] for none).
     """
     install_log_redaction()
     logger, started = _log(), time.time()
     try:
         reason, data, evidence = _archive(
             logger, env, days, since, until, incremental, max_rps, slice_hours, resume,
-            extra_names, settle_minutes, checkpoint_every, log_every)
+            extra_names, settle_minutes, checkpoint_every, log_every, overlap_minutes,
+            global_sources)
     except (ArchiveInputError, ConfigError) as e:
         logger.error("cloudtrail: bad input, nothing written: %s", e)
         res = result(FLOW, env, BAD_INPUT, str(e), error=str(e), started=started)
@@ -96,7 +117,8 @@ def cloudtrail_archive(
 
 
 def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours, resume,
-             extra_names, settle_minutes, checkpoint_every, log_every):
+             extra_names, settle_minutes, checkpoint_every, log_every, overlap_minutes,
+             global_sources):
     """The archive itself: (reason, data, evidence); bad input and failures raise."""
     settings = load_env(env)
     if slice_hours <= 0:
@@ -104,6 +126,7 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
     if max_rps is not None and max_rps <= 0:
         raise ArchiveInputError("max_rps must be positive")
     settle = (DEFAULT_SETTLE_MINUTES if settle_minutes is None else settle_minutes) * 60
+    overlap = (DEFAULT_OVERLAP_MINUTES if overlap_minutes is None else overlap_minutes) * 60
     from ground.aws import client
 
     s3 = client("s3", settings.region)
@@ -111,7 +134,8 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
     state_until = state["covered_until"] if state else None
     # Bad input raises here, before anything is written.
     window = resolve_window(days, since, until, incremental=incremental,
-                            state_until=state_until, now=utcnow(), settle_seconds=settle)
+                            state_until=state_until, now=utcnow(), settle_seconds=settle,
+                            overlap_seconds=overlap, overlap_floor=tail_floor(state))
     for note in window.notes:
         logger.warning("cloudtrail: %s", note)
     base = {"env": env, "mode": window.mode, "window_asked": _asked(window),
@@ -124,10 +148,13 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
 
     names = resolve_papyrus_names(settings, client("ec2", settings.region), extra_names)
     work = WorkDir.for_env(settings.evidence_root, env)
-    cloudtrail = client("cloudtrail", settings.region)
+    passes = plan_passes(settings.region, global_sources)
+    cloudtrail = {p["region"]: client("cloudtrail", p["region"]) for p in passes}
+    prior = tail_ids(state, window.since) if window.previous_until else []
     with work.lock():
         cp = prepare_archive(str(work.root), env, window, names, slice_hours * 3600,
-                             resume=resume, state_until=state_until)
+                             resume=resume, state_until=state_until, passes=passes,
+                             prior_ids=prior)
         logger.info("cloudtrail: %s window %s .. %s in %d slices%s", window.mode,
                     cp["window"]["since"], cp["window"]["until"], len(cp["slices"]),
                     " (resumed)" if cp["resumed"] else "")
@@ -142,10 +169,11 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
         for index in range(len(cp["slices"])):
             if index in done:
                 continue
+            region = cp["slices"][index][2]
             try:
-                archive_slice(cloudtrail, str(work.root), index, names, max_rps=max_rps,
-                              checkpoint_every=checkpoint_every, log_every=log_every,
-                              region=settings.region, run_started=started,
+                archive_slice(cloudtrail[region], str(work.root), index, names,
+                              max_rps=max_rps, checkpoint_every=checkpoint_every,
+                              log_every=log_every, region=region, run_started=started,
                               base_events=base_events, base_fraction=base_fraction)
             except Exception as exc:
                 raise ArchiveIncompleteError(
@@ -154,6 +182,9 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
                     "to resume") from exc
         published = publish_archive(settings, str(work.root), s3=s3)
         summary = published["summary"]
+        # The ids the next run's overlap must not archive again (read before the work files go).
+        archived = work.archived_since(
+            work.load(), epoch(summary["window_covered"]["until"]) - overlap)
         state_out = write_archive_state(settings, {
             "env": env,
             "covered_since": summary["window_covered"]["since"],
@@ -162,7 +193,7 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
             "events": summary["counts"]["all"],
             "papyrus_events": summary["counts"]["papyrus"],
             "written_at": fmt(utcnow()),
-        }, s3=s3)
+        }, s3=s3, archived=archived, overlap_seconds=overlap)
         work.remove()
     progress(PROGRESS_KEY, 1.0, f"cloudtrail: archived {summary['counts']['all']} events "
              f"({summary['counts']['papyrus']} Papyrus)")
@@ -186,7 +217,9 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
         "slices": len(cp["slices"]),
         "api": summary["api"],
         "notes": summary["notes"],
-        "state": state_out["state"],
+        "state": state_summary(state_out["state"]),
+        "regions": summary["regions"],
+        "overlap": summary["overlap"],
     }
     return reason, data, _evidence(published)
 

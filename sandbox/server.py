@@ -278,10 +278,12 @@ class Sandbox:
         s = self.settings
         self.cloudtrail = cloudtrail.install()
         names = self.cloudtrail_names()
-        store = self.cloudtrail.get(seed.ACCOUNT_ID, s.region)
-        store.add_events(cloudtrail.generate_history(self.cloudtrail_events, names=names,
-                                                     account_id=seed.ACCOUNT_ID,
-                                                     region=s.region))
+        # Each event goes to the store of the region CloudTrail records it in: IAM and the
+        # global STS endpoint's events are in us-east-1 only, not in the configured region.
+        self.cloudtrail.add_by_region(
+            cloudtrail.generate_history(self.cloudtrail_events, names=names,
+                                        account_id=seed.ACCOUNT_ID, region=s.region),
+            seed.ACCOUNT_ID, s.region)
 
     def _wait_service_stable(self, timeout: float = 60) -> None:
         """The seeded service is up (its first deployment COMPLETED) before anyone uses it."""

@@ -25,8 +25,10 @@ from sandbox.cloudtrail.events import (
     ATTRIBUTE_KEYS,
     DEFAULT_ACCOUNT_ID,
     DEFAULT_REGION,
+    GLOBAL_SERVICE_REGION,
     LookupEventsError,
     StoredEvent,
+    event_region,
 )
 from sandbox.cloudtrail.history import PAPYRUS_NAMES, generate_history
 from sandbox.cloudtrail.moto_patch import install, installed_registry, uninstall
@@ -34,7 +36,8 @@ from sandbox.cloudtrail.registry import StoreRegistry, default_registry, get_sto
 from sandbox.cloudtrail.store import EventStore
 
 __all__ = [
-    "ATTRIBUTE_KEYS", "DEFAULT_ACCOUNT_ID", "DEFAULT_REGION", "PAPYRUS_NAMES", "EventStore",
+    "ATTRIBUTE_KEYS", "DEFAULT_ACCOUNT_ID", "DEFAULT_REGION", "GLOBAL_SERVICE_REGION",
+    "PAPYRUS_NAMES", "EventStore", "event_region",
     "LookupEventsError", "StoreRegistry", "StoredEvent", "default_registry", "generate_history",
     "get_store", "install", "installed_registry", "uninstall",
 ]

@@ -143,6 +143,25 @@ def _minimal_doc(rec: StoredEvent) -> str:
     }, separators=(",", ":"))
 
 
+_REGION_FIELD = '"awsRegion":"'
+# The region whose LookupEvents holds the events of global services (IAM, the global STS
+# endpoint, CloudFront, Route 53 ...): CloudTrail records them in US East (N. Virginia).
+GLOBAL_SERVICE_REGION = "us-east-1"
+
+
+def event_region(event: StoredEvent, default: str = DEFAULT_REGION) -> str:
+    """The region whose LookupEvents answers `event`: its record's `awsRegion` (CloudTrail
+    records an event in the region the call was made in, a global service's in us-east-1);
+    `default` when the record has none."""
+    doc = event.cloudtrail_event
+    at = doc.find(_REGION_FIELD)
+    if at < 0:
+        return default
+    start = at + len(_REGION_FIELD)
+    end = doc.find('"', start)
+    return doc[start:end] if end > start else default
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 

@@ -233,7 +233,30 @@ def _app_kinds(gen: _Gen, n: Mapping[str, str], humans: list[_Identity]) -> list
                  [("AWS::IAM::Role", r, arn_role + r)])
         for r in (n["task_role"], n["task_execution_role"])
     ], humans, "us-east-1")
+    # What Terraform does to the roles (attach a managed policy, rewrite the trust policy):
+    # IAM is a global service, so CloudTrail records these in us-east-1 only.
+    kind(iam, "AttachRolePolicy", 0.3, [
+        _variant(gen, iam, False, {"roleName": r, "policyArn": p}, None,
+                 [("AWS::IAM::Role", r, arn_role + r), ("AWS::IAM::Policy", p, p)])
+        for r in (n["task_role"], n["task_execution_role"])
+        for p in ("arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy",
+                  "arn:aws:iam::aws:policy/CloudWatchLogsFullAccess")
+    ], humans, "us-east-1")
+    trust = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":'
+             '{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}')
+    kind(iam, "UpdateAssumeRolePolicy", 0.2, [
+        _variant(gen, iam, False, {"roleName": r, "policyDocument": trust}, None,
+                 [("AWS::IAM::Role", r, arn_role + r)])
+        for r in (n["task_role"], n["task_execution_role"])
+    ], humans, "us-east-1")
     sts = "sts.amazonaws.com"
+    # A person assuming a service role to debug it, through STS's global endpoint (the AWS
+    # CLI v1 and older SDKs default to it): recorded in us-east-1, like IAM's events.
+    kind(sts, "AssumeRole", 0.5, [
+        _variant(gen, sts, True, {"roleArn": arn_role + r, "roleSessionName": "debug"}, None,
+                 [("AWS::IAM::Role", arn_role + r, arn_role + r)])
+        for r in (n["task_role"], n["task_execution_role"])
+    ], humans, "us-east-1")
     oidc = gen.web_identity(n["github_repository"])
     provider = f"arn:aws:iam::{acct}:oidc-provider/token.actions.githubusercontent.com"
     sts_variants = []

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
-from sandbox.cloudtrail.events import DEFAULT_ACCOUNT_ID, DEFAULT_REGION
+from sandbox.cloudtrail.events import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_REGION,
+    StoredEvent,
+    _normalize,
+    event_region,
+)
 from sandbox.cloudtrail.store import EventStore
 
 
@@ -24,6 +31,18 @@ class StoreRegistry:
                 store = EventStore(account_id, region, max_rps=self.max_rps, burst=self.burst)
                 self._stores[(account_id, region)] = store
             return store
+
+    def add_by_region(self, events: Iterable[object], account_id: str = DEFAULT_ACCOUNT_ID,
+                      default_region: str = DEFAULT_REGION) -> dict[str, int]:
+        """Add each event to the store of the region it was recorded in (its `awsRegion`), as
+        CloudTrail does: LookupEvents in one region never answers another region's events, and
+        IAM's (a global service) are in us-east-1 only. Returns the count per region."""
+        by_region: dict[str, list[StoredEvent]] = {}
+        for e in events:
+            rec = _normalize(e)
+            by_region.setdefault(event_region(rec, default_region), []).append(rec)
+        return {region: self.get(account_id, region).add_events(batch)
+                for region, batch in sorted(by_region.items())}
 
     def set_rate_limit(self, max_rps: float | None, burst: float | None = None) -> None:
         """Set the rate for every store, existing and future (None: off)."""

@@ -18,7 +18,9 @@ One concern per module (each usable alone, each tested alone):
   every N pages (task `archive_slice`).
 * `names` — task `resolve_papyrus_names`: the filter's identifiers for an environment.
 * `publish` — task `publish_archive`: the evidence bundle, uploaded.
-* `state` — tasks `read_archive_state` / `write_archive_state`: the incremental state.
+* `state` — tasks `read_archive_state` / `write_archive_state`: the incremental state and its
+  tail (the ids archived in the overlap, so a re-read never archives an event twice).
+* `regions` — `plan_passes`: the configured region, plus us-east-1 per global event source.
 """
 
 LOGGER = "papyrus.cloudtrail"  # the logger used outside a Prefect run

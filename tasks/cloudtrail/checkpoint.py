@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import task
@@ -22,21 +22,29 @@ def _logger():
 
 
 def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds: float,
-                   now: dt.datetime | None = None) -> dict[str, Any]:
+                   now: dt.datetime | None = None,
+                   passes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """A fresh run's checkpoint. Its slices are [since, until, region, event source] (source
+    None: every event): each time slice once per pass, time slices oldest first, so the
+    oldest events of every region are fetched before they age out of the 90 days."""
     now = now or dt.datetime.now(UTC)
+    passes = [dict(p) for p in passes] if passes else [{"region": "", "source": None}]
     slices = plan_slices(window.since, window.until, slice_seconds)
     return {
-        "version": 1,
+        "version": 2,
         "env": env,
         "mode": window.mode,
-        "request": request_key(window, slice_seconds, names),
+        "request": request_key(window, slice_seconds, names, passes),
         "window": window.to_dict(),
+        "previous_until": fmt(window.previous_until),
+        "passes": passes,
         "asked": {k: (fmt(v) if isinstance(v, dt.datetime) else v)
                   for k, v in window.asked.items()},
         "notes": list(window.notes),
         "names": names.to_dict(),
         "slice_seconds": slice_seconds,
-        "slices": [[fmt(a), fmt(b)] for a, b in slices],
+        "slices": [[fmt(a), fmt(b), p["region"], p["source"]] for a, b in slices
+                   for p in passes],
         "started_at": fmt(now.replace(microsecond=0)),
         "stamp": stamp(now),
         "attempts": 1,
@@ -48,22 +56,26 @@ def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds:
     }
 
 
-def request_key(window: Window, slice_seconds: float, names: PapyrusNames) -> dict[str, Any]:
+def request_key(window: Window, slice_seconds: float, names: PapyrusNames,
+                passes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """What a rerun must ask for to resume this run (relative windows match by their ask)."""
     asked = window.asked
+    passes = [dict(p) for p in passes] if passes else [{"region": "", "source": None}]
     return {"mode": window.mode, "days": asked.get("days"),
             "since": None if asked.get("since") is None else fmt(window.since),
             "until": None if asked.get("until") is None else fmt(window.until),
-            "slice_seconds": slice_seconds, "names": names.fingerprint()}
+            "slice_seconds": slice_seconds, "names": names.fingerprint(),
+            "passes": [[p["region"], p["source"]] for p in passes]}
 
 
 def resumable(cp: Mapping[str, Any] | None, window: Window, slice_seconds: float,
               names: PapyrusNames, *, now: dt.datetime,
-              state_until: str | None = None) -> str | None:
+              state_until: str | None = None,
+              passes: Sequence[Mapping[str, Any]] | None = None) -> str | None:
     """Why the checkpoint `cp` cannot be resumed by this request (None: it can)."""
     if cp is None:
         return "no checkpoint"
-    if cp.get("request") != request_key(window, slice_seconds, names):
+    if cp.get("request") != request_key(window, slice_seconds, names, passes):
         return "it was started with other parameters"
     # Slices run oldest first: what is left to fetch starts at the first unfinished slice
     # (or its cursor). It must still be inside LookupEvents' 90 days.
@@ -71,8 +83,9 @@ def resumable(cp: Mapping[str, Any] | None, window: Window, slice_seconds: float
     done = len(cp["completed"])
     if done < len(cp["slices"]) and epoch(cp["slices"][done][0]) < oldest:
         return "what is left of its window now starts more than 90 days ago"
+    # It started from the state's end as it was then (its overlap and skipped ids too).
     if window.mode == "incremental" and state_until is not None and \
-            cp["window"]["since"] != fmt(dt.datetime.fromisoformat(
+            cp.get("previous_until") != fmt(dt.datetime.fromisoformat(
                 state_until.replace("Z", "+00:00"))):
         return "the archive state moved on since it started"
     return None
@@ -81,14 +94,21 @@ def resumable(cp: Mapping[str, Any] | None, window: Window, slice_seconds: float
 @task(name="cloudtrail-prepare", cache_policy=NO_CACHE)
 def prepare_archive(work_root: str, env: str, window: Window, names: dict[str, Any],
                     slice_seconds: float, resume: bool = True,
-                    state_until: str | None = None) -> dict[str, Any]:
+                    state_until: str | None = None,
+                    passes: list[dict[str, Any]] | None = None,
+                    prior_ids: list[str] | None = None) -> dict[str, Any]:
     """Resume the checkpoint in the work folder when it belongs to this request, else start
-    fresh. Returns the checkpoint plus `resumed` and `discarded` (why an old one was dropped)."""
+    fresh. Returns the checkpoint plus `resumed` and `discarded` (why an old one was dropped).
+
+    passes: the (region, event source) series to read (`regions.plan_passes`). prior_ids:
+    the event ids earlier archives hold in the overlap, skipped by this run (a resumed run
+    keeps the set it started with)."""
     work = WorkDir(work_root)
     pnames = PapyrusNames.from_dict(names)
     now = dt.datetime.now(UTC)
     cp = work.load()
-    why = resumable(cp, window, slice_seconds, pnames, now=now, state_until=state_until)
+    why = resumable(cp, window, slice_seconds, pnames, now=now, state_until=state_until,
+                    passes=passes)
     logger = _logger()
     if resume and why is None:
         cut = work.truncate(cp)
@@ -105,6 +125,6 @@ def prepare_archive(work_root: str, env: str, window: Window, names: dict[str, A
         logger.warning("cloudtrail: discarding the unfinished run in %s: %s", work.root,
                        discarded)
         work.discard()
-    cp = new_checkpoint(env, window, pnames, slice_seconds, now)
-    work.start(cp)
+    cp = new_checkpoint(env, window, pnames, slice_seconds, now, passes)
+    work.start(cp, prior_ids or ())
     return {**work.load(), "resumed": False, "discarded": discarded}

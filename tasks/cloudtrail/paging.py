@@ -75,6 +75,7 @@ def lookup_pages(
     page_size: int = PAGE_SIZE,
     patience_seconds: float = 900.0,
     sleep: Callable[[float], None] = time.sleep,
+    attribute: tuple[str, str] | None = None,
 ) -> Iterator[tuple[list[dict[str, Any]], bool]]:
     """(events, more) per page of LookupEvents over [start, end] (both inclusive), newest first.
 
@@ -82,10 +83,14 @@ def lookup_pages(
     and, past its attempts, here with exponential backoff (cap 30 s) for up to
     `patience_seconds` of consecutive throttling: throttling slows a run, it never fails it
     (a run that stays throttled longer raises, and the next run resumes from the checkpoint).
+    attribute: one (AttributeKey, AttributeValue) filter; the API accepts only one per call.
     """
     token: str | None = None
     while True:
         kwargs: dict[str, Any] = {"StartTime": start, "EndTime": end, "MaxResults": page_size}
+        if attribute is not None:
+            kwargs["LookupAttributes"] = [{"AttributeKey": attribute[0],
+                                           "AttributeValue": attribute[1]}]
         if token:
             kwargs["NextToken"] = token
         throttled_since: float | None = None

@@ -70,9 +70,10 @@ def _duration(seconds: float) -> str:
 def done_seconds(cp: Mapping[str, Any], current: tuple[float, float] | None = None,
                  frontier: float | None = None) -> float:
     """Seconds of the window archived: completed slices plus the part of the current slice
-    above the frontier (the stream goes newest first inside a slice)."""
+    above the frontier (the stream goes newest first inside a slice), divided by the number
+    of passes (each time slice is read once per region / event source)."""
     total = sum(epoch(s["until"]) - epoch(s["since"]) for s in cp.get("completed", []))
     if current is not None and frontier is not None:
         start, end = current
         total += max(0.0, end - max(start, frontier))
-    return total
+    return total / max(1, len(cp.get("passes") or ()))

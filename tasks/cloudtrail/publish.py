@@ -10,6 +10,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.cloudtrail.regions import regions_read
 from tasks.cloudtrail.store import WorkDir, copy_durably
 from tasks.cloudtrail.window import fmt
 
@@ -52,11 +53,17 @@ def publish_archive(settings: Any, work_root: str, s3: Any) -> dict[str, Any]:
         files[kind] = {"name": name, "sha256": digest, "bytes": size,
                        "key": bundle.key_prefix + name}
     totals = cp["totals"]
+    regions = regions_read(cp.get("passes") or [], cp["completed"])
+    overlap = {"previous_until": cp.get("previous_until"),
+               "since": cp["window"]["since"] if cp.get("previous_until") else None,
+               "already_archived": int(totals.get("already_archived", 0))}
     summary = {
         "mode": cp["mode"],
         "window_asked": cp["asked"],
         "window_covered": cp["window"],
         "notes": cp["notes"],
+        "regions": regions,
+        "overlap": overlap,
         "counts": {"all": int(totals.get("events", 0)), "papyrus": int(totals.get("papyrus", 0))},
         "first_event_time": fmt(cp["first_event_time"]),
         "last_event_time": fmt(cp["last_event_time"]),
@@ -65,7 +72,7 @@ def publish_archive(settings: Any, work_root: str, s3: Any) -> dict[str, Any]:
                          "doc": "docs/cloudtrail.md"},
         "api": {k: int(totals.get(k, 0)) for k in
                 ("pages", "calls", "throttled", "retries", "duplicates", "out_of_window",
-                 "out_of_order", "skipped")},
+                 "out_of_order", "skipped", "already_archived")},
         "slices": cp["completed"],
         "attempts": cp.get("attempts", 1),
         "started_at": cp["started_at"],
@@ -77,7 +84,8 @@ def publish_archive(settings: Any, work_root: str, s3: Any) -> dict[str, Any]:
         first_event_time=summary["first_event_time"],
         last_event_time=summary["last_event_time"],
         files={k: {"name": v["name"], "sha256": v["sha256"]} for k, v in files.items()},
-        throttled=summary["api"]["throttled"], attempts=summary["attempts"])
+        throttled=summary["api"]["throttled"], attempts=summary["attempts"],
+        regions=regions, overlap=overlap)
     result = bundle.finish("pass", s3=s3)
     return {
         "folder": str(result.folder), "manifest": str(result.manifest),

@@ -66,8 +66,15 @@ def archive_slice_core(
         return done[index]
     if len(cp["completed"]) != index:
         raise RuntimeError(f"slice {index} out of order (next is {len(cp['completed'])})")
-    since_s, until_s = cp["slices"][index]
+    since_s, until_s, region, source = cp["slices"][index]
     start, end = epoch(since_s), epoch(until_s)
+    # One LookupAttribute per call: a global-service pass filters on its event source.
+    attribute = None if source is None else ("EventSource", source)
+    # Incremental overlap: events before the last archive's end that it (or one before it)
+    # already holds are skipped; a late one, not among them, is archived now.
+    previous_until = epoch(cp["previous_until"]) if cp.get("previous_until") else None
+    prior = work.prior_ids() if previous_until is not None and start < previous_until \
+        else frozenset()
     cursor = cp.get("cursor")
     if cursor is not None and cursor.get("index") != index:
         cursor = None
@@ -77,7 +84,8 @@ def archive_slice_core(
     written_at_ceiling = frozenset(cursor["ids"]) if ceiling is not None else frozenset()
     dedupe = BoundaryDedupe(ceiling, written_at_ceiling)
     counts = {k: int(cursor.get(k, 0)) if cursor else 0
-              for k in ("events", "papyrus", "pages", "duplicates", "out_of_window", "skipped")}
+              for k in ("events", "papyrus", "pages", "duplicates", "out_of_window", "skipped",
+                        "already_archived")}
     totals = cp.setdefault("totals", {})
     stats: dict[str, int] = {}
     query_start = dt.datetime.fromtimestamp(math.floor(start), UTC)
@@ -85,9 +93,11 @@ def archive_slice_core(
     first, last = cp.get("first_event_time"), cp.get("last_event_time")
     slice_first: float | None = cursor.get("first") if cursor else None
     slice_last: float | None = cursor.get("last") if cursor else None
-    pending = {"events": 0, "papyrus": 0, "duplicates": 0, "out_of_window": 0, "skipped": 0}
+    pending = {"events": 0, "papyrus": 0, "duplicates": 0, "out_of_window": 0, "skipped": 0,
+               "already_archived": 0}
     events_w, papyrus_w = work.writers(compresslevel)
-    label = f"slice {index + 1}/{len(cp['slices'])} [{since_s}, {until_s})"
+    where = f" {region} {source}" if source else ""
+    label = f"slice {index + 1}/{len(cp['slices'])} [{since_s}, {until_s}){where}"
 
     def checkpoint(final: bool) -> None:
         off_e, off_p = events_w.commit(), papyrus_w.commit()
@@ -102,7 +112,10 @@ def archive_slice_core(
         cp["first_event_time"], cp["last_event_time"] = first, last
         if final:
             entry = {"index": index, "since": since_s, "until": until_s,
+                     "region": region, "source": source,
+                     "offsets": {"events": off_e, "papyrus": off_p},
                      "events": counts["events"], "papyrus": counts["papyrus"],
+                     "already_archived": counts["already_archived"],
                      "pages": counts["pages"], "first_event_time": fmt(slice_first),
                      "last_event_time": fmt(slice_last)}
             cp["completed"].append(entry)
@@ -124,7 +137,7 @@ def archive_slice_core(
                 yield from prefetch_pages(
                     lambda own, q_end=q_end: lookup_pages(
                         client, query_start, q_end, limiter, own, page_size=page_size,
-                        patience_seconds=patience_seconds),
+                        patience_seconds=patience_seconds, attribute=attribute),
                     stats)
                 return
             except ClientError as exc:
@@ -154,6 +167,10 @@ def archive_slice_core(
                 if dedupe.seen(eid, t):
                     counts["duplicates"] += 1
                     pending["duplicates"] += 1
+                    continue
+                if prior and t < previous_until and eid in prior:
+                    counts["already_archived"] += 1
+                    pending["already_archived"] += 1
                     continue
                 rec, text = event_line(ev)
                 if redact is not None:

@@ -5,6 +5,8 @@ Layout (under the evidence root)::
     cloudtrail/.work/<env>/checkpoint.json     what is durably archived (see below)
     cloudtrail/.work/<env>/events.jsonl.gz     all events, a sequence of gzip members
     cloudtrail/.work/<env>/papyrus.jsonl.gz    the Papyrus-related subset, same members
+    cloudtrail/.work/<env>/prior.json          incremental: the event ids earlier archives
+                                               hold in the overlap (skipped, never re-archived)
     cloudtrail/.work/<env>/lock                held (flock) by the one run using the folder
     cloudtrail/state.json                      the last archive's covered window (incremental)
 
@@ -26,11 +28,13 @@ import gzip
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-CHECKPOINT_VERSION = 1
+from tasks.cloudtrail.window import epoch
+
+CHECKPOINT_VERSION = 2  # 2: slices carry their region and event source
 
 
 class ArchiveBusyError(RuntimeError):
@@ -108,6 +112,7 @@ class WorkDir:
         self.checkpoint_path = self.root / "checkpoint.json"
         self.events_path = self.root / "events.jsonl.gz"
         self.papyrus_path = self.root / "papyrus.jsonl.gz"
+        self.prior_path = self.root / "prior.json"
         self.lock_path = self.root / "lock"
 
     @classmethod
@@ -145,9 +150,11 @@ class WorkDir:
     def save(self, cp: dict[str, Any]) -> None:
         write_json_atomic(self.checkpoint_path, cp)
 
-    def start(self, cp: dict[str, Any]) -> None:
-        """A fresh run: empty files and the initial checkpoint."""
+    def start(self, cp: dict[str, Any], prior_ids: Iterable[str] = ()) -> None:
+        """A fresh run: empty files, the ids earlier archives already hold in the overlap,
+        and the initial checkpoint (written last: it is what makes the folder resumable)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.prior_path, sorted(set(prior_ids)))
         for p in (self.events_path, self.papyrus_path):
             # Unlink first: a finished run's files may be hard-linked into its evidence bundle,
             # and opening them for writing would truncate the evidence.
@@ -157,6 +164,36 @@ class WorkDir:
                 os.fsync(f.fileno())
         cp = {**cp, "offsets": {"events": 0, "papyrus": 0}}
         self.save(cp)
+
+    def prior_ids(self) -> frozenset[str]:
+        """The event ids earlier archives hold inside this run's overlap (empty without)."""
+        try:
+            return frozenset(json.loads(self.prior_path.read_text()))
+        except (FileNotFoundError, ValueError):
+            return frozenset()
+
+    def archived_since(self, cp: dict[str, Any], since: float) -> list[tuple[float, str]]:
+        """(EventTime, EventId) of every event this run archived at or after `since`.
+
+        Only the slices that reach past `since` are read: each completed slice records the
+        size of the events file at its end, so a slice's lines are the gzip members between
+        the previous slice's end and its own (members are independent: any member boundary
+        is a valid start)."""
+        out: list[tuple[float, str]] = []
+        start = 0
+        with open(self.events_path, "rb") as f:
+            for entry in cp["completed"]:
+                end = int(entry["offsets"]["events"])
+                if end > start and epoch(entry["until"]) > since:
+                    f.seek(start)
+                    data = gzip.decompress(f.read(end - start))
+                    for line in data.splitlines():
+                        rec = json.loads(line)
+                        t = epoch(rec["EventTime"])
+                        if t >= since:
+                            out.append((t, rec["EventId"]))
+                start = end
+        return out
 
     def truncate(self, cp: dict[str, Any]) -> dict[str, int]:
         """Cut both files back to what the checkpoint claims; returns the bytes discarded."""
@@ -180,7 +217,7 @@ class WorkDir:
                 MemberWriter(self.papyrus_path, compresslevel))
 
     def remove(self) -> None:
-        for p in (self.events_path, self.papyrus_path, self.checkpoint_path):
+        for p in (self.events_path, self.papyrus_path, self.checkpoint_path, self.prior_path):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 

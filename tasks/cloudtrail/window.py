@@ -88,6 +88,9 @@ class Window:
     mode: str  # "full" | "incremental"
     asked: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Incremental with an overlap: the last archive's covered end. [since, previous_until)
+    # is read again for events delivered late; those already archived are skipped.
+    previous_until: dt.datetime | None = None
 
     @property
     def seconds(self) -> float:
@@ -95,7 +98,9 @@ class Window:
 
     @property
     def empty(self) -> bool:
-        return self.until <= self.since
+        """Nothing new: no time after the last archive's end (the overlap alone is not a
+        reason to run; a late event in it is archived by the next run)."""
+        return self.until <= (self.previous_until or self.since)
 
     def to_dict(self) -> dict[str, Any]:
         return {"since": fmt(self.since), "until": fmt(self.until)}
@@ -120,6 +125,8 @@ def resolve_window(
     state_until: Any = None,
     now: dt.datetime | None = None,
     settle_seconds: float = 0.0,
+    overlap_seconds: float = 0.0,
+    overlap_floor: Any = None,
 ) -> Window:
     """The window to archive, or an ArchiveInputError naming what is wrong.
 
@@ -131,6 +138,10 @@ def resolve_window(
     * incremental: ``since`` is the last archive's covered end (``state_until``); without a
       state the ``days`` window is used. A state older than 90 days is clamped (the gap is
       reported in ``notes``): a nightly job must not fail forever because it missed a run.
+    * incremental with ``overlap_seconds``: ``since`` goes back that far before the state's
+      end (events delivered late), but never before ``overlap_floor``, the oldest time whose
+      archived event ids the state records (without them the overlap could not be deduped:
+      no floor, no overlap). ``previous_until`` is the state's end.
     * a window starting more than 90 days ago is an error; so is ``since >= until`` when both
       were given explicitly. An incremental window with nothing new is returned empty.
     """
@@ -145,8 +156,11 @@ def resolve_window(
     n_days = _days(days) if days is not None else float(MAX_DAYS)
     if settle_seconds < 0:
         raise ArchiveInputError("settle time must not be negative")
+    if overlap_seconds < 0:
+        raise ArchiveInputError("overlap must not be negative")
     oldest = now - dt.timedelta(days=MAX_DAYS)
     notes: list[str] = []
+    previous: dt.datetime | None = None
 
     if until is not None:
         end = parse_utc(until, "until")
@@ -161,7 +175,17 @@ def resolve_window(
         if until is not None and start >= parse_utc(until, "until"):
             raise ArchiveInputError(f"since {fmt(start)} is not before until {fmt(end)}")
     elif incremental and state_until is not None:
-        start = parse_utc(state_until, "state covered_until")
+        start = previous = parse_utc(state_until, "state covered_until")
+        if overlap_seconds > 0:
+            floor = None if overlap_floor is None else parse_utc(overlap_floor, "state tail")
+            if floor is None:
+                notes.append("the last archive recorded no event ids: no overlap this time")
+            else:
+                want = previous - dt.timedelta(seconds=overlap_seconds)
+                start = max(want, min(floor, previous))
+                if start > want:
+                    notes.append(f"overlap starts {fmt(start)}, the oldest time the last "
+                                 "archive recorded event ids for")
         if start < oldest:
             notes.append(f"last archive ended {fmt(start)}, more than {MAX_DAYS} days ago: "
                          f"events before {fmt(oldest)} are no longer available (gap)")
@@ -179,7 +203,9 @@ def resolve_window(
     if start >= end and not incremental:
         raise ArchiveInputError(f"since {fmt(start)} is not before until {fmt(end)}")
     mode = "incremental" if incremental else "full"
-    return Window(start, max(start, end), mode, asked, tuple(notes))
+    if previous is not None and previous < oldest:
+        previous = oldest
+    return Window(start, max(start, end), mode, asked, tuple(notes), previous)
 
 
 def plan_slices(since: dt.datetime, until: dt.datetime,

@@ -187,7 +187,12 @@ def test_incremental_archives_exactly_the_new_events(ct_env):
     new.append(boundary)  # exactly at the last archive's (exclusive) end: belongs to the next
     ct_env.store.add_events(new)
     second = run(incremental=True)
-    assert second["window"]["since"] == covered
+    # It reads the default overlap (an hour) again for late deliveries; what the first archive
+    # holds there is skipped (asserted below), so the same events are archived as without it.
+    from tasks.cloudtrail.window import fmt
+
+    assert second["window"]["since"] == fmt(u - 3600)
+    assert second["overlap"]["previous_until"] == covered
     ids = ids_of(archive_paths(second)[0])
     assert sorted(ids) == sorted(e.event_id for e in new)
     assert not set(ids) & {e.event_id for e in first_seed}

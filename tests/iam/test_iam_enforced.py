@@ -166,6 +166,22 @@ def test_flows_run_as_the_flow_run_role(sandbox):
     assert is_deterministic(e.value)
 
 
+def test_the_flow_run_role_reads_global_service_events_in_us_east_1(sandbox):
+    """The archive calls LookupEvents in the region and in us-east-1 (IAM's events are only
+    there): the policy's LookupEvents statement (no resource type, no region) covers both,
+    and the sandbox's history has the Papyrus roles' IAM events in us-east-1 only."""
+    def iam_events(region: str) -> list[dict]:
+        pages = flow_client("cloudtrail", region).get_paginator("lookup_events").paginate(
+            LookupAttributes=[{"AttributeKey": "EventSource",
+                               "AttributeValue": "iam.amazonaws.com"}])
+        return [e for page in pages for e in page["Events"]]
+
+    east = iam_events("us-east-1")
+    roles = {sandbox.settings.task_role, sandbox.settings.execution_role}
+    assert any(roles & {r.get("ResourceName") for r in e["Resources"]} for e in east)
+    assert iam_events(sandbox.settings.region) == []
+
+
 def test_a_secret_outside_the_policy_is_denied_by_resource(sandbox):
     sandbox.client("secretsmanager").create_secret(Name="someone-else/secret", SecretString="x")
     with pytest.raises(ClientError) as e:
