@@ -272,6 +272,19 @@ def _call_factory(s3_factory: Callable[..., Any], region: str | None):
     return s3_factory(region) if takes_arg else s3_factory()
 
 
+def pending_bundles(evidence_root: Path, bucket: str | None = None) -> list[Path]:
+    """The bundle folders under `evidence_root` still waiting for their upload (to `bucket`)."""
+    found = []
+    for marker_path in sorted(Path(evidence_root).rglob(PENDING)):
+        try:
+            target = json.loads(marker_path.read_text(encoding="utf-8")).get("bucket")
+        except (OSError, ValueError, AttributeError):
+            target = None  # unreadable: upload_pending reports it; count it as waiting
+        if bucket is None or target in (None, bucket):
+            found.append(marker_path.parent)
+    return found
+
+
 def upload_pending(evidence_root: Path, s3_factory: Callable[..., Any]) -> list[tuple[Path, str]]:
     """Upload every bundle under `evidence_root` that carries an `.upload-pending` marker.
 

@@ -130,6 +130,8 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
     from ground.aws import client
 
     s3 = client("s3", settings.region)
+    if incremental:
+        _refuse_while_an_archive_upload_is_pending(settings)
     state = read_archive_state(settings, s3) if incremental else None
     state_until = state["covered_until"] if state else None
     # Bad input raises here, before anything is written.
@@ -182,18 +184,25 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
                     "to resume") from exc
         published = publish_archive(settings, str(work.root), s3=s3)
         summary = published["summary"]
-        # The ids the next run's overlap must not archive again (read before the work files go).
-        archived = work.archived_since(
-            work.load(), epoch(summary["window_covered"]["until"]) - overlap)
-        state_out = write_archive_state(settings, {
-            "env": env,
-            "covered_since": summary["window_covered"]["since"],
-            "covered_until": summary["window_covered"]["until"],
-            "archive": published["s3_uri"] or published["folder"],
-            "events": summary["counts"]["all"],
-            "papyrus_events": summary["counts"]["papyrus"],
-            "written_at": fmt(utcnow()),
-        }, s3=s3, archived=archived, overlap_seconds=overlap)
+        if published["pending"]:
+            # Not archived until it is in the bucket: the state stays where it was, so the
+            # next incremental run (after `evidence upload-pending`) starts from the same end.
+            state_out = {"state": state}
+            logger.warning("cloudtrail: upload pending; the archive state is not advanced")
+        else:
+            # The ids the next run's overlap must not archive again (read before the work
+            # files go).
+            archived = work.archived_since(
+                work.load(), epoch(summary["window_covered"]["until"]) - overlap)
+            state_out = write_archive_state(settings, {
+                "env": env,
+                "covered_since": summary["window_covered"]["since"],
+                "covered_until": summary["window_covered"]["until"],
+                "archive": published["s3_uri"] or published["folder"],
+                "events": summary["counts"]["all"],
+                "papyrus_events": summary["counts"]["papyrus"],
+                "written_at": fmt(utcnow()),
+            }, s3=s3, archived=archived, overlap_seconds=overlap)
         work.remove()
     progress(PROGRESS_KEY, 1.0, f"cloudtrail: archived {summary['counts']['all']} events "
              f"({summary['counts']['papyrus']} Papyrus)")
@@ -222,6 +231,19 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
         "overlap": summary["overlap"],
     }
     return reason, data, _evidence(published)
+
+
+def _refuse_while_an_archive_upload_is_pending(settings) -> None:
+    """An earlier archive that is not in the bucket yet did not advance the state; archiving
+    its window again now would leave two archives of it once that upload completes."""
+    from artifacts.storage import pending_bundles
+
+    waiting = [f for f in pending_bundles(Path(settings.evidence_root), settings.evidence_bucket)
+               if "cloudtrail" in f.parts]
+    if waiting:
+        raise ArchiveIncompleteError(
+            f"an earlier archive's upload is pending ({waiting[0]}): run `papyrus-ops evidence "
+            f"upload-pending --env {settings.env}` first (the archive state was not advanced)")
 
 
 def _evidence(published: dict[str, Any]) -> dict[str, Any]:

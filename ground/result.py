@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ground.disk import disk_outlives_run
 from ground.redact import REDACTOR
 from ground.retry import BadInput, naming_denied
 
@@ -45,6 +46,14 @@ def result(flow: str, env: str, verdict: str, reason: str = "", *, error: str | 
     """The one result shape. Every string is redacted here, whatever the caller did."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if verdict == SUCCESS and evidence and evidence.get("upload_pending") \
+            and not disk_outlives_run():
+        # The only copy of the evidence is on a disk that goes with this task: not a success
+        # an auditor could check (ground/disk.py).
+        verdict = FAILED
+        error = error or (f"evidence upload failed ({evidence.get('pending_reason')}); the only "
+                          f"copy is {evidence.get('folder')} on this task's ephemeral disk")
+        reason = f"{one_line(reason)}; but {error}"
     reason = one_line(reason) or one_line(error) or verdict
     if verdict != SUCCESS:
         reason = one_line(naming_denied(reason, error))
