@@ -23,14 +23,12 @@ SNAPSHOT_FIELDS = ("instance_class", "engine_version", "endpoint", "port", "secu
                    "parameter_group", "parameters")
 
 
-def _pages(call, key: str, **kw) -> list[dict[str, Any]]:
-    out, marker = [], None
-    while True:
-        page = call(**kw, **({"Marker": marker} if marker else {}))
+def _pages(paginator, key: str, **kw) -> list[dict[str, Any]]:
+    """Every item of a paginated RDS read (botocore's paginators follow `Marker`)."""
+    out: list[dict[str, Any]] = []
+    for page in paginator.paginate(**kw):
         out.extend(page.get(key) or (page.get("EngineDefaults") or {}).get(key) or [])
-        marker = page.get("Marker") or (page.get("EngineDefaults") or {}).get("Marker")
-        if not marker:
-            return out
+    return out
 
 
 def snapshot(rds, settings: Settings) -> dict[str, Any]:
@@ -38,8 +36,8 @@ def snapshot(rds, settings: Settings) -> dict[str, Any]:
     inst = rds.describe_db_instances(DBInstanceIdentifier=settings.rds_instance)["DBInstances"][0]
     groups = inst.get("DBParameterGroups") or []
     group = groups[0]["DBParameterGroupName"] if groups else None
-    user = _pages(rds.describe_db_parameters, "Parameters", DBParameterGroupName=group,
-                  Source="user") if group else []
+    user = _pages(rds.get_paginator("describe_db_parameters"), "Parameters",
+                  DBParameterGroupName=group, Source="user") if group else []
     return {
         "instance": inst["DBInstanceIdentifier"],
         "instance_class": inst.get("DBInstanceClass"),
@@ -66,7 +64,7 @@ def _family(rds, group: str | None) -> str | None:
 def _events(rds, source_type: str, source_id: str | None, now: datetime) -> list[dict]:
     if not source_id:
         return []
-    events = _pages(rds.describe_events, "Events", SourceType=source_type,
+    events = _pages(rds.get_paginator("describe_events"), "Events", SourceType=source_type,
                     SourceIdentifier=source_id, Duration=EVENT_DAYS * 24 * 60)
     return [{"date": str(e.get("Date")), "source": e.get("SourceIdentifier"),
              "source_type": source_type, "categories": e.get("EventCategories") or [],
@@ -80,7 +78,7 @@ def build_report(rds, settings: Settings, last_deploy: dict[str, Any] | None,
     apply_types = snap.pop("_apply_types")
     family = _family(rds, snap["parameter_group"])
     defaults = {p["ParameterName"]: p for p in
-                _pages(rds.describe_engine_default_parameters, "Parameters",
+                _pages(rds.get_paginator("describe_engine_default_parameters"), "Parameters",
                        DBParameterGroupFamily=family)} if family else {}
     differ = []
     for name, value in sorted(snap["parameters"].items()):
