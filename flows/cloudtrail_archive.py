@@ -85,16 +85,26 @@ def cloudtrail_archive(
 ):
     """Archive CloudTrail LookupEvents over a window as NDJSON + gzip, with a Papyrus subset.
 
-    env: environment folder under deployments/. days (default 90) or since/until (ISO-8601
-    UTC, half-open [since, until)). incremental: start at the last archive's covered end.
-    max_rps: client-side LookupEvents rate (default PAPYRUS_CLOUDTRAIL_MAX_RPS or 2).
-    slice_hours: the checkpointed unit of the window. resume: continue an interrupted run
-    of the same request. extra_names: more Papyrus identifiers for the filter.
-    settle_minutes: how far behind now the default `until` stays (default 15, 0 with an
-    explicit until). checkpoint_every / log_every: pages between checkpoints / progress.
-    overlap_minutes: how far before the last archive's end an incremental run reads again for
-    late events (default 60; already archived ids are skipped). global_sources: the event
-    sources read from us-east-1 besides the region (default IAM and STS; [] for none).
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        days: How many days back from `until` (default 90, CloudTrail's LookupEvents limit);
+            ignored when `since` is given.
+        since: Window start, ISO-8601 UTC (the window is half-open: [since, until)).
+        until: Window end, ISO-8601 UTC (default: now minus `settle_minutes`).
+        incremental: Start where the last archive ended (the nightly schedule's mode).
+        max_rps: Client-side LookupEvents rate (default PAPYRUS_CLOUDTRAIL_MAX_RPS or 2/s,
+            CloudTrail's documented limit).
+        slice_hours: The checkpointed unit of the window, in hours.
+        resume: Continue an interrupted run of the same request from its checkpoint.
+        extra_names: More Papyrus identifiers for the Papyrus-only file's filter.
+        settle_minutes: How far behind now the default `until` stays (default 15; 0 with an
+            explicit `until`): CloudTrail delivers events minutes late.
+        checkpoint_every: Pages between checkpoints.
+        log_every: Pages between progress lines.
+        overlap_minutes: How far before the last archive's end an incremental run reads again
+            for late events (default 60; ids already archived are skipped).
+        global_sources: Event sources read from us-east-1 besides the region (default IAM and
+            STS, recorded there only; [] for none).
     """
     install_log_redaction()
     logger, started = _log(), time.time()

@@ -50,7 +50,9 @@ def _not_run(settings, env: str, error: str, started: float) -> dict[str, Any]:
 def insert_check(env: str = "local", database: str | None = None):
     """Insert an SKU-CLI row with psycopg2 over SSL and keep the evidence.
 
-    database: a database on the same server instead of the secret's dbname (tests).
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        database: A database on the same server instead of the secret's dbname (tests).
     """
     install_log_redaction()
     logger, started = get_run_logger(), time.time()

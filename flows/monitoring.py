@@ -38,7 +38,13 @@ from tasks.monitoring.render import for_evidence, plan_rows, render_plan
 @flow(name="monitoring", flow_run_name=run_name("monitoring {env} apply={apply}"), log_prints=True)
 def monitoring(env: str = "local", apply: bool = False):
     """Plan (and with `apply=True` converge) the Papyrus alarms, task-failure rule, target group
-    and ALB access-log bucket described in `deployments/<env>/monitoring.toml`."""
+    and ALB access-log bucket described in `deployments/<env>/monitoring.toml`.
+
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        apply: Converge what the plan shows (create or update; resources Terraform made are
+            adopted, their tags kept). False: the plan only, nothing changes.
+    """
     log, started = get_run_logger(), time.time()
     summary: dict = {"apply": apply}  # the result's `data`
     try:  # bad input: one line, no AWS call, nothing changed

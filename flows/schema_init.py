@@ -83,8 +83,13 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
                 database: str | None = None):
     """Dry run init.sql (BEGIN ... ROLLBACK); with apply=True, then apply it (BEGIN ... COMMIT).
 
-    sql_path: the script (default service/papyrus/sql/init.sql). database: a database on the same
-    server instead of the secret's dbname (a rehearsal copy; tests).
+    Args:
+        env: Environment folder under deployments/ ("local" = the sandbox, "prd" = AWS).
+        apply: After a passing dry run, apply the script (one apply at a time; its checksum
+            is recorded). False: the dry run only, nothing is kept.
+        sql_path: The script (default service/papyrus/sql/init.sql).
+        database: A database on the same server instead of the secret's dbname (a
+            rehearsal copy; tests).
     """
     install_log_redaction()
     logger, started = get_run_logger(), time.time()
