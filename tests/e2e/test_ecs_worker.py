@@ -13,6 +13,7 @@ mocks the worker: what is checked is what ECS, S3 and the Prefect API say.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -86,11 +87,21 @@ def flow_run_tasks(sandbox, run_id) -> list[dict]:
             if {"key": "prefect.io/flow-run-id", "value": str(run_id)} in t.get("tags", [])]
 
 
-def evidence_uri(stack, run_id) -> str:
+def evidence_markdown(stack, run_id) -> str:
     from tests.e2e.test_prefect_deployments import artifacts_of
 
     [summary, *_] = artifacts_of(stack["api_url"], run_id, "deploy-evidence")
     return summary.data
+
+
+def evidence_in_bucket(sandbox, markdown: str) -> tuple[str, dict[str, bytes]]:
+    """The bundle's S3 folder (from the summary's location) and its objects, read back."""
+    [uri] = set(re.findall(r"s3://papyrus-evidence-prd/deploy/[^\s`|)]+/", markdown))
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    s3 = sandbox.client("s3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    return uri, {k.removeprefix(prefix): s3.get_object(Bucket=bucket, Key=k)["Body"].read()
+                 for k in keys}
 
 
 def service_image(sandbox) -> str:
@@ -164,13 +175,14 @@ def test_deploy_on_the_ecs_pool_runs_in_its_own_ecs_task(stack, sandbox, ecs_dep
     task_id = task["taskArn"].rsplit("/", 1)[1]
 
     assert service_image(sandbox).endswith("@" + digest)
-    markdown = evidence_uri(stack, run.id)
+    markdown = evidence_markdown(stack, run.id)
     assert "Evidence — deploy: **PASS**" in markdown and digest in markdown
-    [uri] = set(re.findall(r"s3://papyrus-evidence-prd/deploy/[^\s`|)]+", markdown))
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    keys = [o["Key"] for o in sandbox.client("s3").list_objects_v2(
-        Bucket=bucket, Prefix=prefix.rstrip("/") + "/").get("Contents", [])]
-    assert any(k.endswith("manifest.json") or "manifest" in k for k in keys), keys
+    assert f"flow run: `{run.id}`" in markdown
+    uri, files = evidence_in_bucket(sandbox, markdown)
+    manifest = json.loads(files["manifest.json"])
+    assert str(run.id) in json.dumps(manifest)
+    assert any(name.endswith("_running_image.log") and digest.encode() in body
+               for name, body in files.items()), sorted(files)
     print(f"deploy on the ECS pool: {seconds:.1f}s; task {task_id}; evidence {uri}")
 
 
@@ -196,19 +208,24 @@ def test_flow_run_task_stopped_mid_deploy_is_not_a_success(stack, sandbox, ecs_d
     ecs.stop_task(cluster=sandbox.settings.cluster, task=task["taskArn"],
                   reason="e2e: stopped mid-deploy")
     done = wait_state(api, run.id, TERMINAL)
-    assert done.state.type.value != "COMPLETED", done.state
+    # SIGTERM reaches the engine, which reports the run Crashed (never Completed).
+    assert done.state.type.value in {"CRASHED", "FAILED"}, done.state
+    print(f"stopped mid-deploy: {done.state.type.value}: {done.state.message}")
     stopped = wait_until(lambda: [t for t in flow_run_tasks(sandbox, run.id)
                                   if t["lastStatus"] == "STOPPED"], 30, 0.5, "STOPPED")[0]
     assert stopped["stopCode"] == "UserInitiated"
     assert stopped["stoppedReason"] == "e2e: stopped mid-deploy"
 
-    # What really runs now (the killed run's rollout may have finished without it).
+    # What really runs now: the killed run's rollout, if it had started one, goes on in ECS.
     really = service_image(sandbox)
     digest = sandbox_image.push_build(sandbox.client("ecr"), sandbox.settings.ecr_repository,
                                       "e2e-ecs-after")
     after = start(stack, DEPLOY, image="e2e-ecs-after", timeout_seconds=120)
     done = wait_state(api, after.id, TERMINAL)
     assert done.state.type.value == "COMPLETED", done.state.message
-    markdown = evidence_uri(stack, after.id)
-    print("REALLY", really, "\nMARKDOWN", markdown)
     assert service_image(sandbox).endswith("@" + digest)
+    # The next deploy's diff starts from what really ran, not from what the killed run asked.
+    _, files = evidence_in_bucket(sandbox, evidence_markdown(stack, after.id))
+    [diff] = [body.decode() for name, body in files.items()
+              if name.endswith("_task_definition_diff.log")]
+    assert really.split("@")[1] in diff, diff
