@@ -199,12 +199,19 @@ def test_flow_run_task_stopped_mid_deploy_is_not_a_success(stack, sandbox, ecs_d
     """StopTask on the flow run's task while it deploys: the run does not end Completed; the
     next deploy reports what the service really runs."""
     api = stack["api_url"]
-    sandbox_image.push_build(sandbox.client("ecr"), sandbox.settings.ecr_repository,
-                             "e2e-ecs-killed")
+    killed = sandbox_image.push_build(sandbox.client("ecr"), sandbox.settings.ecr_repository,
+                                      "e2e-ecs-killed")
+    ecs, s = sandbox.client("ecs"), sandbox.settings
+
+    def primary() -> str:
+        svc = ecs.describe_services(cluster=s.cluster, services=[s.service])["services"][0]
+        return next(d["id"] for d in svc["deployments"] if d["status"] == "PRIMARY")
+
+    before = primary()
     run = start(stack, DEPLOY, image="e2e-ecs-killed", timeout_seconds=120)
-    wait_state(api, run.id, {"RUNNING"} | TERMINAL)
-    [task] = wait_until(lambda: flow_run_tasks(sandbox, run.id), 60, 0.5, "the flow-run task")
-    ecs = sandbox.client("ecs")
+    [task] = wait_until(lambda: flow_run_tasks(sandbox, run.id), 120, 0.5, "the flow-run task")
+    # Mid-deploy: the run has started its ECS deployment (UpdateService) and waits for it.
+    wait_until(lambda: primary() != before, RUN_TIMEOUT, 0.1, "the run's service deployment")
     ecs.stop_task(cluster=sandbox.settings.cluster, task=task["taskArn"],
                   reason="e2e: stopped mid-deploy")
     done = wait_state(api, run.id, TERMINAL)
@@ -216,8 +223,9 @@ def test_flow_run_task_stopped_mid_deploy_is_not_a_success(stack, sandbox, ecs_d
     assert stopped["stopCode"] == "UserInitiated"
     assert stopped["stoppedReason"] == "e2e: stopped mid-deploy"
 
-    # What really runs now: the killed run's rollout, if it had started one, goes on in ECS.
+    # What really runs now: the killed run's deployment, which goes on in ECS without it.
     really = service_image(sandbox)
+    assert really.endswith("@" + killed)
     digest = sandbox_image.push_build(sandbox.client("ecr"), sandbox.settings.ecr_repository,
                                       "e2e-ecs-after")
     after = start(stack, DEPLOY, image="e2e-ecs-after", timeout_seconds=120)
