@@ -28,6 +28,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUN_TIMEOUT = 300
+ACCOUNT = "123456789012"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 DEPLOY = "deploy/deploy-ecs-sandbox"
 ARCHIVE = "cloudtrail_archive/cloudtrail-archive-ecs-sandbox"
@@ -173,6 +174,13 @@ def test_deploy_on_the_ecs_pool_runs_in_its_own_ecs_task(stack, sandbox, ecs_dep
     assert override["command"] == ["prefect", "flow-run", "execute"]
     assert task["containers"][0]["imageDigest"] == sandbox.ops_image_uri.split("@")[1]
     task_id = task["taskArn"].rsplit("/", 1)[1]
+    # Its AWS identity came from the container credentials endpoint (the environment carries
+    # no key): the flow-run role, assumed through STS by the sandbox for this task.
+    from moto.ecs.models import ecs_backends
+
+    local = ecs_backends[ACCOUNT][sandbox.settings.region].tasks[sandbox.settings.cluster][
+        task["taskArn"]]
+    assert local._credentials["RoleArn"] == sandbox.role_arn("flow-run")
 
     assert service_image(sandbox).endswith("@" + digest)
     markdown = evidence_markdown(stack, run.id)
