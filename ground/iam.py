@@ -24,7 +24,8 @@ FLOW_RUN_ROLE = "papyrus-ops-flow-run"
 FLOW_RUN_EXECUTION_ROLE = "papyrus-ops-execution"
 WORKER_ROLE = "papyrus-prefect-worker"
 FLOW_RUN_LOG_GROUP = "/ecs/papyrus-ops"
-PRINCIPALS = ("ci-deploy", "flow-run", "worker", "task", "execution")
+FLOW_RUN_REPOSITORY = "papyrus-ops"  # the flow-run image (docs/prefect.md)
+PRINCIPALS = ("ci-deploy", "flow-run", "worker", "task", "execution", "flow-run-execution")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Principal:
 
 def role_names(settings: Settings) -> dict[str, str]:
     return {"ci-deploy": CI_DEPLOY_ROLE, "flow-run": FLOW_RUN_ROLE, "worker": WORKER_ROLE,
-            "task": settings.task_role, "execution": settings.execution_role}
+            "task": settings.task_role, "execution": settings.execution_role,
+            "flow-run-execution": FLOW_RUN_EXECUTION_ROLE}
 
 
 def iam_dir(settings: Settings) -> Path:
@@ -67,6 +69,7 @@ def variables(settings: Settings, account_id: str, *, rds_security_group_id: str
         "flow_run_role": FLOW_RUN_ROLE, "flow_run_execution_role": FLOW_RUN_EXECUTION_ROLE,
         "worker_role": WORKER_ROLE, "ci_role": CI_DEPLOY_ROLE,
         "flow_run_log_group": FLOW_RUN_LOG_GROUP, "github_repo": github_repo,
+        "flow_run_repository": FLOW_RUN_REPOSITORY,
     }
 
 

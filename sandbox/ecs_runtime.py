@@ -15,6 +15,8 @@ rolling-update scheduler:
   `/healthz` answers 200, RUNNING after, STOPPED with the real exit code when it dies.
 - the scheduler (`sandbox.ecs_scheduler`) completes rollouts, replaces failed tasks, trips the
   deployment circuit breaker and rolls back, and writes ECS's service events.
+- a Fargate `RunTask` starts standalone tasks that run their container's command, with the
+  task role's credentials on the container credentials endpoint (`sandbox.ecs_standalone`).
 
 Everything else in moto's ECS is untouched. Task output goes to `<workdir>/tasks/<task-id>.log`;
 never to our stdout, since the child's environment holds the secret.
@@ -39,6 +41,7 @@ from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
 from .ecs_scheduler import DEFAULT_DEPLOYMENT_CONFIGURATION, ServiceScheduler
+from .ecs_standalone import Standalone
 from .ecs_tasks import LocalTask, probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +113,11 @@ class EcsRuntime:
         self.service_dir = service_dir
         # (execution role ARN, action, resource) -> allowed; None: not checked (see ecs_tasks)
         self.execution_role_allows = None
+        # Standalone tasks (RunTask): the AWS endpoint they reach (the VPC's route to AWS) and
+        # `assume_role(role_arn, session_name) -> STS Credentials` for their task role.
+        self.endpoint: str | None = None
+        self.assume_role = None
+        self.standalone = Standalone(self)
         self.lock = threading.RLock()
         self._schedulers: dict[str, ServiceScheduler] = {}
         self._retired: list[ServiceScheduler] = []
@@ -144,6 +152,7 @@ class EcsRuntime:
                 del _RUNTIMES[(self.account_id, self.region)]
             if not _RUNTIMES and _ORIGINALS:
                 _unpatch()
+        self.standalone.stop()
         atexit.unregister(self.stop_all)
 
     def stop_all(self) -> None:
@@ -167,6 +176,7 @@ class EcsRuntime:
             self._spawned = [t for t in self._spawned if t.last_status != "STOPPED"]
             for sched in self._schedulers.values():
                 sched.project()
+            self.standalone.advance(time.monotonic())
 
     def wake(self) -> None:
         self._wake.set()
@@ -260,6 +270,10 @@ class EcsRuntime:
                     to_probe += sched.advance(now)
                 except Exception:  # noqa: BLE001 - one broken service must not stop the others
                     self._log_error()
+            try:
+                self.standalone.advance(now)
+            except Exception:  # noqa: BLE001
+                self._log_error()
         t = self.timing
         results = [(task, probe(task.port, self.health_path, t.health_request_timeout))
                    for task in to_probe if not self._stopping.is_set()]
@@ -375,6 +389,24 @@ def _list_tasks(self, cluster_str=None, container_instance=None, family=None, st
         return found
 
 
+def _run_task(self, cluster_str, task_definition_str, count, overrides, started_by, tags,
+              launch_type, networking_configuration=None, group=None, platform_version=None,
+              capacity_provider_strategy=None):
+    rt = _rt(self)
+    fargate = launch_type == "FARGATE" or (not launch_type and any(
+        s.get("capacityProvider") in ("FARGATE", "FARGATE_SPOT")
+        for s in capacity_provider_strategy or []))
+    if rt is None or not fargate:
+        return _ORIGINALS["run_task"](self, cluster_str, task_definition_str, count, overrides,
+                                      started_by, tags, launch_type, networking_configuration,
+                                      group, platform_version, capacity_provider_strategy)
+    with rt.lock:
+        tasks = rt.standalone.run_task(self, cluster_str, task_definition_str, count, overrides,
+                                       started_by, tags, launch_type or "FARGATE",
+                                       networking_configuration, group, platform_version)
+        return [t.snapshot() for t in tasks]
+
+
 def _stop_task(self, cluster_str, task_str, reason):
     rt = _rt(self)
     if rt is not None:
@@ -436,6 +468,7 @@ _BACKEND_PATCHES = {
     "describe_tasks": _describe_tasks,
     "list_tasks": _list_tasks,
     "stop_task": _stop_task,
+    "run_task": _run_task,
 }
 
 

@@ -153,3 +153,40 @@ def push_index(ecr, repository: str, tag: str, platforms: tuple[str, ...] = (
                        sort_keys=True, separators=(",", ":"))
     return {"digest": _put(ecr, repository, index, INDEX_MEDIA_TYPE, tag=tag),
             "media_type": INDEX_MEDIA_TYPE, "manifests": manifests, "attestations": attestations}
+
+
+# -- the flow-run image (`papyrus-ops`): this checkout's code ----------------------------------
+ROOT = SERVICE_DIR.parent
+OPS_REPOSITORY = "papyrus-ops"
+# What docs/prefect.md's flow-run Dockerfile copies and installs (tests and caches left out).
+OPS_CONTEXT = ("ground", "artifacts", "tasks", "flows", "papyrus_ops", "deployments", "service",
+               "pyproject.toml", "constraints.txt", "prefect.yaml")
+
+
+def ops_tree_hash(root: Path = ROOT) -> str:
+    """SHA-256 over the flow-run image's build context: this checkout's code."""
+    h = hashlib.sha256()
+    for name in OPS_CONTEXT:
+        path = root / name
+        h.update(f"{name}\0".encode())
+        if path.is_dir():
+            h.update(tree_hash(path).encode())
+        elif path.exists():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def push_ops(ecr, tags: list[str], repository: str = OPS_REPOSITORY, root: Path = ROOT) -> str:
+    """Put the `papyrus-ops` flow-run image (this checkout) into ECR; returns its digest."""
+    layer = ops_tree_hash(root)
+    body = json.loads(manifest(SERVICE_DIR))
+    body["layers"] = [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                       "size": 0, "digest": f"sha256:{layer}"}]
+    body["config"]["digest"] = "sha256:" + hashlib.sha256(f"config:{layer}".encode()).hexdigest()
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    for tag in tags:
+        with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
+            ecr.put_image(repositoryName=repository, imageManifest=text, imageTag=tag,
+                          imageManifestMediaType=MANIFEST_MEDIA_TYPE, imageDigest=digest)
+    return digest

@@ -166,3 +166,12 @@ def create_service(clients, s: Settings, variables: dict) -> str:
     svc = render_service_definition(s, variables)
     ecs.create_service(cluster=s.cluster, serviceName=s.service, taskDefinition=arn, **svc)
     return arn
+
+
+def push_ops_image(clients, s: Settings) -> str:
+    """The flow-run image (`papyrus-ops`, this checkout's code) the ECS pool names."""
+    ecr = clients("ecr")
+    repo = ecr.create_repository(repositoryName=image.OPS_REPOSITORY,
+                                 imageTagMutability="MUTABLE")["repository"]
+    digest = image.push_ops(ecr, ["latest", f"src-{image.ops_tree_hash()[:12]}"])
+    return f"{repo['repositoryUri']}@{digest}"

@@ -101,6 +101,8 @@ class Sandbox:
     principals: dict = field(default_factory=dict)  # key -> ground.iam.Principal (as created)
     _admin: dict[str, str] = field(default_factory=lambda: dict(CREDENTIALS))
     _admin_session: tuple | None = None
+    _operator: dict[str, str] = field(default_factory=dict)
+    ops_image_uri: str = ""  # the flow-run image (`papyrus-ops`, this checkout), repo@sha256:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- clients ----------------------------------------------------------------------------
@@ -134,7 +136,36 @@ class Sandbox:
             "AWS_PROFILE": profile,
             **({"PAPYRUS_EVIDENCE_KMS_KEY": self.evidence_kms_key}
                if self.evidence_kms_key else {}),
+            **self.ecs_pool_env(),
         }
+
+    def ecs_pool_env(self) -> dict[str, str]:
+        """The account-specific values of an ECS pool for flow runs (prefect.yaml's `ecs`
+        anchor names the same variables): the flow-run image, its two roles, the VPC, its
+        subnets and the task security group. Empty until seeded."""
+        if self.seeded is None or not self.ops_image_uri:
+            return {}
+        sd = self.seeded
+        return {"PAPYRUS_OPS_IMAGE": self.ops_image_uri,
+                "PAPYRUS_FLOW_RUN_ROLE_ARN": self.role_arn("flow-run"),
+                "PAPYRUS_FLOW_RUN_EXECUTION_ROLE_ARN": self.role_arn("flow-run-execution"),
+                "PAPYRUS_VPC_ID": sd.vpc_id, "PAPYRUS_SUBNET_A": sd.subnets[0],
+                "PAPYRUS_SUBNET_B": sd.subnets[-1], "PAPYRUS_TASK_SG_ID": sd.task_sg_id}
+
+    def assume_role(self, role_arn: str, session_name: str) -> dict:
+        """STS AssumeRole as the operator (who stands in for `ecs-tasks.amazonaws.com` in the
+        sandbox's trust policies): what ECS does for a task's role. Returns `Credentials`."""
+        session = boto3.session.Session(
+            aws_access_key_id=self._operator["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self._operator["AWS_SECRET_ACCESS_KEY"],
+            botocore_session=botocore.session.get_session({
+                "profile": (None, None, None, None),
+                "config_file": (None, None, os.devnull, None),
+                "credentials_file": (None, None, os.devnull, None)}))
+        sts = session.client("sts", endpoint_url=self.endpoint,
+                             region_name=self.settings.region)
+        return sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name[:64],
+                               DurationSeconds=3600)["Credentials"]
 
     def role_arn(self, key: str) -> str:
         """The ARN of the role made from `deployments/<env>/iam/<key>.*.json`."""
@@ -191,6 +222,7 @@ class Sandbox:
         # The key exists only now: the settings carry it as the env folder would read it.
         self.settings = s = dataclasses.replace(s, evidence_kms_key=self.evidence_kms_key)
         image_uri = seed.push_image(c, s)
+        self.ops_image_uri = seed.push_ops_image(c, s)
         variables = task_definition_vars(s, image_uri, roles, db_arn, token_arn, task_sg,
                                               subnets)
         self._install_extensions()
@@ -239,6 +271,8 @@ class Sandbox:
         creds.write_text(f"[{OPERATOR_PROFILE}]\naws_access_key_id = {profiles['AccessKeyId']}\n"
                          f"aws_secret_access_key = {profiles['SecretAccessKey']}\n")
         creds.chmod(0o600)
+        self._operator = {"AWS_ACCESS_KEY_ID": profiles["AccessKeyId"],
+                          "AWS_SECRET_ACCESS_KEY": profiles["SecretAccessKey"]}
         return arns
 
     def _install_extensions(self) -> None:
@@ -255,6 +289,8 @@ class Sandbox:
                                    workdir=self.state_dir / "ecs",
                                    hostaddr=self.settings.db_hostaddr or None,
                                    timing=RuntimeTiming()).install()
+        self._runtime.endpoint = self.endpoint
+        self._runtime.assume_role = self.assume_role
 
     @property
     def runtime(self):

@@ -52,6 +52,10 @@ def up_cmd(
                                   help="Also register prefect.yaml's deployments (as "
                                        "`papyrus-ops prefect register`), while the worker "
                                        "starts."),
+    ecs: bool = typer.Option(False, "--ecs",
+                             help="Also the `papyrus-ecs-sandbox` ECS pool and the prefect-aws "
+                                  "ECS worker (`prefect worker start --type ecs`): its flow "
+                                  "runs are ECS tasks in the sandbox."),
     state_dir: Path = StateOpt,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -73,7 +77,7 @@ def up_cmd(
         fail(f"{path} has no AWS_ENDPOINT_URL: not a sandbox env file")
     try:
         info = prefect_local.up(_state(state_dir), port=port, sandbox_env=env, env_file=path,
-                                timeout=timeout, db=db,
+                                timeout=timeout, db=db, ecs=ecs,
                                 register_file=prefect_local.PREFECT_FILE if register else None)
     except prefect_local.PrefectLocalError as e:
         typer.echo(f"papyrus-ops: error: {e}", err=True)
@@ -90,6 +94,9 @@ def up_cmd(
                f"database {info.get('db', 'sqlite')})")
     typer.echo(f"worker: pool {info['pool']} (pid {info['worker']['pid']}), "
                f"AWS_ENDPOINT_URL={info.get('sandbox_endpoint')}")
+    if info.get("ecs_worker"):
+        typer.echo(f"ECS worker: pool {info.get('ecs_pool')} (pid {info['ecs_worker']['pid']}), "
+                   "flow runs as ECS tasks in the sandbox")
     typer.echo(f"PREFECT_API_URL={info['api_url']}")
     if info.get("registered"):
         _print_registered(info["registered"], info["api_url"])

@@ -23,6 +23,7 @@ from papyrus_ops.prefect_local.deployments import (
     list_deployments,
     register,
 )
+from papyrus_ops.prefect_local.ecs import ECS_POOL, ECS_WORKER_NAME, base_job_template
 from papyrus_ops.prefect_local.processes import (
     HOST,
     TELEMETRY_OFF,
@@ -47,9 +48,11 @@ from papyrus_ops.prefect_local.temporary import TemporaryServer
 from papyrus_ops.prefect_local.worker import POOL, WORKER_NAME, ensure_work_pool, worker_env
 
 __all__ = [
-    "DATABASES", "DEFAULT_PORT", "DEFAULT_STATE", "HOST", "POOL", "PREFECT_FILE", "PROCESSES",
+    "DATABASES", "DEFAULT_PORT", "DEFAULT_STATE", "ECS_POOL", "ECS_WORKER_NAME", "HOST", "POOL",
+    "PREFECT_FILE", "PROCESSES",
     "TELEMETRY_OFF", "WORKER_NAME", "PrefectLocalError", "RegisterError", "TemporaryServer",
-    "_port_in_use", "_prefect_exe", "api_url_of", "base_env", "descendants", "down",
+    "_port_in_use", "_prefect_exe", "api_url_of", "base_env", "base_job_template",
+    "descendants", "down",
     "ensure_work_pool", "is_same_process", "list_deployments", "read_state", "register",
     "start_time", "state_file", "stop_tree", "up", "worker_env",
 ]

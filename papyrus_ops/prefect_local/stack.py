@@ -8,6 +8,13 @@ from pathlib import Path
 from ground.envfile import read_env_file
 from papyrus_ops.prefect_local.database import DATABASES, _start_postgres, _stop_postgres
 from papyrus_ops.prefect_local.deployments import RegisterError, register
+from papyrus_ops.prefect_local.ecs import (
+    ECS_POOL,
+    ECS_WORKER_NAME,
+    base_job_template,
+    ensure_ecs_pool,
+    spawn_ecs_worker,
+)
 from papyrus_ops.prefect_local.processes import (
     HOST,
     PrefectLocalError,
@@ -29,6 +36,8 @@ from papyrus_ops.prefect_local.state import (
 )
 from papyrus_ops.prefect_local.worker import POOL, _spawn_worker, _wait_worker
 
+ECS_WAIT = {"pool": ECS_POOL, "name": ECS_WORKER_NAME}
+
 DEFAULT_PORT = 4200
 
 
@@ -38,11 +47,22 @@ def _restart_worker(state: Path, info: dict, sandbox_env: dict[str, str],
     stop_tree(int(old["pid"]), old.get("start"))
     worker = _spawn_worker(state, info["api_url"], sandbox_env)
     info["worker"] = {"pid": worker.pid, "start": start_time(worker.pid), "running": True}
+    ecs_worker = None
+    if info.get("ecs_worker"):
+        old = info["ecs_worker"]
+        stop_tree(int(old["pid"]), old.get("start"))
+        ensure_ecs_pool(info["api_url"], base_job_template(sandbox_env, state))
+        ecs_worker = spawn_ecs_worker(state, info["api_url"], sandbox_env)
+        info["ecs_worker"] = {"pid": ecs_worker.pid, "start": start_time(ecs_worker.pid),
+                              "running": True}
     info.update(sandbox_endpoint=sandbox_env.get("AWS_ENDPOINT_URL"),
                 env_file=str(env_file) if env_file else None, worker_restarted=True)
     _write_state(state, info)
     try:
         _wait_worker(info["api_url"], worker, state / "worker.log", timeout)
+        if ecs_worker is not None:
+            _wait_worker(info["api_url"], ecs_worker, state / "ecs-worker.log", timeout,
+                         **ECS_WAIT)
     except BaseException:
         down(state)
         raise
@@ -50,17 +70,20 @@ def _restart_worker(state: Path, info: dict, sandbox_env: dict[str, str],
 
 def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
        sandbox_env: dict[str, str] | None = None, env_file: Path | None = None,
-       timeout: float = 180, register_file: Path | None = None, db: str = "postgres") -> dict:
+       timeout: float = 180, register_file: Path | None = None, db: str = "postgres",
+       ecs: bool = False) -> dict:
     """Start server and worker (or return what is already running). `port=0`: a free one.
     `db`: the server's database, "postgres" (default) or "sqlite". With `register_file`,
-    register its deployments while the worker starts (result under `registered`)."""
+    register its deployments while the worker starts (result under `registered`). With `ecs`,
+    also the `papyrus-ecs-sandbox` ECS pool and the prefect-aws ECS worker for it."""
     if db not in DATABASES:
         raise PrefectLocalError(f"unknown database {db!r}: expected one of {DATABASES}")
     state = Path(state)
     if sandbox_env is None:
         sandbox_env = read_env_file(env_file) if env_file else {}
     info = read_state(state)
-    if info and all(info[n]["running"] for n in PROCESSES if n in info):
+    if info and all(info[n]["running"] for n in PROCESSES if n in info) \
+            and (not ecs or info.get("ecs_worker")):
         info["already_running"] = True
         if sandbox_env.get("AWS_ENDPOINT_URL") != info.get("sandbox_endpoint"):
             # The sandbox was restarted since: a worker with the old endpoint would send
@@ -106,6 +129,15 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
         worker = _spawn_worker(state, api_url, sandbox_env)
         info["worker"] = {"pid": worker.pid, "start": start_time(worker.pid)}
         _write_state(state, info)
+        ecs_worker = None
+        if ecs:
+            template = base_job_template(sandbox_env, state)
+            info["ecs_pool_created"] = ensure_ecs_pool(api_url, template)
+            ecs_worker = spawn_ecs_worker(state, api_url, sandbox_env)
+            info["ecs_worker"] = {"pid": ecs_worker.pid, "start": start_time(ecs_worker.pid)}
+            info["ecs_pool"] = ECS_POOL
+            info["logs"]["ecs_worker"] = str(state / "ecs-worker.log")
+            _write_state(state, info)
         registered, register_error = None, None
         if register_file:
             try:
@@ -113,6 +145,8 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
             except (PrefectLocalError, subprocess.TimeoutExpired) as e:
                 register_error = e  # the stack stays up: fix prefect.yaml, register again
         _wait_worker(api_url, worker, worker_log, timeout)
+        if ecs_worker is not None:
+            _wait_worker(api_url, ecs_worker, state / "ecs-worker.log", timeout, **ECS_WAIT)
     except BaseException:
         down(state)
         raise

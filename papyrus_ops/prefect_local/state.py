@@ -10,7 +10,8 @@ from ground.settings import ROOT
 from papyrus_ops.prefect_local.processes import PrefectLocalError, is_same_process
 
 DEFAULT_STATE = Path(os.environ.get("PAPYRUS_PREFECT_DIR", ROOT / ".prefect"))
-PROCESSES = ("worker", "server", "postgres")  # the order `down` stops them in
+PROCESSES = ("ecs_worker", "worker", "server", "postgres")  # the order `down` stops them in
+OPTIONAL = ("ecs_worker", "postgres")  # only there when `up` started them
 
 
 def state_file(state: Path = DEFAULT_STATE) -> Path:
@@ -26,7 +27,7 @@ def read_state(state: Path = DEFAULT_STATE) -> dict | None:
     except json.JSONDecodeError:
         return None
     for name in PROCESSES:
-        if name == "postgres" and not info.get(name):
+        if name in OPTIONAL and not info.get(name):
             continue
         proc = info[name] = info.get(name) or {}
         proc["running"] = bool(proc.get("pid")) and is_same_process(int(proc["pid"]),

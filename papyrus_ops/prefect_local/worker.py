@@ -47,7 +47,8 @@ def worker_env(api_url: str, home: Path, sandbox_env: dict[str, str]) -> dict[st
     return env
 
 
-def _wait_worker(api_url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+def _wait_worker(api_url: str, proc: subprocess.Popen, log: Path, timeout: float,
+                 pool: str = POOL, name: str = WORKER_NAME) -> None:
     """The worker is up once it has heartbeated into the pool (it creates the pool if needed)
     since it was started: a record left by an earlier worker of the same name does not count."""
     from datetime import UTC, datetime, timedelta
@@ -61,14 +62,14 @@ def _wait_worker(api_url: str, proc: subprocess.Popen, log: Path, timeout: float
             raise PrefectLocalError(f"worker exited with code {proc.returncode}; see {log}:\n"
                                     + _tail(log))
         with contextlib.suppress(httpx.HTTPError, ValueError, TypeError):
-            r = httpx.post(f"{api_url}/work_pools/{POOL}/workers/filter", json={}, timeout=5)
+            r = httpx.post(f"{api_url}/work_pools/{pool}/workers/filter", json={}, timeout=5)
             if r.status_code == 200 and any(
-                    w.get("name") == WORKER_NAME and w.get("last_heartbeat_time")
+                    w.get("name") == name and w.get("last_heartbeat_time")
                     and datetime.fromisoformat(w["last_heartbeat_time"]) >= since
                     for w in r.json()):
                 return
         time.sleep(0.5)
-    raise PrefectLocalError(f"worker did not join pool {POOL!r} within {timeout:.0f}s; "
+    raise PrefectLocalError(f"worker did not join pool {pool!r} within {timeout:.0f}s; "
                             f"see {log}:\n" + _tail(log))
 
 

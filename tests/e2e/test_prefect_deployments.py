@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -125,56 +124,7 @@ def tree_pids(info: dict) -> list[tuple[int, int]]:
     return procs + [d for pid, _ in procs for d in prefect_local.descendants(pid)]
 
 
-# -- the stack -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def stack(sandbox, tmp_path_factory):
-    """`papyrus-ops prefect up --register`; the schema is applied (CLI, recorded on the same
-    server) as soon as the server answers, while the worker starts and deployments register."""
-    out = tmp_path_factory.mktemp("e2e-prefect")
-    env_file = out / "sandbox.env"
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in sandbox.env().items()))
-    state = out / "prefect"
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "papyrus_ops.cli", "prefect", "up", "--port", "0", "--env-file",
-         str(env_file), "--state-dir", str(state), "--timeout", "240", "--register", "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    schema = None
-    try:
-        while schema is None and up.poll() is None:
-            info = prefect_local.read_state(state)
-            with contextlib.suppress(httpx.HTTPError, TypeError):
-                if info and httpx.get(f"{info['api_url']}/health", timeout=2).status_code == 200:
-                    timings["server"] = time.monotonic() - t0
-                    schema = subprocess.Popen(
-                        [sys.executable, "-m", "papyrus_ops.cli", "schema-init", "--env",
-                         "local", "--apply", "--json"], cwd=ROOT, text=True,
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        env=prefect_env({"api_url": info["api_url"], "state": state})
-                        | sandbox.env())
-            time.sleep(0.5)
-        up_out, up_err = up.communicate(timeout=600)
-        timings["up --register"] = time.monotonic() - t0
-        assert up.returncode == 0, up_out + up_err
-        info = json.loads(up_out)
-        st = {"api_url": info["api_url"], "ui_url": info["ui_url"], "state": state, "out": out,
-              "info": info, "registered": info["registered"], "timings": timings}
-        assert schema is not None
-        s_out, s_err = schema.communicate(timeout=300)
-        timings["schema applied"] = time.monotonic() - t0
-        assert schema.returncode == 0, s_out + s_err
-        assert json.loads(s_out)["verdict"] == "success"
-        yield st
-    finally:
-        for proc in (up, schema):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-        run_cli("prefect", "down", "--state-dir", state)
-        print("timings:", {k: round(v, 1) for k, v in timings.items()})
-
-
-# -- tests -----------------------------------------------------------------------------------
+# -- tests (the `stack` fixture: one per session, tests/e2e/conftest.py) --------------------------
 def test_deployments_registered_from_prefect_yaml(stack):
     by_name = {d["name"]: d for d in stack["registered"]["deployments"]}
     assert set(by_name) >= {"deploy/deploy-local", "cloudtrail_archive/cloudtrail-archive-local",

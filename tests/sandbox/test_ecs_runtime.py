@@ -444,7 +444,10 @@ def test_other_moto_ecs_behaviour_is_untouched(world):
     assert ecs.describe_task_definition(taskDefinition="plain")["taskDefinition"][
         "taskDefinitionArn"] == td
     (task,) = ecs.run_task(cluster="plain", taskDefinition=td, launchType="FARGATE")["tasks"]
-    assert [task["taskArn"]] == ecs.list_tasks(cluster="plain")["taskArns"]
+    # RunTask itself is the runtime's (tests/sandbox/test_ecs_standalone.py): busybox is not in
+    # the sandbox's ECR, so the task stops (CannotPullContainerError) on the runtime's next tick.
+    wait_until(lambda: ecs.list_tasks(cluster="plain", desiredStatus="STOPPED")["taskArns"]
+               == [task["taskArn"]], 10, 0.05, "the busybox task to stop")
     stopped = ecs.stop_task(cluster="plain", task=task["taskArn"], reason="x")["task"]
     assert stopped["desiredStatus"] == "STOPPED"
     assert world.settings.cluster in [
