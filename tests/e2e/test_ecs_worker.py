@@ -141,6 +141,10 @@ def test_the_ecs_pool_carries_the_sandbox_values(stack, sandbox):
     assert props["task_role_arn"]["default"] == sandbox.role_arn("flow-run")
     assert props["network_configuration"]["default"]["subnets"] == sandbox.seeded.subnets
     assert props["env"]["default"]["PAPYRUS_OPS_HOME"] == str(ROOT)
+    assert props["env"]["default"]["PAPYRUS_EPHEMERAL_DISK"] == "1"  # as on Fargate
+    # The same template as production's, rendered by the same code.
+    prd = json.loads((ROOT / "deployments/prd/ecs-pool.json").read_text())
+    assert pool.base_job_template["job_configuration"] == prd["job_configuration"]
     assert sandbox.ops_image_uri.endswith("@" + sandbox_image.push_ops(
         sandbox.client("ecr"), []))  # the digest is this checkout's
     assert [w.name for w in workers] == [prefect_local.ECS_WORKER_NAME]
@@ -165,7 +169,8 @@ def test_deploy_on_the_ecs_pool_runs_in_its_own_ecs_task(stack, sandbox, ecs_dep
     assert task["stopCode"] == "EssentialContainerExited"
     assert task["containers"][0]["exitCode"] == 0
     assert task["containers"][0]["name"] == "prefect"
-    assert task["group"].startswith(f"family:prefect_{prefect_local.ECS_POOL}")
+    # The pool's template (deployments/*/ecs-pool.json) names the flow-run family.
+    assert task["group"] == "family:papyrus-ops-flow-run", task["group"]
     assert "startedBy" not in task  # prefect-aws 0.7.12 sets none; it tags the task instead
     tags = {t["key"]: t["value"] for t in task["tags"]}
     assert tags["prefect.io/worker-name"] == prefect_local.ECS_WORKER_NAME
