@@ -53,7 +53,11 @@ def manifest(root: Path = SERVICE_DIR) -> str:
 
 def push(ecr, repository: str, tags: list[str], root: Path = SERVICE_DIR) -> str:
     """Put the `service/` image into ECR under each tag; returns its `sha256:` digest."""
-    body = manifest(root)
+    return _put_tagged(ecr, repository, manifest(root), tags)
+
+
+def _put_tagged(ecr, repository: str, body: str, tags: list[str]) -> str:
+    """PutImage of one single-platform manifest under each tag (idempotent); its digest."""
     digest = "sha256:" + hashlib.sha256(body.encode()).hexdigest()
     for tag in tags:
         with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
@@ -158,7 +162,7 @@ def push_index(ecr, repository: str, tag: str, platforms: tuple[str, ...] = (
 # -- the flow-run image (`papyrus-ops`): this checkout's code ----------------------------------
 ROOT = SERVICE_DIR.parent
 OPS_REPOSITORY = "papyrus-ops"
-# What docs/prefect.md's flow-run Dockerfile copies and installs (tests and caches left out).
+# What the root Dockerfile copies (/opt/papyrus-ops); tests and caches left out.
 OPS_CONTEXT = ("ground", "artifacts", "tasks", "flows", "papyrus_ops", "deployments", "service",
                "pyproject.toml", "constraints.txt", "prefect.yaml")
 
@@ -183,10 +187,5 @@ def push_ops(ecr, tags: list[str], repository: str = OPS_REPOSITORY, root: Path 
     body["layers"] = [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                        "size": 0, "digest": f"sha256:{layer}"}]
     body["config"]["digest"] = "sha256:" + hashlib.sha256(f"config:{layer}".encode()).hexdigest()
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    for tag in tags:
-        with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
-            ecr.put_image(repositoryName=repository, imageManifest=text, imageTag=tag,
-                          imageManifestMediaType=MANIFEST_MEDIA_TYPE, imageDigest=digest)
-    return digest
+    return _put_tagged(ecr, repository, json.dumps(body, sort_keys=True, separators=(",", ":")),
+                       tags)
