@@ -5,7 +5,7 @@
     bundle.write_json("rds_sg_inbound_after", rules)      # <ts>_rds_sg_inbound_after.json
     bundle.set_context(image_digest=digest, task_definition_arn=arn)
     bundle.add_check("force_ssl", "1", actual, "pass")
-    result = bundle.finish("pass", s3=s3)                  # manifest.json, S3, Prefect artifacts
+    result = bundle.finish("pass", s3=s3, kms=kms)         # manifest.json (signed), S3, artifacts
 
 Folder: ``<settings.evidence_root>/<flow_name>/<ts>_<run8>/``; S3 keys: the same relative path
 under the evidence bucket. Nothing written here ever holds a registered secret.
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from artifacts import storage
+from artifacts import signing, storage
 from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR, Redactor
 
@@ -111,6 +111,8 @@ class BundleResult:
     pending_reason: str | None = None
     manifest_sha256: str = ""
     files: list[dict[str, Any]] = field(default_factory=list)
+    # manifest.json.sig.json when the manifest is signed (artifacts.signing), else None.
+    signature: Path | None = None
 
 
 class EvidenceBundle:
@@ -315,14 +317,18 @@ class EvidenceBundle:
         os.replace(tmp, path)
         return path
 
-    def finish(self, verdict: str, s3: Any = None, upload: bool = True) -> BundleResult:
-        """Write manifest.json, upload (unless there is no bucket), publish Prefect artifacts.
+    def finish(self, verdict: str, s3: Any = None, upload: bool = True,
+               kms: Any = None) -> BundleResult:
+        """Write manifest.json, sign it (when `[evidence] signing_key` is set), upload (unless
+        there is no bucket), publish Prefect artifacts.
 
-        Never raises because of S3: on failure the bundle stays on disk, `.upload-pending` is
-        written and `result.pending` is True. Calling finish again with nothing changed keeps
-        the manifest as it is and only retries the upload (which skips what is there).
-        `upload=False` keeps the bundle local (e.g. refused input must not write anywhere). The
-        caller gives the `s3` client (tasks and bundles receive their clients)."""
+        Never raises because of S3 or KMS: on failure the bundle stays on disk,
+        `.upload-pending` is written and `result.pending` is True (upload-pending signs first
+        if the signature is what failed). Calling finish again with nothing changed keeps the
+        manifest and its signature as they are and only retries the upload (which skips what
+        is there). `upload=False` keeps the bundle local and unsigned (e.g. refused input must
+        not write anywhere). The caller gives the `s3` and `kms` clients (tasks and bundles
+        receive their clients)."""
         if verdict not in VERDICTS:
             raise ValueError(f"invalid verdict {verdict!r}: expected one of {VERDICTS}")
         with self._lock:
@@ -338,10 +344,15 @@ class EvidenceBundle:
                                   pending=False, s3_uri=None, verdict=verdict, bucket=bucket,
                                   key_prefix=self.key_prefix, manifest_sha256=manifest_sha,
                                   files=files)
-            if bucket and upload:
-                if s3 is None:
-                    raise ValueError(f"finish: bucket {bucket!r} needs the s3 client to upload "
-                                     "to (or upload=False)")
+            if bucket and upload and s3 is None:
+                raise ValueError(f"finish: bucket {bucket!r} needs the s3 client to upload "
+                                 "to (or upload=False)")
+            signing_key = self._signing_key()
+            if signing_key and upload and kms is None:
+                raise ValueError(f"finish: signing key {signing_key!r} needs the kms client "
+                                 "to sign with (or upload=False)")
+            signed = not (signing_key and upload) or self._sign(result, kms, signing_key)
+            if bucket and upload and signed:
                 self._upload(result, s3)
             self.result = result
         if _in_run_context():
@@ -353,6 +364,32 @@ class EvidenceBundle:
                 log.warning("could not publish evidence artifacts: %s",
                             self.redactor.redact(f"{type(err).__name__}: {err}"))
         return result
+
+    def _signing_key(self) -> str | None:
+        return getattr(self.settings, "evidence_signing_key", None) or None
+
+    def _sign(self, result: BundleResult, kms: Any, key: str) -> bool:
+        """Sign the manifest; on failure mark the bundle pending (nothing is uploaded unsigned:
+        an auditor would find a bundle without its signature)."""
+        try:
+            signing.sign_manifest(self.folder, kms, key)
+        except signing.SigningError as err:
+            reason = " ".join(self.redactor.redact(str(err)).split())
+            result.pending, result.pending_reason = True, reason
+            if result.bucket:
+                try:
+                    storage.mark_pending(self.folder, reason, bucket=result.bucket,
+                                         key_prefix=self.key_prefix,
+                                         region=getattr(self.settings, "region", None),
+                                         kms_key=self._kms_key(), signing_key=key)
+                except OSError as mark_err:
+                    log.error("could not write %s in %s: %s", storage.PENDING, self.folder,
+                              mark_err)
+            _warn(f"evidence manifest in {self.folder} not signed ({reason}); bundle kept and "
+                  "marked pending; run `papyrus-ops evidence upload-pending` to complete it")
+            return False
+        result.signature = self.folder / storage.SIGNATURE
+        return True
 
     def _kms_key(self) -> str | None:
         return getattr(self.settings, "evidence_kms_key", None) or None
@@ -370,7 +407,7 @@ class EvidenceBundle:
             try:
                 storage.mark_pending(self.folder, reason, bucket=bucket,
                                      key_prefix=self.key_prefix, region=region,
-                                     kms_key=self._kms_key())
+                                     kms_key=self._kms_key(), signing_key=self._signing_key())
             except OSError as mark_err:
                 log.error("could not write %s in %s: %s", storage.PENDING, self.folder, mark_err)
             _warn(f"evidence upload to s3://{bucket}/{self.key_prefix} failed; bundle kept at "

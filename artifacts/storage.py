@@ -25,11 +25,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from artifacts import signing
+from artifacts.signing import MANIFEST, SIGNATURE
 from ground.redact import REDACTOR
 
 log = logging.getLogger("papyrus.artifacts.storage")
 
-MANIFEST = "manifest.json"
 PENDING = ".upload-pending"
 _CHUNK = 1024 * 1024
 _CONTENT_TYPES = {
@@ -60,13 +61,14 @@ def sha256_file(path: Path) -> tuple[str, int]:
 
 
 def bundle_files(folder: Path) -> list[Path]:
-    """Evidence files of a bundle folder, sorted, manifest excluded, hidden files excluded."""
+    """Evidence files of a bundle folder, sorted; the manifest, its signature and hidden files
+    excluded."""
     out = []
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
-        if rel.as_posix() == MANIFEST:
+        if rel.as_posix() in (MANIFEST, SIGNATURE):
             continue
         out.append(p)
     return out
@@ -200,7 +202,8 @@ def upload_file(path: Path, bucket: str, key: str, s3, *, verify_bytes: bool = T
 
 def upload_bundle(folder: Path, bucket: str, key_prefix: str, s3, *,
                   verify_bytes: bool = True, kms_key: str | None = None) -> list[str]:
-    """Upload every file of `folder` under `key_prefix`, manifest.json last; verify each.
+    """Upload every file of `folder` under `key_prefix`, then the manifest's signature (if the
+    bundle is signed), manifest.json last; verify each.
 
     Returns the keys now in S3 (uploaded or already present with the same SHA-256). Raises on
     any S3 error or verification failure (the caller decides: `finish` marks the bundle
@@ -208,9 +211,7 @@ def upload_bundle(folder: Path, bucket: str, key_prefix: str, s3, *,
     folder = Path(folder)
     prefix = _norm_prefix(key_prefix)
     files = bundle_files(folder)
-    manifest = folder / MANIFEST
-    if manifest.is_file():
-        files.append(manifest)
+    files += [p for p in (folder / SIGNATURE, folder / MANIFEST) if p.is_file()]
     keys: list[str] = []
     for path in files:
         key = prefix + path.relative_to(folder).as_posix()
@@ -232,8 +233,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def mark_pending(folder: Path, reason: str, *, bucket: str | None = None,
                  key_prefix: str | None = None, region: str | None = None,
-                 kms_key: str | None = None) -> None:
-    """Write `folder/.upload-pending`: where the bundle must go and why it is not there yet.
+                 kms_key: str | None = None, signing_key: str | None = None) -> None:
+    """Write `folder/.upload-pending`: where the bundle must go and why it is not there yet
+    (and the key its manifest must be signed with, when it is signed).
 
     bucket/key_prefix/region default to the values recorded in the folder's manifest.json."""
     folder = Path(folder)
@@ -253,6 +255,7 @@ def mark_pending(folder: Path, reason: str, *, bucket: str | None = None,
         else recorded.get("key_prefix", previous.get("key_prefix")),
         "region": region or recorded.get("region") or previous.get("region"),
         "kms_key": kms_key or previous.get("kms_key"),
+        "signing_key": signing_key or previous.get("signing_key"),
         "reason": _one_line(reason),
         "at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "attempts": int(previous.get("attempts", 0)) + 1,
@@ -285,15 +288,19 @@ def pending_bundles(evidence_root: Path, bucket: str | None = None) -> list[Path
     return found
 
 
-def upload_pending(evidence_root: Path, s3_factory: Callable[..., Any]) -> list[tuple[Path, str]]:
+def upload_pending(evidence_root: Path, s3_factory: Callable[..., Any],
+                   kms_factory: Callable[..., Any] | None = None) -> list[tuple[Path, str]]:
     """Upload every bundle under `evidence_root` that carries an `.upload-pending` marker.
 
-    `s3_factory(region)` (or `s3_factory()`) returns an S3 client. On success the marker is
+    `s3_factory(region)` (or `s3_factory()`) returns an S3 client; `kms_factory` likewise a KMS
+    client, used when the marker names a signing key and the manifest's signature is missing
+    or stale (signed first, then uploaded). On success the marker is
     removed (status "uploaded: N objects"); on failure it stays, with the new reason and the
     attempt count (status "failed: <one-line reason>"). Never raises for one bundle's failure.
     """
     results: list[tuple[Path, str]] = []
     clients: dict[str | None, Any] = {}
+    kms_clients: dict[str | None, Any] = {}
     for marker_path in sorted(Path(evidence_root).rglob(PENDING)):
         folder = marker_path.parent
         try:
@@ -304,6 +311,14 @@ def upload_pending(evidence_root: Path, s3_factory: Callable[..., Any]) -> list[
             results.append((folder, f"skipped: unreadable {PENDING} ({_one_line(str(err))})"))
             continue
         try:
+            signing_key = marker.get("signing_key")
+            if signing_key and not signing.is_current(folder, signing_key):
+                if kms_factory is None:
+                    raise signing.SigningError(
+                        f"the manifest must be signed with {signing_key}: no KMS client")
+                if region not in kms_clients:
+                    kms_clients[region] = _call_factory(kms_factory, region)
+                signing.sign_manifest(folder, kms_clients[region], signing_key)
             if region not in clients:
                 clients[region] = _call_factory(s3_factory, region)
             keys = upload_bundle(folder, bucket, prefix, clients[region],
@@ -311,7 +326,8 @@ def upload_pending(evidence_root: Path, s3_factory: Callable[..., Any]) -> list[
         except Exception as err:
             reason = f"{type(err).__name__}: {err}"
             try:
-                mark_pending(folder, reason, bucket=bucket, key_prefix=prefix, region=region)
+                mark_pending(folder, reason, bucket=bucket, key_prefix=prefix, region=region,
+                             signing_key=marker.get("signing_key"))
             except (OSError, ValueError):
                 log.exception("could not update %s", marker_path)
             log.warning("evidence upload still pending for %s: %s", folder, _one_line(reason))

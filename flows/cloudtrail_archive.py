@@ -192,7 +192,8 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
                     f"slice {index + 1}/{len(cp['slices'])} failed ({type(exc).__name__}: "
                     f"{exc}); the checkpoint in {work.root} is kept: rerun the same request "
                     "to resume") from exc
-        published = publish_archive(settings, str(work.root), s3=s3)
+        published = publish_archive(settings, str(work.root), s3=s3,
+                                     kms=client("kms", settings.region))
         summary = published["summary"]
         if published["pending"]:
             # Not archived until it is in the bucket: the state stays where it was, so the

@@ -50,10 +50,10 @@ class Outcome:
             self.reason = self.reason or f"{what} failed: {self.error}"
             run_logger().exception("%s failed", what)
 
-    def finish(self, flow: str, env: str, bundle, s3, started: float, data: dict):
+    def finish(self, flow: str, env: str, bundle, s3, started: float, data: dict, kms=None):
         """Evidence closed (kept local for bad input: a refused input changes nothing, not even
         the bucket) and the flow's return value."""
-        res = bundle.finish("pass" if self.verdict == SUCCESS else "fail", s3=s3,
+        res = bundle.finish("pass" if self.verdict == SUCCESS else "fail", s3=s3, kms=kms,
                             upload=self.verdict != BAD_INPUT)
         return to_state(result(flow, env, self.verdict, self.reason, error=self.error,
                                started=started, evidence=evidence_summary(res), data=data))

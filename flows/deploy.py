@@ -58,7 +58,7 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
         settings = open_run(env)
     except BadInput as e:
         return to_state(result("deploy", env, BAD_INPUT, str(e), started=started))
-    c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3")
+    c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3", "kms")
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
@@ -81,7 +81,7 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
     finally:
         data.setdefault("lock_acquired_at", None)
         data["lock_released_at"] = time.time()
-    return outcome.finish("deploy", env, bundle, c["s3"], started, data)
+    return outcome.finish("deploy", env, bundle, c["s3"], started, data, kms=c["kms"])
 
 
 def pin(ecr_client, image: str, settings):

@@ -40,7 +40,8 @@ def _not_run(settings, env: str, error: str, started: float) -> dict[str, Any]:
                       f"-- papyrus-ops insert-check: CLI route (psycopg2 direct)\n"
                       f"-- not run: {error}\n-- verdict: failed\n", ext="log")
     bundle.add_check("CLI insert command tag", EXPECTED_TAG, error, "fail")
-    res = bundle.finish("fail", s3=client("s3", settings.region))
+    res = bundle.finish("fail", s3=client("s3", settings.region),
+                        kms=client("kms", settings.region))
     return result("insert_check", env, FAILED, error, error=error,
                   evidence=evidence_summary(res), started=started,
                   data={"flow_run_id": bundle.run_id})
@@ -97,7 +98,8 @@ def insert_check(env: str = "local", database: str | None = None):
         "committed": rec["committed"],
         "flow_run_id": bundle.run_id,
     }
-    res = bundle.finish("pass" if rec["ok"] else "fail", s3=client("s3", settings.region))
+    res = bundle.finish("pass" if rec["ok"] else "fail", s3=client("s3", settings.region),
+                        kms=client("kms", settings.region))
     if res.pending:
         logger.warning("evidence upload pending: %s", res.pending_reason)
     if rec["ok"]:

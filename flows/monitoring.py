@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger
 from artifacts import EvidenceBundle
 from artifacts.prefect_artifacts import checks_table
 from flows.common import open_run
+from ground import aws
 from ground.monitoring_settings import load_monitoring
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.retry import BadInput
@@ -96,7 +97,8 @@ def monitoring(env: str = "local", apply: bool = False):
         ok, error = False, f"{type(e).__name__}: {e}"
         log.exception("monitoring failed")
     finally:
-        written = bundle.finish("pass" if ok else "fail", s3=clients.s3)
+        written = bundle.finish("pass" if ok else "fail", s3=clients.s3,
+                                kms=aws.client("kms", settings.region))
         summary["uploaded"] = len(written.uploaded)
     if ok:
         reason = (f"converged: {_counts_line(summary['after'])}" if apply

@@ -71,7 +71,7 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
         log.error("bad input, nothing checked: %s", e)
         return to_state(result("preflight", env, BAD_INPUT, str(e), started=started))
     source = Path(service_dir) if service_dir else SERVICE_DIR
-    clients = aws_clients(settings, *SERVICES)
+    clients = aws_clients(settings, *SERVICES, "kms")  # kms: the manifest signature
     bundle = EvidenceBundle.open(settings, flow_name="preflight")
     bundle.set_context(environment=env, service_source=str(source),
                        db_secret_id=settings.db_secret_id, rds_instance=settings.rds_instance,
@@ -82,7 +82,8 @@ def preflight(env: str = "local", service_dir: str | None = None, check_db_auth:
     verdict = overall(checks)
     rows = [public(c) for c in checks]
     checks_table("preflight-checks", rows, f"preflight {env}: {verdict}")
-    res = bundle.finish("pass" if verdict == "success" else "fail", s3=clients["s3"])
+    res = bundle.finish("pass" if verdict == "success" else "fail", s3=clients["s3"],
+                        kms=clients["kms"])
     bad = failed(checks)
     if bad:
         reason = naming_denied(f"{len(bad)} check(s) failed: {', '.join(bad)}",

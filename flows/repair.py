@@ -60,7 +60,7 @@ def repair(env: str = "local", what: str = "secret", apply: bool = False):
     except BadInput as e:
         return to_state(result("repair", env, BAD_INPUT, str(e), started=started, data=data))
     spec = SPECS[what]
-    clients = aws_clients(settings, *SERVICES)
+    clients = aws_clients(settings, *SERVICES, "kms")  # kms: the manifest signature
     args = [clients[name] for name in spec["clients"]]
     stem = spec["evidence"]
     bundle = EvidenceBundle.open(settings, flow_name="repair")
@@ -107,6 +107,7 @@ def repair(env: str = "local", what: str = "secret", apply: bool = False):
         log.error("%s", reason)
     res = result("repair", env, verdict, reason, error=error, started=started, data=data)
     bundle.write_json(f"{what}_repair_result", res)
-    done_bundle = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=clients["s3"])
+    done_bundle = bundle.finish("pass" if verdict == SUCCESS else "fail", s3=clients["s3"],
+                                kms=clients["kms"])
     res["evidence"] = evidence_summary(done_bundle)
     return to_state(res)

@@ -41,7 +41,7 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
         settings = open_run(env)
     except BadInput as e:
         return to_state(result("rollback", env, BAD_INPUT, str(e), started=started))
-    c = aws_clients(settings, "ecs", "s3", "rds")
+    c = aws_clients(settings, "ecs", "s3", "rds", "kms")
     bundle = EvidenceBundle.open(settings, flow_name="rollback")
     bundle.set_context(environment=env, requested=to)
     data: dict = {"to": to}
@@ -57,7 +57,7 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
         outcome.reason = _roll_back(settings, c, bundle, data, target, current,
                                     timeout_seconds or settings.deploy_timeout_seconds,
                                     poll_seconds or settings.deploy_poll_seconds)
-    return outcome.finish("rollback", env, bundle, c["s3"], started, data)
+    return outcome.finish("rollback", env, bundle, c["s3"], started, data, kms=c["kms"])
 
 
 def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, timeout: float,

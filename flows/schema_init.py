@@ -179,7 +179,8 @@ def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = 
         (FAILED, error or _reason(ap or dry))
     bundle.write_json("schema_init_result",
                       result("schema_init", env, verdict, reason, error=error, data=data))
-    res = bundle.finish("pass" if ok else "fail", s3=client("s3", settings.region))
+    res = bundle.finish("pass" if ok else "fail", s3=client("s3", settings.region),
+                        kms=client("kms", settings.region))
     if res.pending:
         logger.warning("evidence upload pending: %s", res.pending_reason)
     return to_state(result("schema_init", env, verdict, reason, error=error,

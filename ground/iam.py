@@ -51,10 +51,11 @@ def iam_dir(settings: Settings) -> Path:
 
 def variables(settings: Settings, account_id: str, *, rds_security_group_id: str,
               alb_log_bucket: str, github_repo: str,
-              evidence_kms_key_arn: str | None = None) -> dict[str, Any]:
+              evidence_kms_key_arn: str | None = None,
+              evidence_signing_key_arn: str | None = None) -> dict[str, Any]:
     """What the templates substitute. The ids AWS assigns (the RDS security group, the evidence
-    bucket's KMS key) and the GitHub repository are the caller's: Terraform outputs in
-    production, the sandbox's own seeding locally."""
+    bucket's KMS key, the manifest signing key) and the GitHub repository are the caller's:
+    Terraform outputs in production, the sandbox's own seeding locally."""
     return {
         "account_id": account_id, "region": settings.region,
         "cluster": settings.cluster, "service": settings.service, "family": settings.family,
@@ -64,6 +65,8 @@ def variables(settings: Settings, account_id: str, *, rds_security_group_id: str
         "rds_security_group_id": rds_security_group_id,
         "evidence_bucket": settings.evidence_bucket, "alb_log_bucket": alb_log_bucket,
         "evidence_kms_key_arn": evidence_kms_key_arn
+        or f"arn:aws:kms:{settings.region}:{account_id}:key/*",
+        "evidence_signing_key_arn": evidence_signing_key_arn
         or f"arn:aws:kms:{settings.region}:{account_id}:key/*",
         "task_role": settings.task_role, "execution_role": settings.execution_role,
         "flow_run_role": FLOW_RUN_ROLE, "flow_run_execution_role": FLOW_RUN_EXECUTION_ROLE,

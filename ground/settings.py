@@ -23,6 +23,9 @@ _ENV_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # The key's ARN, not an alias: S3 reports the key ARN (SSEKMSKeyId) and a bucket policy that
 # requires a key compares the header with the ARN it names.
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
+# The manifest signing key: an alias (the env folder names it, as it names buckets) or a key ARN.
+_SIGNING_KEY = re.compile(r"^(alias/[A-Za-z0-9/_-]+|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:"
+                          r"(key|alias)/[A-Za-z0-9/_-]+)$")
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -59,6 +62,8 @@ class Settings:
     evidence_bucket: str
     evidence_root: Path
     evidence_kms_key: str
+    evidence_signing_key: str
+    evidence_retention_days: int
     probe_mode: str
     probe_base_url: str
     token_secret_id: str
@@ -96,13 +101,15 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("evidence", "bucket", "evidence_bucket", str, True),
     ("evidence", "root", "evidence_root", str, True),
     ("evidence", "kms_key_id", "evidence_kms_key", str, False),
+    ("evidence", "signing_key", "evidence_signing_key", str, False),
+    ("evidence", "retention_days", "evidence_retention_days", int, False),
     ("probe", "mode", "probe_mode", str, True),
     ("probe", "base_url", "probe_base_url", str, False),
     ("probe", "token_secret_id", "token_secret_id", str, True),
     ("deploy", "timeout_seconds", "deploy_timeout_seconds", int, True),
     ("deploy", "poll_seconds", "deploy_poll_seconds", float, True),
 ]
-_DEFAULTS = {str: "", list: ()}
+_DEFAULTS = {str: "", list: (), int: 0}
 
 
 def _expand(value: str, where: str) -> str:
@@ -177,6 +184,12 @@ def load_env(env: str) -> Settings:
     if key and not _KMS_KEY_ARN.match(key):
         raise ConfigError(f"{path} [evidence] kms_key_id: expected a KMS key ARN "
                           f"(arn:aws:kms:<region>:<account>:key/<id>), got {key!r}")
+    signing = values["evidence_signing_key"]
+    if signing and not _SIGNING_KEY.match(signing):
+        raise ConfigError(f"{path} [evidence] signing_key: expected a KMS alias (alias/<name>) "
+                          f"or key ARN, got {signing!r}")
+    if values["evidence_retention_days"] < 0:
+        raise ConfigError(f"{path} [evidence] retention_days: must be 0 (no Object Lock) or more")
     root = Path(values["evidence_root"])
     values["evidence_root"] = root if root.is_absolute() else ROOT / root
     for name in ("task_definition", "service_definition"):

@@ -26,6 +26,9 @@ _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 # sandbox/iam.py); it changes no resource.
 READ_PREFIXES = ("Describe", "List", "Get", "Lookup", "BatchGet", "Head", "Search", "Check",
                  "AssumeRole")
+# KMS Sign / Verify (the evidence manifest's signature) compute with a key and change none;
+# exact names, since e.g. SES's VerifyEmailIdentity does change something.
+READ_OPERATIONS = frozenset({"Sign", "Verify"})
 
 # botocore signing name -> the name we use in rules (the boto3 client name).
 _SIGNING_TO_CLIENT = {"monitoring": "cloudwatch", "elasticloadbalancing": "elbv2"}
@@ -40,7 +43,8 @@ class Call:
 
     @property
     def mutating(self) -> bool:
-        return not self.operation.startswith(READ_PREFIXES)
+        return not (self.operation.startswith(READ_PREFIXES)
+                    or self.operation in READ_OPERATIONS)
 
 
 @dataclass

@@ -4,7 +4,8 @@ Everything an operator would find in the Papyrus account: the VPC and its two se
 (RDS 5432 only from the ECS task group), the RDS instance and its parameter group with
 `rds.force_ssl=1`, the DB secret matching RDS, the probe token secret, the roles, the ECR image
 of `service/`, the cluster and service (ECS Exec on, circuit breaker with rollback) running a
-first revision, and a versioned, encrypted evidence bucket.
+first revision, a versioned, encrypted, Object-Locked evidence bucket and the key that signs
+evidence manifests.
 """
 
 from __future__ import annotations
@@ -115,20 +116,43 @@ def alb_log_bucket(s: Settings) -> str:
     return load_monitoring(s).log_bucket
 
 
+def create_signing_key(clients, s: Settings) -> str | None:
+    """The asymmetric key that signs evidence manifests (`[evidence] signing_key`, an alias):
+    ECC_NIST_P256 for ECDSA_SHA_256, usage SIGN_VERIFY, as Terraform's `aws_kms_key` with
+    `customer_master_key_spec` would make it. Returns its ARN (the IAM files' resource). None
+    when the environment signs nothing."""
+    if not s.evidence_signing_key:
+        return None
+    kms = clients("kms")
+    arn = kms.create_key(Description="papyrus evidence manifest signing (sandbox)",
+                         KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY",
+                         Tags=[{"TagKey": "Project", "TagValue": "papyrus"}])["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName=s.evidence_signing_key, TargetKeyId=arn)
+    return arn
+
+
 def create_bucket(clients, s: Settings) -> str:
-    """The evidence bucket as a careful Terraform module leaves it: versioned, encrypted by
-    default with a customer-managed KMS key, and a bucket policy that refuses any PutObject not
-    naming that key (so an upload that falls back to aws/s3 is refused, as in AWS). Returns the
-    key's ARN (exported as PAPYRUS_EVIDENCE_KMS_KEY, read by deployments/local/config.toml)."""
+    """The evidence bucket as a careful Terraform module leaves it: versioned, with Object Lock
+    (governance mode, `[evidence] retention_days` by default — S3 allows Object Lock only on a
+    bucket created with it, and then turns versioning on itself), encrypted by default with a
+    customer-managed KMS key, and a bucket policy that refuses any PutObject not naming that
+    key (so an upload that falls back to aws/s3 is refused, as in AWS). Returns the key's ARN
+    (exported as PAPYRUS_EVIDENCE_KMS_KEY, read by deployments/local/config.toml)."""
     kms, s3 = clients("kms"), clients("s3")
     key_arn = kms.create_key(Description="papyrus evidence (sandbox)",
                              Tags=[{"TagKey": "Project", "TagValue": "papyrus"}]
                              )["KeyMetadata"]["Arn"]
     kms.create_alias(AliasName="alias/papyrus-evidence", TargetKeyId=key_arn)
     s3.create_bucket(Bucket=s.evidence_bucket,
-                     CreateBucketConfiguration={"LocationConstraint": s.region})
+                     CreateBucketConfiguration={"LocationConstraint": s.region},
+                     ObjectLockEnabledForBucket=s.evidence_retention_days > 0)
     s3.put_bucket_versioning(Bucket=s.evidence_bucket,
                              VersioningConfiguration={"Status": "Enabled"})
+    if s.evidence_retention_days > 0:
+        s3.put_object_lock_configuration(Bucket=s.evidence_bucket, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE",
+                                          "Days": s.evidence_retention_days}}})
     s3.put_bucket_encryption(Bucket=s.evidence_bucket, ServerSideEncryptionConfiguration={
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
                                                           "KMSMasterKeyID": key_arn},

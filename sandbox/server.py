@@ -96,6 +96,7 @@ class Sandbox:
     _runtime: object | None = None
     cloudtrail: object | None = None  # sandbox.cloudtrail.StoreRegistry once seeded
     evidence_kms_key: str = ""  # the evidence bucket's customer-managed key, once seeded
+    evidence_signing_key_arn: str = ""  # the manifest signing key (its alias is in config)
     enforce_iam: bool = True  # False: moto's default (no authorisation), e.g. for a bench
     iam: iam.Enforcer = field(default_factory=iam.Enforcer)
     principals: dict = field(default_factory=dict)  # key -> ground.iam.Principal (as created)
@@ -214,9 +215,12 @@ class Sandbox:
         self.token = self.token or secrets.token_urlsafe(24)
         db_arn, token_arn = seed.create_secrets(
             c, s, self.pg.secret_dict(host=self.rds_endpoint) | {"engine": "postgres"}, self.token)
+        # Before the roles: their policies name the signing key by ARN (least privilege).
+        self.evidence_signing_key_arn = seed.create_signing_key(c, s) or ""
         self.principals = iam_files.principals(s, iam_files.variables(
             s, seed.ACCOUNT_ID, rds_security_group_id=rds_sg,
-            alb_log_bucket=seed.alb_log_bucket(s), github_repo=GITHUB_REPO))
+            alb_log_bucket=seed.alb_log_bucket(s), github_repo=GITHUB_REPO,
+            evidence_signing_key_arn=self.evidence_signing_key_arn or None))
         roles = self._create_principals()
         self.evidence_kms_key = seed.create_bucket(c, s)
         # The key exists only now: the settings carry it as the env folder would read it.
@@ -277,12 +281,16 @@ class Sandbox:
 
     def _install_extensions(self) -> None:
         """The local ECS runtime: services really run (see sandbox.ecs_runtime); SNS's tag
-        check on CreateTopic (sandbox.sns); ECR's image-index rules (sandbox.ecr)."""
-        from sandbox import ecr, rds, sns
+        check on CreateTopic (sandbox.sns); ECR's image-index rules (sandbox.ecr); KMS
+        Sign/Verify of digests (sandbox.kms); Object Lock retention (sandbox.s3_lock); RDS
+        parameters and events (sandbox.rds)."""
+        from sandbox import ecr, kms, rds, s3_lock, sns
         from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 
         sns.install()
         ecr.install()
+        kms.install()
+        s3_lock.install()
         rds.install()
         s3_policy.install()
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
@@ -353,10 +361,12 @@ class Sandbox:
 
             cloudtrail.uninstall()
             self.cloudtrail = None
-        from sandbox import ecr, rds, sns
+        from sandbox import ecr, kms, rds, s3_lock, sns
 
         sns.uninstall()
         ecr.uninstall()
+        kms.uninstall()
+        s3_lock.uninstall()
         rds.uninstall()
         s3_policy.uninstall()
         if self.pg is not None:

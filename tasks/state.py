@@ -115,7 +115,9 @@ def record_deploy(s3, settings: Settings, *, rds, **fields: Any) -> dict[str, An
     doc.update(fields)
     s3.put_object(Bucket=settings.evidence_bucket, Key=state_key(settings),
                   Body=json.dumps(doc, indent=2, sort_keys=True, default=str).encode(),
-                  ContentType="application/json", **sse_args(settings.evidence_kms_key))
+                  ContentType="application/json", **sse_args(settings.evidence_kms_key),
+                  # Object Lock: S3 refuses a PutObject without Content-MD5 or a checksum.
+                  ChecksumAlgorithm="SHA256")
     return doc
 
 

@@ -26,7 +26,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 @task(name="cloudtrail-publish", cache_policy=NO_CACHE)
-def publish_archive(settings: Any, work_root: str, s3: Any) -> dict[str, Any]:
+def publish_archive(settings: Any, work_root: str, s3: Any, kms: Any = None) -> dict[str, Any]:
     """The evidence bundle: both files under their runbook names, a summary JSON, and the
     manifest (counts, windows, first/last event time, SHA-256 of each file); uploaded to the
     evidence bucket under ``docs/evidence/cloudtrail/<folder>/`` with the library's checks."""
@@ -86,7 +86,7 @@ def publish_archive(settings: Any, work_root: str, s3: Any) -> dict[str, Any]:
         files={k: {"name": v["name"], "sha256": v["sha256"]} for k, v in files.items()},
         throttled=summary["api"]["throttled"], attempts=summary["attempts"],
         regions=regions, overlap=overlap)
-    result = bundle.finish("pass", s3=s3)
+    result = bundle.finish("pass", s3=s3, kms=kms)
     return {
         "folder": str(result.folder), "manifest": str(result.manifest),
         "manifest_sha256": result.manifest_sha256, "s3_uri": result.s3_uri,

@@ -134,7 +134,10 @@ def write_archive_state(settings: Any, state: dict[str, Any], s3: Any,
             s3.put_object(Bucket=settings.evidence_bucket, Key=key,
                           Body=json.dumps(state, indent=1, sort_keys=True).encode(),
                           ContentType="application/json",
-                          **sse_args(settings.evidence_kms_key))
+                          **sse_args(settings.evidence_kms_key),
+                          # Object Lock: S3 refuses a PutObject without Content-MD5 or a
+                          # checksum.
+                          ChecksumAlgorithm="SHA256")
             out["s3"] = f"s3://{settings.evidence_bucket}/{key}"
         except Exception as exc:
             _logger().warning("cloudtrail: archive state kept locally only (%s: %s)",

@@ -67,9 +67,10 @@ def base_settings():
 
 @pytest.fixture
 def local_settings(tmp_path, base_settings):
-    """Settings with a temporary evidence root and no bucket: bundles stay local."""
+    """Settings with a temporary evidence root and no bucket: bundles stay local (and unsigned:
+    this moto server has no signing key; tests/artifacts/test_evidence_verify.py signs)."""
     return dataclasses.replace(base_settings, evidence_root=tmp_path / "evidence",
-                               evidence_bucket="")
+                               evidence_bucket="", evidence_signing_key="")
 
 
 @pytest.fixture

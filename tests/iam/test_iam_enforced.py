@@ -112,7 +112,7 @@ _NOT_CALLS = {"ec2:DescribeImages"}  # `describe_images` is ECR's in this code
 # `list_tags_for_resource` / `tag_resource` are called on SNS only (adopting an existing topic):
 # the name alone would count them for every service that has an operation of that name.
 _NOT_CALLS |= {f"{svc}:{op}" for svc in ("ecr", "ecs", "secretsmanager", "cloudwatch", "events",
-                                          "rds", "cloudtrail", "elasticloadbalancing")
+                                          "rds", "cloudtrail", "elasticloadbalancing", "kms")
                for op in ("ListTagsForResource", "TagResource")}
 _NEEDS_NO_PERMISSION = {"sts:GetCallerIdentity"}  # AWS: no permission needed
 
@@ -125,7 +125,7 @@ def _called_actions() -> set[str]:
         re.findall(r"get_paginator\(\"([a-z_]+)\"\)", text))
     session = botocore.session.get_session()
     services = ("ecs", "ecr", "iam", "secretsmanager", "rds", "ec2", "s3", "cloudtrail",
-                "cloudwatch", "events", "sns", "elbv2", "sts")
+                "cloudwatch", "events", "sns", "elbv2", "sts", "kms")
     out = set()
     for svc in services:
         model = session.get_service_model(svc)

@@ -11,7 +11,7 @@ import boto3
 from botocore.config import Config
 
 from artifacts import verify_manifest
-from artifacts.storage import MANIFEST, PENDING, bundle_files
+from artifacts.storage import MANIFEST, PENDING, SIGNATURE, bundle_files
 from tests.support.cli import run_cli
 
 # The evidence-library tests' own moto server (tests/artifacts/conftest.py).
@@ -41,6 +41,8 @@ def sha256(data: bytes) -> str:
 def local_files(folder: Path) -> dict[str, Path]:
     files = {p.relative_to(folder).as_posix(): p for p in bundle_files(folder)}
     files[MANIFEST] = folder / MANIFEST
+    if (folder / SIGNATURE).is_file():  # a signed bundle: its signature is uploaded with it
+        files[SIGNATURE] = folder / SIGNATURE
     return files
 
 
