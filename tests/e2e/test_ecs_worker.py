@@ -23,6 +23,7 @@ import pytest
 from papyrus_ops import prefect_local
 from sandbox import image as sandbox_image
 from tests.e2e.conftest import ROOT, prefect_env
+from tests.support.ui import CHROMIUM, custom_deploy_run
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -250,3 +251,25 @@ def test_flow_run_task_stopped_mid_deploy_is_not_a_success(stack, sandbox, ecs_d
     [diff] = [body.decode() for name, body in files.items()
               if name.endswith("_task_definition_diff.log")]
     assert really.split("@")[1] in diff, diff
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(),
+                    reason="needs /usr/bin/chromium (apt-get install -y chromium)")
+def test_a_deploy_from_the_ui_on_the_ecs_pool_runs_in_its_own_ecs_task(
+        stack, sandbox, ecs_deployments, tmp_path):
+    """What an operator does on production: Run → Custom run on the ECS pool's deploy
+    deployment in the UI; the run Completes inside its own ECS task, started by the worker."""
+    from tests.e2e.test_prefect_deployments import wait_terminal
+
+    digest = sandbox_image.push_build(sandbox.client("ecr"), sandbox.settings.ecr_repository,
+                                      "e2e-ecs-ui")
+    run, _shots, external = custom_deploy_run(
+        stack["ui_url"], stack["api_url"], tmp_path, deployment=DEPLOY.split("/")[1],
+        pool=prefect_local.ECS_POOL, image="e2e-ecs-ui", digest=digest,
+        run_name="e2e-ecs-ui-run", wait_terminal=wait_terminal, client=client)
+    assert external == [], external
+    [task] = wait_until(lambda: [t for t in flow_run_tasks(sandbox, run.id)
+                                 if t["lastStatus"] == "STOPPED"], 60, 0.2, "the task to stop")
+    assert task["containers"][0]["exitCode"] == 0
+    assert task["overrides"]["taskRoleArn"] == sandbox.role_arn("flow-run")
+    assert service_image(sandbox).endswith("@" + digest)
