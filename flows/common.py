@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect.concurrency.sync import concurrency
 
 from ground import aws
@@ -124,6 +125,11 @@ def deploy_lock(settings: Settings, s3, wait_seconds: float | None = None,
                               lease_wait_seconds)
         except lease.LeaseBusy as e:
             raise DeployFailed(str(e)) from None
+        except (ClientError, BotoCoreError) as e:
+            # Without the lease there is no "one at a time": refuse, having changed nothing.
+            raise DeployFailed(f"could not take the deploy lease "
+                               f"s3://{settings.evidence_bucket}/{lease.lease_key(settings)}: "
+                               f"{type(e).__name__}: {e}") from None
         keeper = lease.Keeper(s3, settings, held).start()
         try:
             yield keeper

@@ -242,6 +242,7 @@ def take(s3, s: Settings, lease_id: str, owner: dict, wait_seconds: float | None
                             IfMatch=current["etag"])
             except ClientError as e:
                 if _precondition_failed(e) or _conflict(e) or _missing(e):
+                    time.sleep(0.05)  # changed under us: look again (no busy loop on 409s)
                     continue
                 raise
             return _held(s, lease_id, owner, etag, sent, acquired_at, start, clock, took_over)
@@ -251,7 +252,8 @@ def take(s3, s: Settings, lease_id: str, owner: dict, wait_seconds: float | None
                             IfMatch=current["etag"])
             except ClientError as e:
                 if _precondition_failed(e) or _conflict(e) or _missing(e):
-                    continue  # another taker was first, or it was released: look again
+                    time.sleep(0.05)  # another taker was first, or it was released: look again
+                    continue
                 raise
             took_over = describe_holder(body)
             log.warning("deploy lease: took over the expired lease of %s", took_over)

@@ -145,6 +145,34 @@ def test_a_lost_answer_to_the_take_is_recognised_by_its_lease_id_and_released_on
     assert keeper.release() is False or current(sb) is None  # a second release changes nothing
 
 
+def test_renewals_that_cannot_reach_s3_give_the_lease_up_before_it_can_expire(lease_env):
+    """S3 answers every PutObject with 503 after the take: the holder's `check()` says lost
+    5/6 of a TTL after its last confirmed write (by then nobody else could take it yet: that
+    needs a whole TTL by S3's clock), and release leaves the object to expire."""
+    sb = lease_env
+    s = load_env("local")
+    held = lease.take.fn(flow_s3(sb), s, "id-unreachable", {"host": "here"}, wait_seconds=2)
+    keeper = lease.Keeper(flow_s3(sb), s, held).start()
+    sb.faults.unavailable("s3", "PutObject")
+    try:
+        def lost() -> str | None:
+            try:
+                keeper.check(before="the next step")
+            except lease.LeaseLost as e:
+                return str(e)
+            return None
+
+        why = wait_until(lost, 30, what="the lease to be given up")
+        given_up = time.monotonic()
+        assert "not renewed" in why and why.endswith("stopped before the next step"), why
+        assert given_up - held["confirmed_at"] < s.lease_ttl_seconds
+        assert not current(sb)["expired"]  # nobody else may take it yet
+    finally:
+        sb.faults.clear()
+    assert keeper.release() is False
+    assert current(sb)["body"]["lease_id"] == "id-unreachable"
+
+
 # -- a killed holder ------------------------------------------------------------------------------
 def test_a_killed_holders_lease_expires_and_the_next_deploy_takes_it(lease_env):
     sb = lease_env
@@ -185,6 +213,45 @@ def test_a_holder_that_does_not_expire_in_time_is_named_and_nothing_changes(leas
     assert service(sb)["taskDefinition"] == before
     assert current(sb)["body"]["lease_id"] == dead["lease_id"]
     assert result["data"]["lease"] is None
+
+
+def test_without_the_bucket_no_deploy_starts(lease_env, monkeypatch):
+    """The lease cannot be written (S3 answers 503): the deploy refuses in one line naming the
+    lease object, and changes nothing. Failing closed: no lease, no "one at a time"."""
+    sb = lease_env
+    monkeypatch.setattr(aws, "MAX_ATTEMPTS", 2)
+    aws._cached.cache_clear()
+    push_variant(sb, "lease-nobucket")
+    before = service(sb)["taskDefinition"]
+    sb.faults.unavailable("s3", "PutObject", times=None)
+    sb.faults.reset_calls()
+    try:
+        result = run_flow(deploy, env="local", image="lease-nobucket", skip_preflight=True)
+    finally:
+        sb.faults.clear()
+        aws._cached.cache_clear()
+    assert result["verdict"] == "failed", result
+    assert result["reason"].startswith("could not take the deploy lease s3://"), result
+    assert lease_key(sb) in result["reason"] and "\n" not in result["reason"]
+    assert [c for c in sb.faults.served(mutating=True) if c.service != "s3"] == []
+    assert service(sb)["taskDefinition"] == before
+
+
+def test_a_rollback_takes_the_same_lease(lease_env, monkeypatch):
+    """A rollback is a deploy: it waits for the same lease and is refused the same way."""
+    from flows.rollback import rollback
+
+    sb = lease_env
+    monkeypatch.setenv("PAPYRUS_LEASE_WAIT_SECONDS", "1")
+    before = service(sb)["taskDefinition"]
+    write_dead_holder(sb, ttl=3600, flow_run_name="deploy local busy")
+    sb.faults.reset_calls()
+    result = run_flow(rollback, env="local", to=before.rsplit(":", 1)[-1])
+    assert result["verdict"] == "failed", result
+    assert result["reason"].startswith("another deploy holds the lease"), result
+    assert "'deploy local busy'" in result["reason"]
+    assert [c for c in sb.faults.served(mutating=True) if c.service != "s3"] == []
+    assert service(sb)["taskDefinition"] == before
 
 
 # -- renewal -----------------------------------------------------------------------------------
