@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect.concurrency.sync import concurrency
 
 from ground import aws
@@ -20,6 +21,7 @@ from ground.result import (
 )
 from ground.retry import BadInput  # noqa: F401 - the flows' one bad-input error
 from ground.settings import ConfigError, Settings, endpoint_refusal, load_env
+from tasks import lease
 
 
 class DeployFailed(RuntimeError):
@@ -98,12 +100,41 @@ def ensure_limit(name: str, limit: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def deploy_lock(settings: Settings, wait_seconds: float | None = None):
-    """One deploy per service at a time, across every run that shares this Prefect API; later
-    ones wait their turn (they queue, they are not dropped)."""
+def deploy_lock(settings: Settings, s3, wait_seconds: float | None = None,
+                lease_wait_seconds: float | None = None):
+    """One deploy per service at a time, whatever started it. Two layers:
+
+    1. A Prefect global concurrency limit: the polite queue among the runs of one Prefect API
+       (later ones wait their turn in the UI; they are not dropped).
+    2. The deploy lease in the evidence bucket (tasks/lease.py): an S3 conditional write that
+       also holds between runs of different Prefect APIs (a CI run with its own temporary
+       server, a UI run on the shared one). Waits up to deploy.lease_wait_seconds, then
+       refuses naming the holder (DeployFailed: verdict failed, nothing changed).
+
+    Yields the lease's `Keeper`: call `check(before=...)` before every change. A lease lost
+    while the body runs (taken, deleted, not renewed in time) ends the run failed, even when
+    the body finished: what it verified may no longer be what runs."""
     name = f"deploy-{settings.cluster}-{settings.service}".replace("/", "-")
     ensure_limit(name)
     timeout = wait_seconds if wait_seconds is not None else 2 * settings.deploy_timeout_seconds
     with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True,
                      lease_duration=max(300, 2 * settings.deploy_timeout_seconds)):
-        yield
+        try:
+            # The lease id is chosen here, once: a retry of the task recognises its own lease.
+            held = lease.take(s3, settings, lease.new_lease_id(), lease.owner_info(),
+                              lease_wait_seconds)
+        except lease.LeaseBusy as e:
+            raise DeployFailed(str(e)) from None
+        except (ClientError, BotoCoreError) as e:
+            # Without the lease there is no "one at a time": refuse, having changed nothing.
+            raise DeployFailed(f"could not take the deploy lease "
+                               f"s3://{settings.evidence_bucket}/{lease.lease_key(settings)}: "
+                               f"{type(e).__name__}: {e}") from None
+        keeper = lease.Keeper(s3, settings, held).start()
+        try:
+            yield keeper
+            keeper.check(before="reporting success")
+        except lease.LeaseLost as e:
+            raise DeployFailed(str(e)) from None
+        finally:
+            keeper.release()

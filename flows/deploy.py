@@ -63,6 +63,7 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
     outcome = Outcome()
+    lease: list = []  # the deploy lease's keeper, once taken (its summary goes in data)
     try:
         with outcome.judged("deploy"):
             # 1. Pin first (read-only): a typo is answered before the gate, the lock or a change.
@@ -72,15 +73,17 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
             if pinned.is_index:  # a multi-arch image: what the digest stands for
                 data["image_index"] = pinned.index_summary()
                 bundle.set_context(image_index=data["image_index"])
-            with deploy_lock(settings):
+            with deploy_lock(settings, c["s3"]) as held:
                 data["lock_acquired_at"] = time.time()
+                lease.append(held)
                 outcome.reason = _deploy(
                     settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
                     timeout_seconds or settings.deploy_timeout_seconds,
-                    poll_seconds or settings.deploy_poll_seconds, started)
+                    poll_seconds or settings.deploy_poll_seconds, started, held.check)
     finally:
         data.setdefault("lock_acquired_at", None)
         data["lock_released_at"] = time.time()
+        data["lease"] = lease[0].summary() if lease else None
     return outcome.finish("deploy", env, bundle, c["s3"], started, data, kms=c["kms"])
 
 
@@ -94,8 +97,9 @@ def pin(ecr_client, image: str, settings):
 
 def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bool,
             rollback: bool, skip_preflight: bool, timeout: float, poll: float,
-            started: float) -> str:
-    """The checklist under the lock; returns the success reason, raises DeployFailed."""
+            started: float, guard) -> str:
+    """The checklist under the lock; returns the success reason, raises DeployFailed.
+    `guard(before=...)` raises once the deploy lease is lost: called before every change."""
     log = get_run_logger()
     # 2. Gate: nothing changes before it passes.
     if not skip_preflight:
@@ -129,11 +133,13 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     if plan:
         summary["diff"], summary["service_diff"] = diff, service_diff
         return "plan only: nothing changed"
+    guard(before="registering the task definition")
     reg = taskdef.register_task_definition(c["ecs"], desired, settings.family,
                                            [current["task_definition"]])
     summary["task_definition"] = reg["arn"]
     bundle.set_context(task_definition_arn=reg["arn"])
     # 4. Update the service.
+    guard(before="updating the service")
     upd = rollout.update_service(c["ecs"], settings, reg["arn"], current["deployment_id"],
                                  rendered["service"])
     summary["deployment_id"] = upd["deployment_id"]
@@ -151,18 +157,23 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
             raise DeployFailed(f"{verdict['reason']}; no rollback started: check with "
                                f"`papyrus-ops diff --env {settings.env}`, then `rollback`")
         if rollback and current["task_definition"] != reg["arn"]:
+            guard(before=f"the rollback ({verdict['reason']})")
             _roll_back(settings, c, bundle, summary, current["task_definition"], timeout, poll)
         raise DeployFailed(verdict["reason"])
     # 6. Probes: the app route, then the CLI route. A service that cannot reach its database
-    # did not deploy, whatever ECS says.
+    # did not deploy, whatever ECS says. (A lost lease means another deploy may be on the
+    # service now: what we would probe may not be ours.)
+    guard(before="the probes")
     try:
         _probe(settings, c, bundle, summary, reg["arn"])
     except Exception as e:
         if rollback and current["task_definition"] != reg["arn"]:
+            guard(before=f"the rollback (probe failed: {e})")
             _roll_back(settings, c, bundle, summary, current["task_definition"], timeout, poll)
         raise DeployFailed(f"probe failed: {e}") from e
     # Bookkeeping for the next preflight's endpoint check. The deploy already worked: a bucket
     # outage here must not turn the verdict (and the CLI's exit code) into a failure.
+    guard(before="recording the deploy")
     try:
         record_deploy(c["s3"], settings, rds=c["rds"], image_digest=pinned.digest,
                       task_definition_arn=reg["arn"], deployment_id=upd["deployment_id"],

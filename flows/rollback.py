@@ -3,10 +3,11 @@
     rollback(env="prd")                 # to what was PRIMARY before the last recorded deploy
     rollback(env="prd", to="41")        # to papyrus-task:41 (or "family:41", or a full ARN)
 
-As a checklist: resolve the target (read-only; an unknown revision is bad input) → the deploy
-lock (a rollback is a deploy) → update the service to the target (only the task definition
-changes) → wait for a true verdict → probe /healthz on the new tasks → record it for the next
-preflight → evidence. The result is `ground.result`'s contract; the run ends Failed otherwise.
+As a checklist: the deploy lock and lease (a rollback is a deploy) → resolve the target
+(read-only; an unknown revision is bad input) → update the service to the target (only the task
+definition changes) → wait for a true verdict → probe /healthz on the new tasks → record it for
+the next preflight → evidence. The result is `ground.result`'s contract; the run ends Failed
+otherwise.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
     bundle.set_context(environment=env, requested=to)
     data: dict = {"to": to}
     outcome = Outcome()
-    with outcome.judged("rollback"), deploy_lock(settings):
+    lease: list = []  # the deploy lease's keeper, once taken (its summary goes in data)
+    with outcome.judged("rollback"), deploy_lock(settings, c["s3"]) as held:
         current = rollout.read_current(c["ecs"], settings)
         data["from_task_definition"] = current["task_definition"]
         target = rollout.resolve_target(c["ecs"], c["s3"], settings, to,
@@ -54,14 +56,17 @@ def rollback(env: str = "local", to: str | None = None, timeout_seconds: float |
         data["task_definition"] = target
         bundle.set_context(from_task_definition=current["task_definition"],
                            task_definition_arn=target)
+        lease.append(held)
         outcome.reason = _roll_back(settings, c, bundle, data, target, current,
                                     timeout_seconds or settings.deploy_timeout_seconds,
-                                    poll_seconds or settings.deploy_poll_seconds)
+                                    poll_seconds or settings.deploy_poll_seconds, held.check)
+    data["lease"] = lease[0].summary() if lease else None
     return outcome.finish("rollback", env, bundle, c["s3"], started, data, kms=c["kms"])
 
 
 def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, timeout: float,
-               poll: float) -> str:
+               poll: float, guard) -> str:
+    guard(before="updating the service")
     rb = rollout.roll_back(c["ecs"], settings, target)
     data["deployment_id"], data["started_by_us"] = rb["deployment_id"], rb["started"]
     verdict = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], target, None,
@@ -79,6 +84,7 @@ def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, time
         raise DeployFailed(f"rolled back, but /healthz failed: {e}") from e
     bundle.write_json("rollback_probe", rec)
     data["healthz"] = rec["status"]
+    guard(before="recording the rollback")
     try:
         record_deploy(c["s3"], settings, rds=c["rds"], task_definition_arn=target,
                       deployment_id=rb["deployment_id"],

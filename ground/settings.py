@@ -69,6 +69,8 @@ class Settings:
     token_secret_id: str
     deploy_timeout_seconds: int
     deploy_poll_seconds: float
+    lease_ttl_seconds: float = 120.0
+    lease_wait_seconds: float = 600.0
 
     def template_path(self, which: str) -> Path:
         return self.folder / (self.task_definition if which == "task" else self.service_definition)
@@ -108,8 +110,13 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("probe", "token_secret_id", "token_secret_id", str, True),
     ("deploy", "timeout_seconds", "deploy_timeout_seconds", int, True),
     ("deploy", "poll_seconds", "deploy_poll_seconds", float, True),
+    # The deploy lease in the evidence bucket (tasks/lease.py): how long it lives without a
+    # renewal, and how long a deploy waits for another one's lease before it refuses.
+    ("deploy", "lease_ttl_seconds", "lease_ttl_seconds", float, False),
+    ("deploy", "lease_wait_seconds", "lease_wait_seconds", float, False),
 ]
 _DEFAULTS = {str: "", list: (), int: 0}
+_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0}
 
 
 def _expand(value: str, where: str) -> str:
@@ -153,9 +160,16 @@ def load_env(env: str) -> Settings:
         if key not in sect:
             if required:
                 raise ConfigError(f"{where}: missing")
-            values[field] = _DEFAULTS[typ]
+            values[field] = _FIELD_DEFAULTS.get(field, _DEFAULTS.get(typ))
             continue
         val = sect[key]
+        if typ in (int, float) and isinstance(val, str) and VAR.search(val):
+            # A number may come from the environment ("${VAR:-120}"), e.g. short test TTLs.
+            text = _expand(val, where)
+            try:
+                val = typ(text)
+            except ValueError:
+                raise ConfigError(f"{where}: expected {typ.__name__}, got {text!r}") from None
         if typ is float and isinstance(val, int) and not isinstance(val, bool):
             val = float(val)
         if not isinstance(val, typ) or isinstance(val, bool):
@@ -176,8 +190,11 @@ def load_env(env: str) -> Settings:
     if values["container_port"] <= 0 or values["container_port"] > 65535:
         raise ConfigError(f"{path} [ecs] container_port: out of range")
     if not all(math.isfinite(values[k]) and values[k] > 0
-               for k in ("deploy_poll_seconds", "deploy_timeout_seconds")):
-        raise ConfigError(f"{path} [deploy]: timeout_seconds and poll_seconds must be positive")
+               for k in ("deploy_poll_seconds", "deploy_timeout_seconds", "lease_ttl_seconds")):
+        raise ConfigError(f"{path} [deploy]: timeout_seconds, poll_seconds and "
+                          "lease_ttl_seconds must be positive")
+    if not (math.isfinite(values["lease_wait_seconds"]) and values["lease_wait_seconds"] >= 0):
+        raise ConfigError(f"{path} [deploy] lease_wait_seconds: must be 0 or more")
     if values["env_file"] and not Path(values["env_file"]).is_absolute():
         values["env_file"] = str(ROOT / values["env_file"])
     key = values["evidence_kms_key"]

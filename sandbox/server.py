@@ -31,7 +31,7 @@ from ground import iam as iam_files
 from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
-from sandbox import iam, s3_policy, seed
+from sandbox import iam, s3_conditional, s3_policy, seed
 from sandbox.faults import Faults, ResponseLost
 from sandbox.postgres import LocalPostgres, free_port
 
@@ -68,8 +68,8 @@ class _FaultyMotoServer(ThreadedMotoServer):
         self.enforcer = enforcer or iam.Enforcer()  # a restart passes the sandbox's own
 
     def _server_entry(self) -> None:
-        app = self.faults.wrap(self.enforcer.wrap(
-            s3_policy.wrap(DomainDispatcherApplication(create_backend_app))))
+        app = self.faults.wrap(self.enforcer.wrap(s3_policy.wrap(
+            s3_conditional.wrap(DomainDispatcherApplication(create_backend_app)))))
         werkzeug_log = logging.getLogger("werkzeug")
         werkzeug_log.setLevel(logging.ERROR)  # no request lines on stderr
         if not any(isinstance(f, _QuietLostResponses) for f in werkzeug_log.filters):

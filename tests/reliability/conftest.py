@@ -3,9 +3,9 @@ was after every test, a place where every test's captured output is kept, and th
 over everything the session produced (tests/support/sweep.py), run when the session ends.
 
 `sb` is the session sandbox (tests/conftest.py): the DB password and the /dbcheck token are the
-canaries. After each test: every fault rule cleared, PostgreSQL running, the local ECS runtime's
-timing knobs as found, boto3 clients rebuilt (a test may have changed the retry settings), and the
-test's stdout/stderr written to the capture folder.
+canaries. After each test: every fault rule cleared, PostgreSQL running, no deploy lease left,
+the local ECS runtime's timing knobs as found, boto3 clients rebuilt (a test may have changed the
+retry settings), and the test's stdout/stderr written to the capture folder.
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ def sb(sandbox, prefect_server, main_schema, canary_sweep, capture_dir, capfd, r
         setattr(sandbox.runtime.timing, key, value)
     if not sandbox.pg.is_running():
         sandbox.pg.start()
+    # A deploy that could not release its lease (the test broke the bucket) leaves it to expire
+    # after its TTL, as it should; the next test must not wait for that.
+    from tasks.lease import lease_key
+
+    sandbox.client("s3").delete_object(Bucket=sandbox.settings.evidence_bucket,
+                                       Key=lease_key(sandbox.settings))
     aws._cached.cache_clear()
     out, err = capfd.readouterr()
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)[-150:]

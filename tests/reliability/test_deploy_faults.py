@@ -20,7 +20,7 @@ import flows.deploy
 from flows.deploy import deploy
 from ground import aws
 from papyrus_ops.runner import run_flow
-from tasks import rollout
+from tasks import lease, rollout
 from tests.support.evidence import (
     assert_evidence_complete,
     assert_pending,
@@ -289,7 +289,10 @@ def test_bucket_down_for_a_whole_deploy_the_verdict_matches_what_runs(sb, monkey
     monkeypatch.setattr(aws, "MAX_ATTEMPTS", 2)  # fail fast: the bucket stays down
     aws._cached.cache_clear()
     push_variant(sb, "rel-nobucket")
-    sb.faults.unavailable("s3", "PutObject", times=None)
+    # Down from the moment the deploy lease is held (without the bucket no deploy starts:
+    # tests/reliability/test_deploy_lease.py).
+    monkeypatch.setattr(lease, "take", After(
+        lease.take, lambda _held: sb.faults.unavailable("s3", "PutObject", times=None)))
     try:
         result = run_flow(deploy, env="local", image="rel-nobucket", skip_preflight=True)
     finally:
