@@ -52,6 +52,32 @@ class Outcome:
             self.reason = self.reason or f"{what} failed: {self.error}"
             run_logger().exception("%s failed", what)
 
+    @contextlib.contextmanager
+    def evidence_on_interrupt(self, flow: str, env: str, bundle, s3, started: float, data: dict,
+                              kms, what_runs):
+        """ECS stops a task with SIGTERM and kills it after the container's `stopTimeout` (30 s
+        by default; ECS Developer Guide, task definition parameters); Prefect turns SIGTERM
+        into `TerminationSignal` in the flow. A flow run's task stopped mid-deploy (StopTask, a
+        worker cancelling it) leaves a rollout that ECS carries on without it: before the run
+        ends Crashed, its evidence says it was interrupted and what ECS showed then
+        (`what_runs()`), and goes to the bucket, instead of vanishing with the task's disk."""
+        from prefect.exceptions import TerminationSignal
+
+        try:
+            yield
+        except TerminationSignal:
+            self.verdict = FAILED
+            self.error = "TerminationSignal: the process running this flow was told to stop"
+            self.reason = (f"{flow} interrupted before its verdict: the task running it was "
+                           "stopped; ECS carries on with whatever had been started")
+            with contextlib.suppress(Exception):
+                data["at_interrupt"] = what_runs()
+            bundle.set_context(interrupted=self.reason, ecs_at_interrupt=data.get("at_interrupt"))
+            with contextlib.suppress(Exception):
+                self.finish(flow, env, bundle, s3, started, data, kms=kms)
+            run_logger().error("%s: %s; evidence written", flow, self.reason)
+            raise
+
     def finish(self, flow: str, env: str, bundle, s3, started: float, data: dict, kms=None):
         """Evidence closed (kept local for bad input: a refused input changes nothing, not even
         the bucket) and the flow's return value."""

@@ -64,26 +64,29 @@ def deploy(env: str = "local", image: str = "latest", plan: bool = False,
     data: dict = {"image": image, "plan": plan}
     outcome = Outcome()
     lease: list = []  # the deploy lease's keeper, once taken (its summary goes in data)
-    try:
-        with outcome.judged("deploy"):
-            # 1. Pin first (read-only): a typo is answered before the gate, the lock or a change.
-            pinned = pin(c["ecr"], image, settings)
-            data["image_digest"] = pinned.digest
-            bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
-            if pinned.is_index:  # a multi-arch image: what the digest stands for
-                data["image_index"] = pinned.index_summary()
-                bundle.set_context(image_index=data["image_index"])
-            with deploy_lock(settings, c["s3"]) as held:
-                data["lock_acquired_at"] = time.time()
-                lease.append(held)
-                outcome.reason = _deploy(
-                    settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
-                    timeout_seconds or settings.deploy_timeout_seconds,
-                    poll_seconds or settings.deploy_poll_seconds, started, held.check)
-    finally:
-        data.setdefault("lock_acquired_at", None)
-        data["lock_released_at"] = time.time()
-        data["lease"] = lease[0].summary() if lease else None
+    with outcome.evidence_on_interrupt("deploy", env, bundle, c["s3"], started, data, c["kms"],
+                                       lambda: rollout.read_current.fn(c["ecs"], settings)):
+        try:
+            with outcome.judged("deploy"):
+                # 1. Pin first (read-only): a typo is answered before the gate, the lock
+                # or a change.
+                pinned = pin(c["ecr"], image, settings)
+                data["image_digest"] = pinned.digest
+                bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
+                if pinned.is_index:  # a multi-arch image: what the digest stands for
+                    data["image_index"] = pinned.index_summary()
+                    bundle.set_context(image_index=data["image_index"])
+                with deploy_lock(settings, c["s3"]) as held:
+                    data["lock_acquired_at"] = time.time()
+                    lease.append(held)
+                    outcome.reason = _deploy(
+                        settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
+                        timeout_seconds or settings.deploy_timeout_seconds,
+                        poll_seconds or settings.deploy_poll_seconds, started, held.check)
+        finally:
+            data.setdefault("lock_acquired_at", None)
+            data["lock_released_at"] = time.time()
+            data["lease"] = lease[0].summary() if lease else None
     return outcome.finish("deploy", env, bundle, c["s3"], started, data, kms=c["kms"])
 
 

@@ -236,6 +236,14 @@ def test_flow_run_task_stopped_mid_deploy_is_not_a_success(stack, sandbox, ecs_d
                                   if t["lastStatus"] == "STOPPED"], 30, 0.5, "STOPPED")[0]
     assert stopped["stopCode"] == "UserInitiated"
     assert stopped["stoppedReason"] == "e2e: stopped mid-deploy"
+    # Nothing lost with the task's disk: between SIGTERM and SIGKILL the run wrote its
+    # evidence — interrupted, and what ECS showed then — to the bucket.
+    markdown = evidence_markdown(stack, run.id)
+    assert "Evidence — deploy: **FAIL**" in markdown, markdown
+    _, killed_files = evidence_in_bucket(sandbox, markdown)
+    context = json.loads(killed_files["manifest.json"])["context"]
+    assert "interrupted before its verdict" in context["interrupted"], context
+    assert context["ecs_at_interrupt"]["task_definition"], context
 
     # What really runs now: the killed run's deployment, which goes on in ECS without it.
     really = service_image(sandbox)
