@@ -270,7 +270,9 @@ def take(s3, s: Settings, lease_id: str, owner: dict, wait_seconds: float | None
 
 def _held(s, lease_id, owner, etag, sent, acquired_at, start, clock, took_over) -> dict:
     return {"key": lease_key(s), "bucket": s.evidence_bucket, "lease_id": lease_id, "etag": etag,
-            "owner": owner, "acquired_at": acquired_at, "confirmed_at": sent,
+            # acquired_at: sent (no later than S3's write); held_at: answered (no earlier).
+            "owner": owner, "acquired_at": acquired_at, "held_at": time.time(),
+            "confirmed_at": sent,
             "ttl_seconds": float(s.lease_ttl_seconds),
             "waited_seconds": round(clock() - start, 3), "took_over": took_over}
 
@@ -383,7 +385,7 @@ class Keeper:
         """Delete the lease if it is still ours (IfMatch on our ETag). False when it was not
         ours any more or could not be deleted: it then expires by itself."""
         self.stop()
-        self.released_at = time.time()
+        self.released_at = time.time()  # before the delete is sent: no later than the release
         if self.lost:
             return False
         try:
@@ -399,6 +401,6 @@ class Keeper:
     def summary(self) -> dict:
         h = self.held
         return {"key": h["key"], "lease_id": h["lease_id"], "acquired_at": h["acquired_at"],
-                "released_at": self.released_at, "renewals": self.renewals,
+                "held_at": h["held_at"], "released_at": self.released_at, "renewals": self.renewals,
                 "ttl_seconds": self.ttl, "waited_seconds": h["waited_seconds"],
                 "took_over": h["took_over"], "lost": self.lost}
