@@ -65,7 +65,9 @@ class Outcome:
 
         try:
             yield
-        except TerminationSignal:
+        except (TerminationSignal, SystemExit):
+            # SystemExit too: under `prefect flow-run execute` (the ECS worker's command) the
+            # engine's process is ended through a system exit when its task is stopped.
             self.verdict = FAILED
             self.error = "TerminationSignal: the process running this flow was told to stop"
             self.reason = (f"{flow} interrupted before its verdict: the task running it was "
