@@ -29,7 +29,7 @@ from artifacts.prefect_artifacts import progress
 from ground.log_redaction import install_log_redaction
 from ground.result import BAD_INPUT, FAILED, SUCCESS, result, to_state
 from ground.run_names import run_name
-from ground.settings import ConfigError, load_env
+from ground.settings import ConfigError, EnvName, load_env
 from tasks.cloudtrail.checkpoint import prepare_archive
 from tasks.cloudtrail.names import resolve_papyrus_names
 from tasks.cloudtrail.progress import PROGRESS_KEY, done_seconds
@@ -68,7 +68,7 @@ def _log():
 @flow(name="cloudtrail_archive", flow_run_name=run_name("cloudtrail-archive {env}"),
       log_prints=False)
 def cloudtrail_archive(
-    env: str = "local",
+    env: EnvName = "local",
     days: float | None = None,
     since: str | None = None,
     until: str | None = None,

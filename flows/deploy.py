@@ -19,6 +19,7 @@ from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_r
 from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
+from ground.settings import EnvName
 from tasks import ecr, probes, rollout, taskdef
 from tasks.db import read_db_secret
 from tasks.insert_check import insert_cli_row
@@ -27,7 +28,7 @@ from tasks.state import record_deploy
 
 
 @flow(name="deploy", flow_run_name=run_name("deploy {env} {image}"), log_prints=True)
-def deploy(env: str = "local", image: str = "latest", plan: bool = False,
+def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
            timeout_seconds: float | None = None, poll_seconds: float | None = None,
            rollback: bool = True, skip_preflight: bool = False):
     """Deploy `image` (tag, repo:tag, repo@sha256:…, or full ECR URI) to the environment.

@@ -22,7 +22,7 @@ from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.run_names import run_name
-from ground.settings import load_env
+from ground.settings import EnvName, load_env
 from tasks.db import DbSecretUnavailable
 from tasks.insert_check import (
     EXPECTED_TAG,
@@ -48,7 +48,7 @@ def _not_run(settings, env: str, error: str, started: float) -> dict[str, Any]:
 
 
 @flow(name="insert_check", flow_run_name=run_name("insert-check {env}"), log_prints=False)
-def insert_check(env: str = "local", database: str | None = None):
+def insert_check(env: EnvName = "local", database: str | None = None):
     """Insert an SKU-CLI row with psycopg2 over SSL and keep the evidence.
 
     Args:

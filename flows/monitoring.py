@@ -27,7 +27,7 @@ from ground.monitoring_settings import load_monitoring
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
-from ground.settings import ConfigError
+from ground.settings import ConfigError, EnvName
 from tasks.monitoring.actual import read_actual
 from tasks.monitoring.apply import apply_item
 from tasks.monitoring.clients import Clients
@@ -37,7 +37,7 @@ from tasks.monitoring.render import for_evidence, plan_rows, render_plan
 
 
 @flow(name="monitoring", flow_run_name=run_name("monitoring {env} apply={apply}"), log_prints=True)
-def monitoring(env: str = "local", apply: bool = False):
+def monitoring(env: EnvName = "local", apply: bool = False):
     """Plan (and with `apply=True` converge) the Papyrus alarms, task-failure rule, target group
     and ALB access-log bucket described in `deployments/<env>/monitoring.toml`.
 

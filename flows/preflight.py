@@ -34,6 +34,7 @@ from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, evidence_summary, result, to_state
 from ground.retry import BadInput, naming_denied
 from ground.run_names import run_name
+from ground.settings import EnvName
 from tasks.preflight import (
     SERVICE_DIR,
     SERVICES,
@@ -54,7 +55,7 @@ def connection_diff_rows(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @flow(name="preflight", flow_run_name=run_name("preflight {env}"), log_prints=False)
-def preflight(env: str = "local", service_dir: str | None = None, check_db_auth: bool = True):
+def preflight(env: EnvName = "local", service_dir: str | None = None, check_db_auth: bool = True):
     """Check for drift before a deploy; change nothing. Verdict "success" when all pass.
 
     Args:

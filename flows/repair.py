@@ -32,12 +32,13 @@ from flows.common import aws_clients, open_run
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
+from ground.settings import EnvName
 from tasks.preflight import SERVICES, overall, public
 from tasks.repairs import REPAIRS, SPECS, RepairError
 
 
 @flow(name="repair", flow_run_name=run_name("repair {env} {what} apply={apply}"), log_prints=False)
-def repair(env: str = "local", what: str = "secret", apply: bool = False):
+def repair(env: EnvName = "local", what: str = "secret", apply: bool = False):
     """Plan (and with apply=True, apply) the `what` repair in `env`.
 
     Args:

@@ -21,12 +21,13 @@ from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_r
 from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
+from ground.settings import EnvName
 from tasks import probes, rollout
 from tasks.state import record_deploy
 
 
 @flow(name="rollback", flow_run_name=run_name("rollback {env}"), log_prints=True)
-def rollback(env: str = "local", to: str | None = None, timeout_seconds: float | None = None,
+def rollback(env: EnvName = "local", to: str | None = None, timeout_seconds: float | None = None,
              poll_seconds: float | None = None):
     """Roll the environment's service back to a known-good task definition.
 

@@ -30,7 +30,7 @@ from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
 from ground.result import BAD_INPUT, FAILED, SUCCESS, evidence_summary, result, to_state
 from ground.run_names import run_name
-from ground.settings import ConfigError, Settings, load_env
+from ground.settings import ConfigError, EnvName, Settings, load_env
 from tasks.db import DbSecret, DbSecretError, DbSecretUnavailable, describe, read_db_secret
 from tasks.schema.script import Script, ScriptError, load_script
 from tasks.schema.stages import schema_apply, schema_dry_run
@@ -79,7 +79,7 @@ def _not_run(stage: str, script: Script, error: str) -> dict[str, Any]:
 
 @flow(name="schema_init", flow_run_name=run_name("schema-init {env} apply={apply}"),
       log_prints=False)
-def schema_init(env: str = "local", apply: bool = False, sql_path: str | None = None,
+def schema_init(env: EnvName = "local", apply: bool = False, sql_path: str | None = None,
                 database: str | None = None):
     """Dry run init.sql (BEGIN ... ROLLBACK); with apply=True, then apply it (BEGIN ... COMMIT).
 

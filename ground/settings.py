@@ -13,7 +13,9 @@ import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from ground import envfile
 
@@ -133,6 +135,13 @@ def _expand(value: str, where: str) -> str:
 
 def available_envs() -> list[str]:
     return sorted(p.parent.name for p in DEPLOYMENTS.glob("*/config.toml"))
+
+
+# A flow's `env` parameter: the run form offers the environment folders as a choice (an `enum`
+# in the parameter schema, which `enforce_parameter_schema` checks on the server). Python-side
+# it stays a str, so a direct call with another name still reaches the flow's own one-line
+# bad input instead of a validation traceback.
+EnvName = Annotated[str, Field(json_schema_extra={"enum": available_envs()})]
 
 
 def read_toml(path: Path) -> dict[str, Any]:

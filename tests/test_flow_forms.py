@@ -35,3 +35,17 @@ def test_every_parameter_is_explained_in_the_form(name):
     props = parameter_schema(FLOWS[name].fn).model_dump()["properties"]
     missing = [p for p, spec in props.items() if not spec.get("description")]
     assert missing == [], f"{name}: no description for {missing} (add them under Args:)"
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS))
+def test_env_is_a_choice_of_the_environment_folders(name):
+    from ground.settings import available_envs
+
+    props = parameter_schema(FLOWS[name].fn).model_dump()["properties"]
+    assert props["env"]["enum"] == available_envs() == ["local", "prd"]
+
+
+def test_the_deploy_form_has_no_default_image():
+    """The operator says what ships: no `latest` by default, in the form or the deployment."""
+    schema = parameter_schema(FLOWS["deploy"].fn).model_dump()
+    assert "image" in schema["required"] and "default" not in schema["properties"]["image"]

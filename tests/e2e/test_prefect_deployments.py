@@ -140,7 +140,9 @@ def test_deployments_registered_from_prefect_yaml(stack):
     assert dep.global_concurrency_limit.limit == 1
     assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
     # The UI form: defaults from prefect.yaml, descriptions from the flow's docstring.
-    assert dep.parameters["image"] == "latest" and dep.parameters["env"] == "local"
+    assert "image" not in dep.parameters and dep.parameters["env"] == "local"
+    assert "image" in dep.parameter_openapi_schema["required"]  # no default image to ship
+    assert dep.parameter_openapi_schema["properties"]["env"]["enum"] == ["local", "prd"]
     props = dep.parameter_openapi_schema["properties"]
     assert "pinned to its digest" in props["image"]["description"]
     assert all(props[p].get("description") for p in props), props
@@ -191,7 +193,8 @@ def test_deploy_via_api_and_cli_watch_run_one_at_a_time(stack, sandbox):
     api = stack["api_url"]
     digest = push_variant(sandbox, "e2e-api")
     watch = prefect_cli(stack, "deployment", "run", "deploy/deploy-local", "--watch",
-                        "--watch-timeout", str(RUN_TIMEOUT), "--flow-run-name", "e2e-cli-watch")
+                        "--watch-timeout", str(RUN_TIMEOUT), "--flow-run-name", "e2e-cli-watch",
+                        "--param", "image=latest")
     try:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 

@@ -78,8 +78,10 @@ def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, poo
             page.wait_for_url("**/run?**")
             expect(page.get_by_text("pinned to its digest")).to_be_visible()
             page.locator("input.p-text-input__control").first.fill(run_name)
-            image_field = page.locator("textarea").nth(1)
-            expect(image_field).to_have_value("latest")
+            # The image is the form's one free-text field (env is a choice of folders) and has
+            # no default: the operator says what ships.
+            image_field = page.locator("textarea").last
+            expect(image_field).to_have_value("")
             image_field.fill(image)
             shot(page, "custom-run-form")
             page.get_by_role("button", name="Submit").click()
