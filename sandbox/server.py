@@ -141,9 +141,10 @@ class Sandbox:
         }
 
     def ecs_pool_env(self) -> dict[str, str]:
-        """The account-specific values of an ECS pool for flow runs (prefect.yaml's `ecs`
-        anchor names the same variables): the flow-run image, its two roles, the VPC, its
-        subnets and the task security group. Empty until seeded."""
+        """The account-specific values of an ECS pool for flow runs (what
+        `deployments/local/ecs-pool.json` is rendered with, papyrus_ops.prefect_local.ecs):
+        the flow-run image, its two roles, the VPC, its subnets and the task security group.
+        Empty until seeded."""
         if self.seeded is None or not self.ops_image_uri:
             return {}
         sd = self.seeded
