@@ -45,7 +45,7 @@ deployments:
   - name: deploy-ecs-sandbox
     entrypoint: flows/deploy.py:deploy
     enforce_parameter_schema: true
-    parameters: {{env: local, image: latest}}
+    parameters: {{env: local}}
     work_pool: {{name: {prefect_local.ECS_POOL}, work_queue_name: default, job_variables: {{}}}}
   - name: cloudtrail-archive-ecs-sandbox
     entrypoint: flows/cloudtrail_archive.py:cloudtrail_archive
