@@ -7,9 +7,16 @@ changed) — `ground.result`'s contract, applied by `papyrus_ops.runner` for eve
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import typer
+
+# Without PREFECT_API_URL each CLI call runs its flow on Prefect's temporary server, which must
+# answer within `server.ephemeral.startup_timeout_seconds` (20 s by default): on a CI machine
+# with both cores busy and a fresh PREFECT_HOME (migrations) that was missed once in this suite
+# (tests/reliability/test_deploy_lease.py, under stress-ng). A slow start is not a failed deploy.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from papyrus_ops.commands import register_all
 from papyrus_ops.runner import fail
