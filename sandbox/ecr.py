@@ -21,12 +21,13 @@ import json
 from moto.core.exceptions import ServiceException
 from moto.ecr.models import ECRBackend, Image
 
+from sandbox.patches import Patches
+
 INDEX_MEDIA_TYPES = frozenset({
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 })
 
-_ORIGINAL: dict = {}
 
 
 class ReferencedImagesNotFoundException(ServiceException):
@@ -51,8 +52,8 @@ def _put_image(self, repository_name, image_manifest, image_tag,
         if any(m.get("digest") not in present for m in doc.get("manifests") or []):
             raise ReferencedImagesNotFoundException(
                 "The manifest list is referencing an image that does not exist.")
-    return _ORIGINAL["put_image"](self, repository_name, image_manifest, image_tag,
-                                  image_manifest_mediatype, digest)
+    return _PATCHES.original(ECRBackend, "put_image")(
+        self, repository_name, image_manifest, image_tag, image_manifest_mediatype, digest)
 
 
 def _artifact_media_type(self: Image) -> str | None:
@@ -60,15 +61,8 @@ def _artifact_media_type(self: Image) -> str | None:
     return config.get("mediaType") if isinstance(config, dict) else None
 
 
-def install() -> None:
-    if "put_image" not in _ORIGINAL:
-        _ORIGINAL["put_image"] = ECRBackend.put_image
-        ECRBackend.put_image = _put_image
-        # moto's serializer reads ImageDetail members as snake_case attributes.
-        Image.artifact_media_type = property(_artifact_media_type)
-
-
-def uninstall() -> None:
-    if "put_image" in _ORIGINAL:
-        ECRBackend.put_image = _ORIGINAL.pop("put_image")
-        del Image.artifact_media_type
+_PATCHES = Patches(
+    (ECRBackend, "put_image", _put_image),
+    # moto's serializer reads ImageDetail members as snake_case attributes.
+    (Image, "artifact_media_type", property(_artifact_media_type)))
+install, uninstall = _PATCHES.install, _PATCHES.uninstall

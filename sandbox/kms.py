@@ -26,7 +26,7 @@ from moto.core.exceptions import JsonRESTError
 from moto.kms.exceptions import ValidationException
 from moto.kms.responses import KmsResponse
 
-_ORIGINAL: dict = {}
+from sandbox.patches import Patches
 
 
 class KMSInvalidSignatureException(JsonRESTError):
@@ -81,7 +81,7 @@ def _is_digest(self: KmsResponse) -> bool:
 
 def _sign(self: KmsResponse) -> str:
     if not _is_digest(self):
-        return _ORIGINAL["sign"](self)
+        return _PATCHES.original(KmsResponse, "sign")(self)
     key, algorithm, digest, scheme = _key_and_digest(self)
     signature = key.private_key.private_key.sign(digest, *scheme)
     return json.dumps({"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(),
@@ -92,7 +92,7 @@ def _verify(self: KmsResponse) -> str:
     from cryptography.exceptions import InvalidSignature
 
     if not _is_digest(self):
-        answer = _ORIGINAL["verify"](self)
+        answer = _PATCHES.original(KmsResponse, "verify")(self)
         if not json.loads(answer).get("SignatureValid"):
             raise KMSInvalidSignatureException()
         return answer
@@ -107,21 +107,11 @@ def _verify(self: KmsResponse) -> str:
 
 
 def _get_public_key(self: KmsResponse) -> str:
-    answer = json.loads(_ORIGINAL["get_public_key"](self))
+    answer = json.loads(_PATCHES.original(KmsResponse, "get_public_key")(self))
     answer["KeyId"] = self.kms_backend.describe_key(self._get_param("KeyId")).arn
     return json.dumps(answer)
 
 
-_PATCHES = {"sign": _sign, "verify": _verify, "get_public_key": _get_public_key}
-
-
-def install() -> None:
-    for name, fn in _PATCHES.items():
-        if name not in _ORIGINAL:
-            _ORIGINAL[name] = getattr(KmsResponse, name)
-            setattr(KmsResponse, name, fn)
-
-
-def uninstall() -> None:
-    for name in list(_ORIGINAL):
-        setattr(KmsResponse, name, _ORIGINAL.pop(name))
+_PATCHES = Patches((KmsResponse, "sign", _sign), (KmsResponse, "verify", _verify),
+                   (KmsResponse, "get_public_key", _get_public_key))
+install, uninstall = _PATCHES.install, _PATCHES.uninstall

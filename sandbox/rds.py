@@ -31,6 +31,8 @@ from moto.rds.exceptions import DBParameterGroupNotFoundError
 from moto.rds.models import DBInstance, RDSBackend
 from moto.rds.responses import RDSResponse
 
+from sandbox.patches import Patches
+
 # name: (value, ApplyType, DataType, description). RDS for PostgreSQL 15 defaults (RDS User
 # Guide, "Working with parameters on your RDS for PostgreSQL DB instance"); formulas are kept
 # as RDS shows them.
@@ -60,7 +62,6 @@ POSTGRES15_DEFAULTS: dict[str, tuple[str, str, str, str]] = {
 }
 FAMILY_DEFAULTS = {"postgres15": POSTGRES15_DEFAULTS}
 
-_ORIGINAL: dict[str, Any] = {}
 _APPLY_STATUS: dict[str, str] = {}  # instance arn -> ParameterApplyStatus
 
 
@@ -109,7 +110,8 @@ def _describe_db_parameters(self) -> ActionResult:
 
 
 def _modify_db_parameter_group(self, name, parameters):
-    group = _ORIGINAL["modify_db_parameter_group"](self, name, parameters)
+    group = _PATCHES.original(RDSBackend, "modify_db_parameter_group")(
+        self, name, parameters)
     pending = False
     for p in parameters:
         method = p.get("ApplyMethod") or "immediate"
@@ -125,7 +127,7 @@ def _modify_db_parameter_group(self, name, parameters):
 
 
 def _reboot_db_instance(self, db_instance_identifier):
-    db = _ORIGINAL["reboot_db_instance"](self, db_instance_identifier)
+    db = _PATCHES.original(RDSBackend, "reboot_db_instance")(self, db_instance_identifier)
     _APPLY_STATUS.pop(db.arn, None)
     self.events.append(_Event(db, "DB instance restarted", ["availability"], "db-instance"))
     return db
@@ -138,34 +140,15 @@ def _status_list(self):
     return groups
 
 
-def install() -> None:
-    if _ORIGINAL:
-        return
-    _ORIGINAL.update(
-        modify_db_parameter_group=RDSBackend.modify_db_parameter_group,
-        reboot_db_instance=RDSBackend.reboot_db_instance,
-        describe_db_parameters=RDSResponse.describe_db_parameters,
-        status_list=DBInstance.__dict__["db_parameter_group_status_list"],
-        describe_engine_default_parameters=getattr(
-            RDSResponse, "describe_engine_default_parameters", None))
-    RDSBackend.modify_db_parameter_group = _modify_db_parameter_group
-    RDSBackend.reboot_db_instance = _reboot_db_instance
-    RDSResponse.describe_db_parameters = _describe_db_parameters
-    RDSResponse.describe_engine_default_parameters = _describe_engine_default_parameters
-    DBInstance.db_parameter_group_status_list = property(_status_list)
+_PATCHES = Patches(
+    (RDSBackend, "modify_db_parameter_group", _modify_db_parameter_group),
+    (RDSBackend, "reboot_db_instance", _reboot_db_instance),
+    (RDSResponse, "describe_db_parameters", _describe_db_parameters),
+    (RDSResponse, "describe_engine_default_parameters", _describe_engine_default_parameters),
+    (DBInstance, "db_parameter_group_status_list", property(_status_list)))
+install = _PATCHES.install
 
 
 def uninstall() -> None:
-    if not _ORIGINAL:
-        return
-    RDSBackend.modify_db_parameter_group = _ORIGINAL["modify_db_parameter_group"]
-    RDSBackend.reboot_db_instance = _ORIGINAL["reboot_db_instance"]
-    RDSResponse.describe_db_parameters = _ORIGINAL["describe_db_parameters"]
-    DBInstance.db_parameter_group_status_list = _ORIGINAL["status_list"]
-    if _ORIGINAL["describe_engine_default_parameters"] is None:
-        del RDSResponse.describe_engine_default_parameters
-    else:
-        RDSResponse.describe_engine_default_parameters = \
-            _ORIGINAL["describe_engine_default_parameters"]
-    _ORIGINAL.clear()
+    _PATCHES.uninstall()
     _APPLY_STATUS.clear()

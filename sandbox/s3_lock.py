@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from moto.s3.exceptions import AccessDeniedByLock
 from moto.s3.responses import S3Response
 
-_ORIGINAL: dict = {}
+from sandbox.patches import Patches
 
 
 def _when(value: str | None) -> datetime | None:
@@ -57,15 +57,8 @@ def _put_object_retention(self: S3Response):
         bypass = self.headers.get("x-amz-bypass-governance-retention", "").lower() == "true"
         if _refused(key.lock_mode, key.lock_until, new_mode, new_until, bypass):
             raise AccessDeniedByLock
-    return _ORIGINAL["put_object_retention"](self)
+    return _PATCHES.original(S3Response, "put_object_retention")(self)
 
 
-def install() -> None:
-    if "put_object_retention" not in _ORIGINAL:
-        _ORIGINAL["put_object_retention"] = S3Response.put_object_retention
-        S3Response.put_object_retention = _put_object_retention
-
-
-def uninstall() -> None:
-    if "put_object_retention" in _ORIGINAL:
-        S3Response.put_object_retention = _ORIGINAL.pop("put_object_retention")
+_PATCHES = Patches((S3Response, "put_object_retention", _put_object_retention))
+install, uninstall = _PATCHES.install, _PATCHES.uninstall

@@ -18,6 +18,10 @@ import json
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs, unquote
 
+from moto.s3.models import FakeBucket
+
+from sandbox.patches import Patches
+
 _HEADERS = {
     "s3:x-amz-server-side-encryption": "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION",
     "s3:x-amz-server-side-encryption-aws-kms-key-id":
@@ -91,7 +95,6 @@ def _upload_target(environ: dict) -> tuple[str, str] | None:
     return (bucket, key) if bucket and key else None
 
 
-_ORIGINAL: dict = {}
 
 
 def _get_permission(self, action: str, resource: str):
@@ -111,19 +114,8 @@ def _get_permission(self, action: str, resource: str):
                                                                                  resource)
 
 
-def install() -> None:
-    from moto.s3.models import FakeBucket
-
-    if "get_permission" not in _ORIGINAL:
-        _ORIGINAL["get_permission"] = FakeBucket.get_permission
-        FakeBucket.get_permission = _get_permission
-
-
-def uninstall() -> None:
-    from moto.s3.models import FakeBucket
-
-    if "get_permission" in _ORIGINAL:
-        FakeBucket.get_permission = _ORIGINAL.pop("get_permission")
+_PATCHES = Patches((FakeBucket, "get_permission", _get_permission))
+install, uninstall = _PATCHES.install, _PATCHES.uninstall
 
 
 def wrap(app: Callable) -> Callable:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from moto.sns.exceptions import SNSInvalidParameter
 from moto.sns.models import SNSBackend, Topic
 
-_ORIGINAL: dict = {}
+from sandbox.patches import Patches
 
 
 def _create_topic(self, name, attributes=None, tags=None):
@@ -22,15 +22,8 @@ def _create_topic(self, name, attributes=None, tags=None):
     if existing is not None and tags and dict(tags) != dict(existing._tags or {}):
         raise SNSInvalidParameter(
             "Invalid parameter: Tags Reason: Topic already exists with different tags")
-    return _ORIGINAL["create_topic"](self, name, attributes, tags)
+    return _PATCHES.original(SNSBackend, "create_topic")(self, name, attributes, tags)
 
 
-def install() -> None:
-    if "create_topic" not in _ORIGINAL:
-        _ORIGINAL["create_topic"] = SNSBackend.create_topic
-        SNSBackend.create_topic = _create_topic
-
-
-def uninstall() -> None:
-    if "create_topic" in _ORIGINAL:
-        SNSBackend.create_topic = _ORIGINAL.pop("create_topic")
+_PATCHES = Patches((SNSBackend, "create_topic", _create_topic))
+install, uninstall = _PATCHES.install, _PATCHES.uninstall
