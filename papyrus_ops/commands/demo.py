@@ -58,6 +58,27 @@ def _start_prefect_api_early(state_dir):
     return TemporaryServer(state_dir / "demo-prefect-server.log")
 
 
+def main_job_steps(archive_step: str, archive_params: dict) -> list[tuple[str, object, dict]]:
+    """The README's main job, in order: (step name, flow, parameters). The archive's name and
+    parameters are the caller's: AWS allows 2 LookupEvents/s and the nightly run keeps to it;
+    the sandbox's stand-in has no such limit, so the demo does not wait for one (same code)."""
+    from flows.cloudtrail_archive import cloudtrail_archive
+    from flows.deploy import deploy
+    from flows.monitoring import monitoring
+    from flows.preflight import preflight
+    from flows.schema_init import schema_init
+
+    return [
+        ("preflight", preflight, {}),
+        ("schema-init (dry run)", schema_init, {}),
+        ("schema-init --apply", schema_init, {"apply": True}),
+        ("deploy --image latest", deploy, {"image": "latest"}),
+        ("monitoring (plan)", monitoring, {}),
+        ("monitoring --apply", monitoring, {"apply": True}),
+        (archive_step, cloudtrail_archive, archive_params),
+    ]
+
+
 def register(app) -> None:
     @app.command("demo")
     def demo(keep: bool = typer.Option(False, "--keep", help="Leave the sandbox running.")):
@@ -77,24 +98,8 @@ def register(app) -> None:
                            f"({time.monotonic() - t0:.1f}s)")
 
             settings = prepare("local")
-            from flows.cloudtrail_archive import cloudtrail_archive
-            from flows.deploy import deploy
-            from flows.monitoring import monitoring
-            from flows.preflight import preflight
-            from flows.schema_init import schema_init
-
-            steps = [
-                ("preflight", preflight, {}),
-                ("schema-init (dry run)", schema_init, {}),
-                ("schema-init --apply", schema_init, {"apply": True}),
-                ("deploy --image latest", deploy, {"image": "latest"}),
-                ("monitoring (plan)", monitoring, {}),
-                ("monitoring --apply", monitoring, {"apply": True}),
-                # AWS allows 2 LookupEvents/s and the nightly run keeps to it; the sandbox's
-                # stand-in has no such limit, so the demo does not wait for one (same code).
-                ("cloudtrail-archive (90 days, 20 req/s)", cloudtrail_archive,
-                 {"max_rps": SANDBOX_LOOKUP_RPS}),
-            ]
+            steps = main_job_steps("cloudtrail-archive (90 days, 20 req/s)",
+                                   {"max_rps": SANDBOX_LOOKUP_RPS})
             results = {}
             for name, fn, params in steps:
                 results[name] = _step(rows, name, fn, env="local", **params)

@@ -39,23 +39,10 @@ def canaries(sb) -> tuple[str, ...]:
 
 
 def test_the_readme_main_job_on_the_canary_sandbox(sb, capfd):
-    from flows.cloudtrail_archive import cloudtrail_archive
-    from flows.deploy import deploy
-    from flows.monitoring import monitoring
-    from flows.preflight import preflight
-    from flows.schema_init import schema_init
-    from papyrus_ops.commands.demo import _show_routes
+    from papyrus_ops.commands.demo import _show_routes, main_job_steps
 
-    steps = [
-        ("preflight", preflight, {}),
-        ("schema-init (dry run)", schema_init, {}),
-        ("schema-init --apply", schema_init, {"apply": True}),
-        ("deploy --image latest", deploy, {"image": "latest"}),
-        ("monitoring (plan)", monitoring, {}),
-        ("monitoring --apply", monitoring, {"apply": True}),
-        # The demo archives 90 days at the API's 2 requests/s; a week at 50/s proves the same.
-        ("cloudtrail-archive", cloudtrail_archive, {"days": 7, "max_rps": 50}),
-    ]
+    # The demo archives 90 days at the API's 2 requests/s; a week at 50/s proves the same.
+    steps = main_job_steps("cloudtrail-archive", {"days": 7, "max_rps": 50})
     forget_monitoring(sb)
     try:
         for name, fn, params in steps:
