@@ -7,6 +7,7 @@
                                           # the ECS pool from deployments/prd/ecs-pool.json
     papyrus-ops prefect register --env prd --api-url URL   # `prefect deploy -n '*/*-prd'`
     papyrus-ops prefect down              # stop everything `up` started, by pid
+    papyrus-ops prefect cli-server [--stop]   # the server CLI calls share (started by the first)
 
 State (pids, logs, Prefect homes) lives in `.prefect/` (or `$PAPYRUS_PREFECT_DIR`). Exit 0 on
 success; 1 when a process would not start or registration failed; 2 bad input (one line).
@@ -230,6 +231,24 @@ def down_cmd(state_dir: Path = StateOpt) -> None:
     pids = prefect_local.down(_state(state_dir))
     typer.echo(f"local prefect down ({len(pids)} processes stopped)" if pids
                else "local prefect not running")
+
+
+@prefect_app.command("cli-server")
+def cli_server_cmd(stop: bool = typer.Option(False, "--stop", help="Stop it now.")) -> None:
+    """The checkout's Prefect server that CLI calls without PREFECT_API_URL use: started by the
+    first call, stopped after PAPYRUS_PREFECT_IDLE_SECONDS idle (exit 1 when not running)."""
+    from papyrus_ops.prefect_local import resident
+
+    if stop:
+        pids = resident.stop()
+        typer.echo(f"cli server stopped ({len(pids)} processes)" if pids
+                   else "cli server not running")
+        return
+    info = resident.read_info()
+    if not info:
+        typer.echo("cli server not running (the next CLI call starts it)")
+        raise typer.Exit(1)
+    typer.echo(json.dumps(info, indent=2))
 
 
 def register(app) -> None:
