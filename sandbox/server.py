@@ -137,6 +137,9 @@ class Sandbox:
             "AWS_PROFILE": profile,
             **({"PAPYRUS_EVIDENCE_KMS_KEY": self.evidence_kms_key}
                if self.evidence_kms_key else {}),
+            # The images' code by digest (deployments/local `[ecr] code_store`).
+            **({"PAPYRUS_IMAGE_CODE_STORE": str(self.image_store)}
+               if getattr(self, "image_store", None) else {}),
             **self.ecs_pool_env(),
         }
 
