@@ -159,6 +159,7 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     verdict = rollout.wait_for_verdict(c["ecs"], settings, upd["deployment_id"], reg["arn"],
                                        pinned.digest, timeout, poll, since=started)
     summary["verdict_detail"] = verdict
+    rollout.note_service_deployment(bundle, verdict)
     bundle.write_text("service_events", "\n".join(verdict["events"]))
     bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:
@@ -200,12 +201,14 @@ def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll
     """Back to `previous`, judged like a deploy. Never raises: the deploy's own failure is the
     verdict's reason; how the rollback went is recorded beside it (data.rollback, evidence)."""
     try:
+        since = time.time()
         rb = rollout.roll_back(c["ecs"], settings, previous)
         back = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], previous, None,
-                                        timeout, poll, since=time.time())
+                                        timeout, poll, since=since)
         summary["rollback"] = {"to": previous, "deployment_id": rb["deployment_id"],
                                "started_by_us": rb["started"], "ok": back["ok"],
-                               "reason": back["reason"]}
+                               "reason": back["reason"],
+                               "stopped_service_deployment": rb.get("service_deployment")}
     except Exception as e:  # noqa: BLE001 - reported, not raised (see above)
         get_run_logger().exception("rollback to %s failed", previous)
         summary["rollback"] = {"to": previous, "ok": False,

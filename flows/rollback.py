@@ -68,11 +68,14 @@ def rollback(env: EnvName = "local", to: str | None = None, timeout_seconds: flo
 def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, timeout: float,
                poll: float, guard) -> str:
     guard(before="updating the service")
+    since = time.time()
     rb = rollout.roll_back(c["ecs"], settings, target)
     data["deployment_id"], data["started_by_us"] = rb["deployment_id"], rb["started"]
+    data["stopped_service_deployment"] = rb.get("service_deployment")
     verdict = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], target, None,
-                                       timeout, poll, since=time.time())
+                                       timeout, poll, since=since)
     data["verdict_detail"] = verdict
+    rollout.note_service_deployment(bundle, verdict)
     bundle.write_text("service_events", "\n".join(verdict["events"]))
     bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:

@@ -44,6 +44,11 @@ _JSON_SERVICES = {"ecs", "ecr", "secretsmanager", "cloudtrail", "events", "logs"
                   "kms", "cloudwatch", "sqs"}
 
 
+_ECS_ARN_PARAMS = {"DescribeServiceDeployments": "serviceDeploymentArns",
+                   "DescribeServiceRevisions": "serviceRevisionArns",
+                   "StopServiceDeployment": "serviceDeploymentArn"}
+
+
 def _s3_action(method: str, action: str, query: dict) -> str:
     """moto's S3 action -> the IAM action (what AWS checks for that request)."""
     if "encryption" in query:
@@ -98,6 +103,18 @@ def _resource(resp: Any, service: str, operation: str, resource: str) -> str:
             if len(names) == 1 and names[0]:
                 name = str(names[0]).rsplit("/", 1)[-1]
                 return f"arn:aws:ecs:{region}:{account}:service/{cluster}/{name}"
+        if service == "ecs" and operation == "ListServiceDeployments":
+            body = _json_body(resp)
+            cluster = str(body.get("cluster") or "default").rsplit("/", 1)[-1]
+            name = str(body.get("service") or "").rsplit("/", 1)[-1]
+            return f"arn:aws:ecs:{region}:{account}:service/{cluster}/{name}"
+        if service == "ecs" and operation in _ECS_ARN_PARAMS:
+            # service-deployment/... and service-revision/... ARNs, as IAM checks them (ECS
+            # Developer Guide, "Permissions required for viewing Amazon ECS service deployments").
+            arns = _json_body(resp).get(_ECS_ARN_PARAMS[operation])
+            arns = [arns] if isinstance(arns, str) else list(arns or [])
+            if len(arns) == 1 and isinstance(arns[0], str) and arns[0]:
+                return arns[0]
     except Exception:  # noqa: BLE001 - an unreadable request stays "unknown resource"
         return "*"
     return "*"

@@ -293,9 +293,10 @@ class Sandbox:
         check on CreateTopic (sandbox.sns); ECR's image-index rules (sandbox.ecr); KMS
         Sign/Verify of digests (sandbox.kms); Object Lock retention (sandbox.s3_lock); RDS
         parameters and events (sandbox.rds)."""
-        from sandbox import ecr, kms, rds, s3_lock, sns
+        from sandbox import ecr, ecs_service_deployments, kms, rds, s3_lock, sns
         from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 
+        ecs_service_deployments.install()
         sns.install()
         ecr.install()
         kms.install()
@@ -373,8 +374,9 @@ class Sandbox:
 
             cloudtrail.uninstall()
             self.cloudtrail = None
-        from sandbox import ecr, kms, rds, s3_lock, sns
+        from sandbox import ecr, ecs_service_deployments, kms, rds, s3_lock, sns
 
+        ecs_service_deployments.uninstall()
         sns.uninstall()
         ecr.uninstall()
         kms.uninstall()

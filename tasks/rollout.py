@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from ground.logs import run_logger
 from ground.retry import BadInput, transient_only
 from ground.settings import Settings
+from tasks import service_deployments as sdeps
 from tasks.state import read_last_deploy
 
 
@@ -42,6 +43,11 @@ class Verdict:
     decided_at: float = 0.0
     outcome: str = ""  # success | failed | unknown (no verdict could be reached)
     poll_errors: int = 0
+    # Our ECS service deployment (tasks.service_deployments) when that API answers; `source`
+    # says which reading gave the verdict; `lifecycle` the status/stage changes seen.
+    service_deployment: dict = field(default_factory=dict)
+    lifecycle: list[str] = field(default_factory=list)
+    source: str = "describe-services"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -146,12 +152,15 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
     safe then (it would need the same API that just failed)."""
     log = run_logger()
     start, seen, events, stopped_seen = clock(), set(), [], {}
+    sd_state: dict = {"lifecycle": []}  # our service deployment, across polls
     last: Verdict | None = None
     errors: list[str] = []
     while True:
         try:
             verdict = _poll(ecs, s, deployment_id, task_definition, digest, since, seen, events,
                             stopped_seen, log)
+            verdict = _with_service_deployment(ecs, s, verdict, task_definition, since,
+                                               sd_state, log)
         except (ClientError, BotoCoreError) as e:
             errors.append(f"{type(e).__name__}: {e}")
             log.warning("could not read the service (%d error(s) so far), still waiting: %s",
@@ -176,14 +185,63 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
                               f"({len(errors)} error(s), last: {errors[-1]}); {shown}")
             else:
                 out.outcome = "failed"
+                sd = out.service_deployment
                 out.reason = failure_reason(
                     f"timed out after {timeout:.0f}s waiting for {deployment_id} "
-                    f"(rolloutState {out.rollout_state})", out.stopped_tasks)
+                    f"(rolloutState {out.rollout_state}"
+                    + (f", service deployment {sd['status']}"
+                       + (f" at {sd['lifecycle_stage']}" if sd.get("lifecycle_stage") else "")
+                       + (f": {sd['status_reason']}" if sd.get("status_reason") else "")
+                       if sd else "") + ")", out.stopped_tasks)
             out.waited_seconds, out.decided_at = round(waited, 3), time.time()
             out.poll_errors = len(errors)
             log.error("verdict: %s", out.reason)
             return out.as_dict()
         time.sleep(poll)
+
+
+def _with_service_deployment(ecs, s: Settings, verdict: Verdict, task_definition: str,
+                             since: float, state: dict, log) -> Verdict:
+    """The verdict from our ECS service deployment where that API answers; else `verdict` (the
+    reading of DescribeServices' deployments) as it is. SUCCESSFUL still needs the tasks and
+    the digest to hold (`verdict.ok`); STOPPED and ROLLBACK_SUCCESSFUL/FAILED are failures
+    naming ECS's reasons; while ECS rolls back (ROLLBACK_REQUESTED/IN_PROGRESS) we wait for
+    the rollback's end, so the failure says how it ended."""
+    if state.get("off"):
+        return verdict
+    try:
+        sd = (sdeps.describe(ecs, state["arn"]) if state.get("arn")
+              else sdeps.find(ecs, s, task_definition, since))
+    except sdeps.Unavailable as e:
+        state["off"] = True
+        log.info("ECS service deployments unavailable (%s): judging by the service's "
+                 "deployments", e)
+        return verdict
+    if sd is None:
+        return verdict  # not listed yet (or a deployment ECS made without a new revision)
+    state["arn"] = sd["serviceDeploymentArn"]
+    verdict.source = "service-deployment"
+    verdict.service_deployment = sdeps.summary(sd)
+    status, stage = sd.get("status", ""), sd.get("lifecycleStage", "")
+    seen = f"{status}" + (f" ({stage})" if stage else "")
+    if not state["lifecycle"] or state["lifecycle"][-1] != seen:
+        state["lifecycle"].append(seen)
+        log.info("service deployment %s: %s%s", sdeps.short(state["arn"]), seen,
+                 f" - {sd['statusReason']}" if sd.get("statusReason") else "")
+    verdict.lifecycle = list(state["lifecycle"])
+    if status == "SUCCESSFUL":
+        if verdict.ok:
+            verdict.reason = f"service deployment {sdeps.short(state['arn'])} SUCCESSFUL; " \
+                             + verdict.reason
+        elif not verdict.reason.startswith("running tasks carry another image"):
+            verdict.reason = ""  # the tasks are not all visible yet: look again
+    elif status in sdeps.FAILED:
+        verdict.ok = False
+        verdict.reason = failure_reason(sdeps.failure_head(ecs, sd), verdict.stopped_tasks)
+    else:  # PENDING, IN_PROGRESS, or ECS rolling back: not decided yet
+        verdict.ok, verdict.reason = False, ""
+    verdict.outcome = "success" if verdict.ok else ("failed" if verdict.reason else "")
+    return verdict
 
 
 def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: str | None,
@@ -244,9 +302,48 @@ def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     p = primary(svc)
     if p["taskDefinition"] == previous_task_definition:
         return {"deployment_id": p["id"], "started": False}
+    native = _stop_service_deployment(ecs, s, previous_task_definition)
+    if native:
+        return native
     resp = ecs.update_service(cluster=s.cluster, service=s.service,
                               taskDefinition=previous_task_definition, forceNewDeployment=True)
     return {"deployment_id": primary(resp["service"])["id"], "started": True}
+
+
+def _stop_service_deployment(ecs, s: Settings, previous: str, wait: float = 30.0,
+                             poll: float = 0.5) -> dict | None:
+    """ECS's own rollback of the deployment in progress from `previous` (StopServiceDeployment
+    ROLLBACK), once ECS has put `previous` back as PRIMARY; None when there is no such
+    deployment or the API is unavailable (then a new UpdateService rolls back, as before)."""
+    log = run_logger()
+    try:
+        arn = sdeps.stop_for_rollback(ecs, s, previous)
+    except sdeps.Unavailable as e:
+        log.info("StopServiceDeployment unavailable (%s): rolling back with UpdateService", e)
+        return None
+    if arn is None:
+        return None
+    log.warning("stopped service deployment %s (ROLLBACK): ECS returns to %s",
+                sdeps.short(arn), previous.rsplit("/", 1)[-1])
+    deadline = time.monotonic() + wait
+    while True:
+        p = primary(describe_service(ecs, s))
+        if p["taskDefinition"] == previous or time.monotonic() >= deadline:
+            return {"deployment_id": p["id"], "started": True, "service_deployment": arn,
+                    "native": True}
+        time.sleep(poll)
+
+
+def note_service_deployment(bundle, verdict: dict) -> None:
+    """Our service deployment's status and lifecycle stages into the evidence context (the
+    Prefect summary artifact shows it) and its own evidence file."""
+    sd = verdict.get("service_deployment") or {}
+    if not sd:
+        return
+    bundle.set_context(service_deployment=sd["arn"], service_deployment_status=sd["status"],
+                       service_deployment_lifecycle=" -> ".join(verdict.get("lifecycle") or []))
+    bundle.write_json("service_deployment", sd | {"lifecycle": verdict.get("lifecycle") or [],
+                                                  "verdict_source": verdict.get("source")})
 
 
 def running_image_log(verdict: dict) -> str:
