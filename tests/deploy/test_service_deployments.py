@@ -136,6 +136,37 @@ def test_crashing_deploy_fails_with_rollback_successful_and_exit_codes(sandbox, 
     assert result["data"]["rollback"]["started_by_us"] is False
     assert result["data"]["rollback"]["ok"] is True
     assert service(sandbox)["taskDefinition"] == settled
+    # The service deployment and its stages are evidence (and in the summary artifact's context).
+    from pathlib import Path
+
+    files = {p.name.split("_", 1)[1]: p for p in Path(result["evidence"]["folder"]).iterdir()
+             if "_" in p.name}
+    recorded = json.loads(files["service_deployment.json"].read_text())
+    assert recorded["status"] == "ROLLBACK_SUCCESSFUL" and recorded["lifecycle"]
+    manifest = json.loads((Path(result["evidence"]["folder"]) / "manifest.json").read_text())
+    assert manifest["context"]["service_deployment_status"] == "ROLLBACK_SUCCESSFUL"
+    assert "ROLLBACK_IN_PROGRESS" in manifest["context"]["service_deployment_lifecycle"]
+
+
+def test_deploy_that_times_out_in_progress_is_rolled_back_by_ecs_itself(sandbox, schema,
+                                                                        settled):
+    push_variant(sandbox, "sd-slow")
+    timing = sandbox.runtime.timing
+    delay, timing.start_delay = timing.start_delay, 120.0  # the new tasks never come up
+    sandbox.faults.reset_calls()
+    try:
+        result = run_flow(deploy, env="local", image="sd-slow", skip_preflight=True,
+                          timeout_seconds=4, poll_seconds=0.5)
+    finally:
+        timing.start_delay = delay
+    assert result["verdict"] == "failed"
+    assert "timed out" in result["reason"] and "service deployment IN_PROGRESS" in \
+        result["reason"], result["reason"]
+    rb = result["data"]["rollback"]
+    assert rb["ok"] is True and rb["started_by_us"] is True and rb["stopped_service_deployment"]
+    ops = [c.operation for c in sandbox.faults.served("ecs")]
+    assert ops.count("UpdateService") == 1 and "StopServiceDeployment" in ops, ops
+    assert service(sandbox)["taskDefinition"] == settled
 
 
 def test_rollback_command_stops_the_deployment_in_progress(sandbox, schema, settled):
