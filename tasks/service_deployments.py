@@ -32,17 +32,15 @@ class Unavailable(RuntimeError):
     """The service deployments API does not answer here: use the older reading."""
 
 
-def _call(ecs, operation: str, **kwargs) -> dict:
-    fn = getattr(ecs, operation, None)
-    if fn is None:  # a botocore without the operation
-        raise Unavailable(f"{operation}: not in this botocore")
+def _call(request) -> dict:
+    """`request()` (one ECS call), with "this API does not answer here" as `Unavailable`."""
     try:
-        return fn(**kwargs)
+        return request()
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in _UNAVAILABLE_CODES or status in (404, 501):
-            raise Unavailable(f"{operation}: {code or status}") from None
+            raise Unavailable(f"{e.operation_name}: {code or status}") from None
         raise
 
 
@@ -58,7 +56,7 @@ def find(ecs, s, task_definition: str, since: float, statuses: list[str] | None 
           "createdAt": {"after": datetime.fromtimestamp(since - 1, tz=UTC)}}
     if statuses:
         kw["status"] = statuses
-    briefs = _call(ecs, "list_service_deployments", **kw)["serviceDeployments"]
+    briefs = _call(lambda: ecs.list_service_deployments(**kw))["serviceDeployments"]
     briefs = sorted(briefs, key=lambda b: b.get("createdAt") or 0, reverse=True)
     for brief in briefs:
         rev = revision(ecs, brief["targetServiceRevisionArn"])
@@ -68,13 +66,14 @@ def find(ecs, s, task_definition: str, since: float, statuses: list[str] | None 
 
 
 def describe(ecs, arn: str) -> dict | None:
-    found = _call(ecs, "describe_service_deployments",
-                  serviceDeploymentArns=[arn])["serviceDeployments"]
+    found = _call(lambda: ecs.describe_service_deployments(
+        serviceDeploymentArns=[arn]))["serviceDeployments"]
     return found[0] if found else None
 
 
 def revision(ecs, arn: str) -> dict | None:
-    found = _call(ecs, "describe_service_revisions", serviceRevisionArns=[arn])["serviceRevisions"]
+    found = _call(lambda: ecs.describe_service_revisions(
+        serviceRevisionArns=[arn]))["serviceRevisions"]
     return found[0] if found else None
 
 
@@ -113,8 +112,8 @@ def stop_for_rollback(ecs, s, previous_task_definition: str) -> str | None:
     """ECS's own rollback: stop (ROLLBACK) the in-progress service deployment whose source
     revision runs `previous_task_definition`. Returns its ARN, or None when there is none (or
     it finished meanwhile: ECS answers ConflictException then). Unavailable as above."""
-    briefs = _call(ecs, "list_service_deployments", cluster=s.cluster, service=s.service,
-                   status=list(IN_FLIGHT))["serviceDeployments"]
+    briefs = _call(lambda: ecs.list_service_deployments(
+        cluster=s.cluster, service=s.service, status=list(IN_FLIGHT)))["serviceDeployments"]
     for brief in briefs:
         sd = describe(ecs, brief["serviceDeploymentArn"])
         if not sd or sd.get("status") not in IN_FLIGHT:
@@ -123,8 +122,9 @@ def stop_for_rollback(ecs, s, previous_task_definition: str) -> str | None:
         if not any(r and r.get("taskDefinition") == previous_task_definition for r in sources):
             continue
         try:
-            _call(ecs, "stop_service_deployment", serviceDeploymentArn=sd["serviceDeploymentArn"],
-                  stopType="ROLLBACK")
+            arn = sd["serviceDeploymentArn"]
+            _call(lambda arn=arn: ecs.stop_service_deployment(serviceDeploymentArn=arn,
+                                                              stopType="ROLLBACK"))
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") == "ConflictException":
                 return None  # it finished between our read and the stop

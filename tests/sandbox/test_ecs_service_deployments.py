@@ -158,3 +158,23 @@ def test_stop_service_deployment_rolls_back_a_rollout_in_progress(sandbox, settl
     with pytest.raises(ClientError) as e:
         ecs.stop_service_deployment(serviceDeploymentArn=f"{arn[:-4]}nope")
     assert e.value.response["Error"]["Code"] == "ServiceDeploymentNotFoundException"
+
+
+def test_the_flow_run_role_reaches_only_its_own_service_deployments(sandbox):
+    import boto3
+
+    s = sandbox.settings
+    ecs = boto3.session.Session(profile_name="papyrus-flow-run").client(
+        "ecs", region_name=s.region)
+    mine = ecs.list_service_deployments(cluster=s.cluster, service=s.service)[
+        "serviceDeployments"]
+    assert mine, "the seeded service has its first service deployment"
+    other = mine[0]["serviceDeploymentArn"].replace(f"/{s.service}/", "/other-service/")
+    for call in (lambda: ecs.describe_service_deployments(serviceDeploymentArns=[other]),
+                 lambda: ecs.stop_service_deployment(serviceDeploymentArn=other,
+                                                     stopType="ROLLBACK"),
+                 lambda: ecs.list_service_deployments(cluster=s.cluster,
+                                                      service="other-service")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
