@@ -25,7 +25,7 @@ FAILED = ("STOPPED", "ROLLBACK_SUCCESSFUL", "ROLLBACK_FAILED")
 # What an endpoint without the API (or a role without the actions) answers.
 _UNAVAILABLE_CODES = {"UnknownOperationException", "UnknownOperation", "InvalidAction",
                       "AccessDeniedException", "AccessDenied", "UnsupportedFeatureException",
-                      "NotImplemented", "InternalFailure"}
+                      "NotImplemented"}
 
 
 class Unavailable(RuntimeError):
