@@ -4,10 +4,11 @@
     rollback(env="prd", to="41")        # to papyrus-task:41 (or "family:41", or a full ARN)
 
 As a checklist: the deploy lock and lease (a rollback is a deploy) → resolve the target
-(read-only; an unknown revision is bad input) → update the service to the target (only the task
-definition changes) → wait for a true verdict → probe /healthz on the new tasks → record it for
-the next preflight → evidence. The result is `ground.result`'s contract; the run ends Failed
-otherwise.
+(read-only; an unknown revision is bad input) → roll back: ECS's own rollback
+(StopServiceDeployment ROLLBACK) when a deployment from the target is in progress, else update
+the service to the target (only the task definition changes) → wait for a true verdict → probe
+/healthz on the new tasks → record it for the next preflight → evidence. The result is
+`ground.result`'s contract; the run ends Failed otherwise.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Update the ECS service and wait for a true verdict.
 
+Where ECS answers its service deployments API (tasks.service_deployments), the verdict is our
+service deployment's: SUCCESSFUL (and the tasks and digest below) is a success; STOPPED and
+ROLLBACK_* are failures naming ECS's reasons. Elsewhere, the reading below.
+
 "Stable" is not "worked": a circuit-breaker rollback also ends stable, on the old revision. A
 deploy succeeded only when OUR deployment is PRIMARY and COMPLETED, running equals desired,
 and every running task of it carries the pinned digest. It failed when our deployment is FAILED,
@@ -186,13 +190,21 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
             else:
                 out.outcome = "failed"
                 sd = out.service_deployment
-                out.reason = failure_reason(
-                    f"timed out after {timeout:.0f}s waiting for {deployment_id} "
-                    f"(rolloutState {out.rollout_state}"
-                    + (f", service deployment {sd['status']}"
-                       + (f" at {sd['lifecycle_stage']}" if sd.get("lifecycle_stage") else "")
-                       + (f": {sd['status_reason']}" if sd.get("status_reason") else "")
-                       if sd else "") + ")", out.stopped_tasks)
+                if sd and sd["status"] in sdeps.ROLLING_BACK:
+                    # Failed for sure: ECS is rolling it back and has not finished yet.
+                    out.reason = failure_reason(
+                        f"service deployment {sdeps.short(sd['arn'])} {sd['status']}: "
+                        f"{sd['status_reason']} (ECS still rolling back after {timeout:.0f}s)",
+                        out.stopped_tasks)
+                else:
+                    shown = (f", service deployment {sd['status']}"
+                             + (f" at {sd['lifecycle_stage']}" if sd.get("lifecycle_stage")
+                                else "")
+                             + (f": {sd['status_reason']}" if sd.get("status_reason") else "")
+                             if sd else "")
+                    out.reason = failure_reason(
+                        f"timed out after {timeout:.0f}s waiting for {deployment_id} "
+                        f"(rolloutState {out.rollout_state}{shown})", out.stopped_tasks)
             out.waited_seconds, out.decided_at = round(waited, 3), time.time()
             out.poll_errors = len(errors)
             log.error("verdict: %s", out.reason)
@@ -230,11 +242,10 @@ def _with_service_deployment(ecs, s: Settings, verdict: Verdict, task_definition
                  f" - {sd['statusReason']}" if sd.get("statusReason") else "")
     verdict.lifecycle = list(state["lifecycle"])
     if status == "SUCCESSFUL":
+        # Still only with the tasks and the digest (else today's failure, or look again).
         if verdict.ok:
             verdict.reason = f"service deployment {sdeps.short(state['arn'])} SUCCESSFUL; " \
                              + verdict.reason
-        elif not verdict.reason.startswith("running tasks carry another image"):
-            verdict.reason = ""  # the tasks are not all visible yet: look again
     elif status in sdeps.FAILED:
         verdict.ok = False
         verdict.reason = failure_reason(sdeps.failure_head(ecs, sd), verdict.stopped_tasks)
@@ -296,8 +307,10 @@ def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: st
       retry_condition_fn=transient_only)
 def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     """Back to what was PRIMARY before this deploy. If ECS's circuit breaker already did it,
-    only wait for that rollback; otherwise start one. Only the task definition changes: the
-    service's other settings stay as they are."""
+    only wait for that rollback; if a service deployment from it is still in progress, ECS's
+    own rollback (StopServiceDeployment ROLLBACK: back to the source revision as it was);
+    otherwise a new UpdateService in which only the task definition changes: the service's
+    other settings stay as they are."""
     svc = describe_service(ecs, s)
     p = primary(svc)
     if p["taskDefinition"] == previous_task_definition:
