@@ -73,6 +73,11 @@ class Settings:
     deploy_poll_seconds: float
     lease_ttl_seconds: float = 120.0
     lease_wait_seconds: float = 600.0
+    # Approval between the dry run / plan and the apply (tasks/approval.py): whether a run
+    # started from the UI pauses for a person, how long it waits, how often it looks.
+    approval_required: bool = False
+    approval_timeout_seconds: int = 3600
+    approval_poll_seconds: float = 10.0
 
     def template_path(self, which: str) -> Path:
         return self.folder / (self.task_definition if which == "task" else self.service_definition)
@@ -116,9 +121,14 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     # renewal, and how long a deploy waits for another one's lease before it refuses.
     ("deploy", "lease_ttl_seconds", "lease_ttl_seconds", float, False),
     ("deploy", "lease_wait_seconds", "lease_wait_seconds", float, False),
+    # Approval between stages (tasks/approval.py): prd requires it, the sandbox does not.
+    ("approval", "required", "approval_required", bool, False),
+    ("approval", "timeout_seconds", "approval_timeout_seconds", int, False),
+    ("approval", "poll_seconds", "approval_poll_seconds", float, False),
 ]
-_DEFAULTS = {str: "", list: (), int: 0}
-_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0}
+_DEFAULTS = {str: "", list: (), int: 0, bool: False}
+_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0,
+                   "approval_timeout_seconds": 3600, "approval_poll_seconds": 10.0}
 
 
 def _expand(value: str, where: str) -> str:
@@ -181,7 +191,15 @@ def load_env(env: str) -> Settings:
                 raise ConfigError(f"{where}: expected {typ.__name__}, got {text!r}") from None
         if typ is float and isinstance(val, int) and not isinstance(val, bool):
             val = float(val)
-        if not isinstance(val, typ) or isinstance(val, bool):
+        if typ is bool and isinstance(val, str) and VAR.search(val):
+            text = _expand(val, where).strip().lower()
+            if text not in ("true", "false"):
+                raise ConfigError(f"{where}: expected true or false, got {text!r}")
+            val = text == "true"
+        if typ is bool:
+            if not isinstance(val, bool):
+                raise ConfigError(f"{where}: expected true or false, got {type(val).__name__}")
+        elif not isinstance(val, typ) or isinstance(val, bool):
             raise ConfigError(f"{where}: expected {typ.__name__}, got {type(val).__name__}")
         if typ is str:
             val = _expand(val, where)
@@ -202,6 +220,9 @@ def load_env(env: str) -> Settings:
                for k in ("deploy_poll_seconds", "deploy_timeout_seconds", "lease_ttl_seconds")):
         raise ConfigError(f"{path} [deploy]: timeout_seconds, poll_seconds and "
                           "lease_ttl_seconds must be positive")
+    if values["approval_timeout_seconds"] <= 0 or not (
+            math.isfinite(values["approval_poll_seconds"]) and values["approval_poll_seconds"] > 0):
+        raise ConfigError(f"{path} [approval]: timeout_seconds and poll_seconds must be positive")
     if not (math.isfinite(values["lease_wait_seconds"]) and values["lease_wait_seconds"] >= 0):
         raise ConfigError(f"{path} [deploy] lease_wait_seconds: must be 0 or more")
     if values["env_file"] and not Path(values["env_file"]).is_absolute():

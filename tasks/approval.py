@@ -1,0 +1,118 @@
+"""Approval between stages: what binds an apply to the dry run (or plan) a person looked at.
+
+Two ways, one per way of starting a run (docs/runbook.md, "Approval between stages"):
+
+- **A pause, in the Prefect UI.** A run that may wait for a person (started from the UI or the
+  API of a shared server) writes its dry-run evidence, publishes it as a markdown artifact and
+  pauses (`prefect.flow_runs.pause_flow_run(wait_for_input=Approval)`): the run is **Paused**
+  and the UI's Resume form asks for `approve` and `reason`. The flow then checks that nothing
+  moved since (the same checksum on disk) and applies exactly what it showed.
+  Pause, not suspend: a suspended run ends its process and is re-run from the start on resume,
+  which would mean a new dry run (NO_CACHE, results not persisted: the DB answer must be fresh)
+  and so no longer "the one that was looked at". A pause keeps the script and the dry-run result
+  in memory; its cost is a process (an ECS task) held while it waits, bounded by
+  ``[approval] timeout_seconds``.
+- **A record, for the CLI and CI.** A passed dry run writes ``approvals/<kind>/<checksum>.json``
+  in the environment's evidence bucket (who, when, flow run, result), once: ``PutObject
+  IfNoneMatch="*"`` keeps the first record, a second dry run of the same checksum changes
+  nothing. ``--apply`` then needs that record for the checksum it is about to apply. A pause
+  makes no sense there: the CLI's own temporary Prefect server has no UI anyone could open.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from pydantic import Field
+
+from artifacts.storage import sse_args
+from ground.redact import REDACTOR
+from ground.retry import transient_only
+from ground.settings import Settings
+
+RECORD_VERSION = 1
+
+
+class Approval(RunInput):
+    """The Resume form of a paused run (the Prefect UI renders this model)."""
+
+    approve: bool = Field(False, description="Tick to apply exactly what this run showed; "
+                                             "leave unticked to reject (nothing changes).")
+    reason: str = Field("", description="Why (kept in the run's evidence).")
+
+
+def record_key(kind: str, checksum: str) -> str:
+    return f"approvals/{kind}/{checksum}.json"
+
+
+def who() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _missing(e: ClientError) -> bool:
+    return e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+def _exists(e: ClientError) -> bool:
+    err = e.response.get("Error", {})
+    return err.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or \
+        e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412)
+
+
+def read_record(s3, settings: Settings, kind: str, checksum: str) -> dict[str, Any] | None:
+    """The recorded passed dry run / plan of `checksum`, None when there is none."""
+    try:
+        obj = s3.get_object(Bucket=settings.evidence_bucket, Key=record_key(kind, checksum))
+    except ClientError as e:
+        if _missing(e):
+            return None
+        raise
+    try:
+        body = json.loads(obj["Body"].read())
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and body.get("checksum") == checksum else None
+
+
+@task(name="record-passed-stage", retries=2, retry_delay_seconds=[1, 4],
+      retry_condition_fn=transient_only, cache_policy=NO_CACHE, persist_result=False)
+def record_passed(s3, settings: Settings, kind: str, checksum: str, flow_run_id: str | None,
+                  summary: dict[str, Any]) -> dict[str, Any]:
+    """Write the record of a passed dry run / plan once; returns it with ``new`` (False: one
+    was there already, and it stays as it was) and ``uri``."""
+    body = REDACTOR.redact_obj({"version": RECORD_VERSION, "kind": kind, "env": settings.env,
+                                "checksum": checksum, "who": who(), "when": _now(),
+                                "flow_run_id": flow_run_id, "result": summary})
+    key = record_key(kind, checksum)
+    uri = f"s3://{settings.evidence_bucket}/{key}"
+    try:
+        s3.put_object(Bucket=settings.evidence_bucket, Key=key,
+                      Body=json.dumps(body, sort_keys=True, indent=2).encode(),
+                      ContentType="application/json", IfNoneMatch="*",
+                      **sse_args(settings.evidence_kms_key))
+    except ClientError as e:
+        if not _exists(e):
+            raise
+        return {**(read_record(s3, settings, kind, checksum) or body), "new": False, "uri": uri}
+    return {**body, "new": True, "uri": uri}
+
+
+def wait_for_approval(settings: Settings, key: str) -> Approval:
+    """Pause this flow run until someone answers its Resume form (raises
+    prefect.exceptions.FlowPauseTimeout after ``[approval] timeout_seconds``)."""
+    from prefect.flow_runs import pause_flow_run
+
+    return pause_flow_run(wait_for_input=Approval, timeout=settings.approval_timeout_seconds,
+                          poll_interval=settings.approval_poll_seconds, key=key)
