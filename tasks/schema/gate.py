@@ -59,11 +59,11 @@ def approval_markdown(settings: Settings, script: Script, dry: dict[str, Any],
              "Approve (Resume → tick *approve*, give a reason) to apply exactly this script "
              "(BEGIN ... COMMIT); leave it unticked to reject: nothing changes. If the script "
              "changes before the answer, the apply refuses.", "",
-             "| # | line | statement | dry-run result |", "|---|---|---|---|"]
+             "| # | line | dry-run result | statement |", "|---|---|---|---|"]
     tags = {e["number"]: e["tag"] for e in dry.get("executed") or []}
     for st in script.statements:
-        lines.append(f"| {st.number} | {st.line} | `{_md(st.first_line)}` | "
-                     f"{_md(tags.get(st.number, '-'))} |")
+        lines.append(f"| {st.number} | {st.line} | {_md(tags.get(st.number, '-'))} | "
+                     f"`{_md(st.first_line)}` |")
     for a in dry.get("applied") or []:
         lines.append("")
         lines.append(f"Applied before: `{a['checksum'][:12]}...` ({_md(a['script_name'])}) at "
