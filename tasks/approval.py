@@ -25,7 +25,7 @@ import getpass
 import json
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from prefect import task
@@ -39,6 +39,11 @@ from ground.retry import transient_only
 from ground.settings import Settings
 
 RECORD_VERSION = 1
+# A flow's `approval` parameter: "ui" pauses for a person where the environment requires it
+# (else goes straight on), "recorded" needs a record of an earlier passed dry run / plan of the
+# same content (the CLI), "yes" runs both stages in one go where no approval is required.
+ApprovalMode = Literal["ui", "recorded", "yes"]
+MODES = ("ui", "recorded", "yes")
 
 
 class Approval(RunInput):
@@ -47,6 +52,20 @@ class Approval(RunInput):
     approve: bool = Field(False, description="Tick to apply exactly what this run showed; "
                                              "leave unticked to reject (nothing changes).")
     reason: str = Field("", description="Why (kept in the run's evidence).")
+
+
+def pauses(settings: Settings, mode: str) -> bool:
+    return mode == "ui" and settings.approval_required
+
+
+def yes_refusal(settings: Settings, mode: str, first: str, then: str) -> str | None:
+    """Why `mode` is not allowed in this environment (one line), or None."""
+    if mode not in MODES:
+        return f"approval {mode!r}: expected one of {', '.join(MODES)}"
+    if mode == "yes" and settings.approval_required:
+        return (f"environment {settings.env!r} requires approval between the {first} and the "
+                f"{then}: --yes is not allowed here; run the {first} first")
+    return None
 
 
 def record_key(kind: str, checksum: str) -> str:
@@ -116,3 +135,52 @@ def wait_for_approval(settings: Settings, key: str) -> Approval:
 
     return pause_flow_run(wait_for_input=Approval, timeout=settings.approval_timeout_seconds,
                           poll_interval=settings.approval_poll_seconds, key=key)
+
+
+def checksum_of(obj: Any) -> str:
+    """The checksum of a plan: SHA-256 of its canonical JSON (sorted keys)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str,
+                                     separators=(",", ":")).encode()).hexdigest()
+
+
+def decide(settings: Settings, what: str, checksum: str, markdown: str, artifact: str,
+           recheck) -> dict[str, Any]:
+    """Publish `markdown` as the run's `artifact`, pause for the answer, then `recheck()` (the
+    checksum of the same thing read again now). Returns the decision: ``approved`` (True only
+    when the change may go ahead), ``outcome`` (approved / rejected / moved / timed_out),
+    ``reason`` (one line), the answer, and the checksums shown and found."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    from artifacts.prefect_artifacts import publish_markdown
+
+    publish_markdown(artifact, markdown, f"{what} {settings.env}: {checksum[:12]}, waiting for "
+                                         "approval")
+    base: dict[str, Any] = {"asked_at": _now(), "checksum_shown": checksum,
+                            "timeout_seconds": settings.approval_timeout_seconds}
+    try:
+        answer = wait_for_approval(settings, key=f"{artifact}-{checksum[:12]}")
+    except FlowPauseTimeout:
+        return {**base, "approved": False, "outcome": "timed_out", "answered_at": None,
+                "reason": f"no approval within {settings.approval_timeout_seconds} s: "
+                          "nothing changed"}
+    given = {"approve": bool(answer.approve), "reason": (answer.reason or "").strip()}
+    base |= {"answered_at": _now(), "answer": given}
+    if not given["approve"]:
+        return {**base, "approved": False, "outcome": "rejected",
+                "reason": f"rejected: {given['reason'] or 'no reason given'}; nothing changed"}
+    try:
+        now = recheck()
+    except Exception as e:  # noqa: BLE001 - cannot tell what it is now: not what was approved
+        now, moved = None, REDACTOR.redact(f"could not read it again ({type(e).__name__}: {e})")
+    else:
+        moved = None if now == checksum else (f"{what} moved since the approved plan "
+                                              f"({checksum[:12]}... approved, "
+                                              f"{str(now)[:12]}... now)")
+    base["checksum_now"] = now
+    if moved:
+        return {**base, "approved": False, "outcome": "moved",
+                "reason": f"refused: {moved}; nothing changed"}
+    return {**base, "approved": True, "outcome": "approved",
+            "reason": f"approved: {given['reason'] or 'no reason given'}"}

@@ -13,16 +13,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from artifacts.prefect_artifacts import publish_markdown
 from ground.settings import Settings
 from tasks import approval
+from tasks.approval import MODES, ApprovalMode  # noqa: F401 - the flow's parameter type
 from tasks.schema.script import Script, ScriptError, load_script
 
 KIND = "schema_init"
-ApprovalMode = Literal["ui", "recorded", "yes"]
-MODES = ("ui", "recorded", "yes")
 
 
 def refusal_before_run(settings: Settings, mode: str, script: Script, s3) -> str | None:
