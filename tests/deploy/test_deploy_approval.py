@@ -97,3 +97,18 @@ def test_yes_is_refused_where_approval_is_required(sandbox, prd_like):
     res = run_flow(deploy, env="local", image="latest", approval="yes")
     assert res["verdict"] == "bad_input" and "--yes is not allowed" in res["reason"], res
     assert (service(sandbox)["taskDefinition"], revisions(sandbox)) == before
+
+
+def test_cli_deploy_needs_a_recorded_plan_or_yes(sandbox):
+    from tests.support.cli import run_cli
+
+    tag = "approve-cli"
+    push_variant(sandbox, tag)
+    before = (service(sandbox)["taskDefinition"], revisions(sandbox))
+    r = run_cli("deploy", "--env", "local", "--image", tag)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "no recorded plan of this deploy" in r.stderr and "Traceback" not in r.stderr
+    assert (service(sandbox)["taskDefinition"], revisions(sandbox)) == before
+    assert run_cli("deploy", "--env", "local", "--image", tag, "--plan").returncode == 0
+    r = run_cli("deploy", "--env", "local", "--image", tag, "--json")
+    assert r.returncode == 0, (r.stdout, r.stderr)

@@ -329,7 +329,7 @@ def _cli_deploy(image: str, prefect_api_url: str | None, home) -> subprocess.Pop
     if prefect_api_url:
         env["PREFECT_API_URL"] = prefect_api_url
     return subprocess.Popen([sys.executable, "-m", "papyrus_ops.cli", "deploy", "--env", "local",
-                             "--image", image, "--skip-preflight", "--json"],
+                             "--image", image, "--skip-preflight", "--yes", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
 
