@@ -1,7 +1,8 @@
 """The Prefect UI, as an operator uses it, in headless Chromium (Debian's, driven by Playwright;
 never a browser of Playwright's own): open a deploy deployment, Run → Custom run, fill the form,
-submit, follow the run to Completed, open its `deploy-evidence` artifact. Every request must
-stay on 127.0.0.1."""
+submit, follow the run to Completed, open its `deploy-evidence` artifact; or open a Paused run,
+read its approval artifact, answer its Resume form (`approve_in_ui`). Every request must stay on
+127.0.0.1."""
 
 from __future__ import annotations
 
