@@ -98,6 +98,11 @@ def register(app) -> None:
                 typer.echo(f"dry run: {dry.get('outcome')}"
                            + (f" ({', '.join(dry.get('tags') or [])}; rolled back)"
                               if dry.get("outcome") == "passed" else ""))
+            rec = data.get("record") or {}
+            if rec.get("uri"):
+                typer.echo(f"dry run {'recorded' if rec.get('new') else 'already recorded'}: "
+                           f"{rec['uri']} (by {rec.get('who')}, {rec.get('when')}, flow run "
+                           f"{rec.get('flow_run_id')})")
             if ap:
                 typer.echo(f"apply: {ap.get('outcome')}"
                            + (f" ({', '.join(ap.get('tags') or [])}; committed)"

@@ -160,6 +160,9 @@ def test_cli_apply_needs_a_recorded_dry_run_of_that_checksum(sandbox, fresh_db, 
     assert again["data"]["record"]["new"] is False
     assert again["data"]["record"]["flow_run_id"] == record["flow_run_id"]
 
+    human = invoke(*args)  # the human view names the record
+    assert human.exit_code == 0 and "dry run already recorded: s3://" in human.stdout
+    assert record_key("schema_init", sha) in human.stdout
     r = invoke(*args, "--apply", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["data"]["outcome"] == "applied"
