@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 
 from artifacts import EvidenceBundle
 from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_run
+from ground import events
 from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
@@ -65,7 +66,8 @@ def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
-    outcome = Outcome()
+    # Every verdict from here on (bad input included: the service is known) is an event.
+    outcome = Outcome(on_result=lambda res: events.deploy_verdict(settings, res))
     lease: list = []  # the deploy lease's keeper, once taken (its summary goes in data)
     with outcome.evidence_on_interrupt("deploy", env, bundle, c["s3"], started, data, c["kms"],
                                        lambda: rollout.read_current.fn(c["ecs"], settings)):

@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from flows.common import BadInput
+from ground import events
 from ground.aws import client
 from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
@@ -183,8 +184,11 @@ def schema_init(env: EnvName = "local", apply: bool = False, sql_path: str | Non
                         kms=client("kms", settings.region))
     if res.pending:
         logger.warning("evidence upload pending: %s", res.pending_reason)
-    return to_state(result("schema_init", env, verdict, reason, error=error,
-                           evidence=evidence_summary(res), started=started, data=data))
+    final = result("schema_init", env, verdict, reason, error=error,
+                   evidence=evidence_summary(res), started=started, data=data)
+    if apply:  # an apply's verdict is news (automations, the event feed); a dry run's is not
+        events.schema_apply_verdict(settings, final)
+    return to_state(final)
 
 
 def _success_reason(script: Script, dry: dict[str, Any], ap: dict[str, Any] | None) -> str:

@@ -1,0 +1,195 @@
+"""Automations as code on the session's Prefect server (its trigger and action services really
+run): a failed deploy notifies a webhook on 127.0.0.1, the archive alert fires when no run
+completes within its (here: 10 s) window, and every deploy verdict is an event."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from ground.events import DEPLOY_VERDICT
+from papyrus_ops.prefect_local.automations import load_spec, register_automations, spec_path
+from tests.support.canaries import SESSION_CANARIES
+from tests.support.drift import Drift
+from tests.support.waiting import wait_until
+from tests.support.webhook import WebhookReceiver
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _forget(spec) -> None:
+    """The session server outlives this module: leave none of our automations or blocks."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    with _client() as client:
+        for a in spec.automations:
+            for have in client.read_automations_by_name(a["name"]):
+                client.delete_automation(have.id)
+    with contextlib.suppress(Exception):  # not there: nothing to forget
+        CustomWebhookNotificationBlock.delete(spec.block)
+
+
+def _spec_copy(tmp_path, **replace) -> tuple:
+    """deployments/local/automations.toml with some text replaced (names, windows)."""
+    text = spec_path("local").read_text()
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "automations.toml"
+    path.write_text(text)
+    return path, load_spec("local", path)
+
+
+def _events(name: str, since: datetime) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    with _client() as client:
+        page = client.read_events(filter=EventFilter(
+            event=EventNameFilter(name=[name]),
+            occurred=EventOccurredFilter(since=since,
+                                         until=datetime.now(UTC) + timedelta(1))))
+    return page.events
+
+
+@pytest.fixture
+def hook():
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def registered(prefect_server, hook):
+    """The file's automations, notifying `hook`."""
+    spec = load_spec("local")
+    _forget(spec)
+    yield register_automations(prefect_server, "local", webhook_url=hook.url)
+    _forget(spec)
+
+
+def test_register_twice_changes_nothing_and_a_changed_file_updates_in_place(
+        prefect_server, hook, registered, tmp_path):
+    spec = load_spec("local")
+    first = registered
+    assert first["skipped"] is None and first["block"]["outcome"] == "created"
+    assert [a["outcome"] for a in first["automations"]] == ["created"] * len(spec.automations)
+    again = register_automations(prefect_server, "local", webhook_url=hook.url)
+    assert again["block"] == {**first["block"], "outcome": "unchanged"}
+    assert [(a["name"], a["id"], a["outcome"]) for a in again["automations"]] == \
+        [(a["name"], a["id"], "unchanged") for a in first["automations"]]
+    with _client() as client:
+        for a in spec.automations:
+            assert len(client.read_automations_by_name(a["name"])) == 1, a["name"]
+    # Without the URL, the block is kept as it is (the URL is set once, by whoever has it).
+    kept = register_automations(prefect_server, "local")
+    assert kept["block"]["outcome"] == "kept" and kept["skipped"] is None
+    # A changed window is an update of the same automation, not a second one.
+    path, _ = _spec_copy(tmp_path, **{"within_seconds = 93600": "within_seconds = 7200"})
+    changed = register_automations(prefect_server, "local", path=path)
+    outcomes = {a["name"]: (a["id"], a["outcome"]) for a in changed["automations"]}
+    missing = "papyrus local: cloudtrail archive missing"
+    ids = {a["name"]: a["id"] for a in first["automations"]}
+    assert outcomes[missing] == (ids[missing], "updated")
+    assert {o for n, (_, o) in outcomes.items() if n != missing} == {"unchanged"}
+    with _client() as client:
+        (auto,) = client.read_automations_by_name(missing)
+        assert auto.trigger.within == timedelta(hours=2)
+    # The URL is a secret of the block, not its visible configuration.
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock.load(spec.block)
+    assert block.url == "{{url}}" and hook.url not in json.dumps(block.model_dump(mode="json"))
+
+
+def test_no_url_and_no_block_registers_nothing_and_says_so(prefect_server, tmp_path,
+                                                           monkeypatch):
+    path, spec = _spec_copy(tmp_path, **{'block = "papyrus-alerts-local"':
+                                         'block = "papyrus-alerts-never-made"'})
+    monkeypatch.delenv(spec.url_env, raising=False)
+    res = register_automations(prefect_server, "local", path=path)
+    assert res["automations"] == [] and "alerts NOT registered" in res["skipped"]
+    with _client() as client:
+        assert client.read_automations_by_name(spec.automations[0]["name"]) == []
+
+
+def test_a_failed_deploy_emits_its_verdict_and_the_notification_arrives(
+        sandbox, hook, registered, tmp_path):
+    from flows.deploy import deploy
+    from papyrus_ops.runner import run_flow
+
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    drift = Drift(sandbox, tmp_path)
+    drift.force_ssl("0")  # the gate refuses it: the deploy ends failed, nothing changed
+    try:
+        res = run_flow(deploy, env="local", image="latest")
+    finally:
+        drift.restore()
+    assert res["verdict"] == "failed" and "preflight failed" in res["reason"], res
+
+    def verdict_event():
+        return [e for e in _events(DEPLOY_VERDICT, since)
+                if e.payload.get("verdict") == "failed"
+                and "preflight failed" in (e.payload.get("reason") or "")]
+
+    (event,) = wait_until(verdict_event, 60, 0.5, "the papyrus.deploy.verdict event")
+    s = sandbox.settings
+    assert event.resource.id == f"papyrus.service.{s.cluster}/{s.service}"
+    assert event.resource["papyrus.env"] == "local"
+    assert event.payload["image"] == "latest" and event.payload["image_digest"]
+    run_id = event.payload["flow_run_id"]
+    assert run_id and f"prefect.flow-run.{run_id}" in {r.id for r in event.related}
+
+    (note,) = wait_until(lambda: hook.matching(run_id), 90, 0.5, "the deploy-failed webhook")
+    assert note["subject"] == "Papyrus local: papyrus.deploy.verdict failed", note
+    assert "reason: preflight failed" in note["body"]
+    assert event.payload["image_digest"] in note["body"]
+    assert "automation: papyrus local: deploy failed" in note["body"]
+    assert note["source"] == "papyrus-ops local"
+    for canary in SESSION_CANARIES:
+        assert canary not in json.dumps(hook.received)
+
+
+def test_the_archive_alert_fires_when_no_run_completes_within_its_window(
+        prefect_server, hook, tmp_path):
+    from prefect.client.schemas.objects import Flow
+    from prefect.states import Completed, Running
+
+    window = 10  # seconds: Prefect's shortest proactive window
+    path, spec = _spec_copy(tmp_path, **{
+        "within_seconds = 93600": f"within_seconds = {window}",
+        '"cloudtrail-archive-local"': '"cloudtrail-archive-alerttest"',
+        'block = "papyrus-alerts-local"': 'block = "papyrus-alerts-alerttest"',
+        "papyrus local: ": "papyrus alerttest: "})
+    _forget(spec)
+    try:
+        res = register_automations(prefect_server, "local", webhook_url=hook.url, path=path)
+        assert res["skipped"] is None, res
+        with _client() as client:
+            flow_id = client.create_flow(Flow(name="cloudtrail_archive"))
+            deployment_id = client.create_deployment(flow_id=flow_id,
+                                                     name="cloudtrail-archive-alerttest")
+            run = client.create_flow_run_from_deployment(deployment_id, name="nightly-alerttest")
+            # (On SQLite the server loads a new automation into its trigger service as the
+            # create commits; the completion's event reaches that service later, through the
+            # event stream.)
+            client.set_flow_run_state(run.id, Running(), force=True)
+            client.set_flow_run_state(run.id, Completed(), force=True)
+            completed_at = time.time()
+        note = wait_until(lambda: hook.matching("no Completed run"), 120, 0.5,
+                          "the archive-missing webhook")[0]
+        assert note["_received_at"] - completed_at >= window - 1, (note, completed_at)
+        assert note["subject"] == "Papyrus local: no completed cloudtrail-archive-alerttest run"
+        assert "last completed: nightly-alerttest" in note["body"], note["body"]
+        # A deploy failure elsewhere, or another flow's completion, is not this alert.
+        assert all("no Completed run" in n["body"] for n in hook.received)
+    finally:
+        _forget(spec)
