@@ -30,20 +30,23 @@ _VERDICT_SUBJECT = "Papyrus {{ event.payload.env }}: {{ event.event }} {{ event.
 _VERDICT_BODY = """\
 {{ event.event }}: {{ event.payload.verdict }} on {{ event.resource.id }}
 reason: {{ event.payload.reason }}
-{% if event.payload.image %}image: {{ event.payload.image }} {{ event.payload.image_digest }}
-task definition: {{ event.payload.task_definition }} (previous \
-{{ event.payload.previous_task_definition }}, rolled back: {{ event.payload.rolled_back }})
+{% if event.payload.image %}image: {{ event.payload.image }} \
+{{ event.payload.image_digest or '(not pinned)' }}
+{% endif %}{% if event.payload.task_definition %}task definition: \
+{{ event.payload.task_definition }} (previous {{ event.payload.previous_task_definition }}, \
+rolled back: {{ event.payload.rolled_back }})
 {% endif %}{% if event.payload.script %}script: {{ event.payload.script }} \
 sha256 {{ event.payload.checksum }} on {{ event.payload.database }} \
 ({{ event.payload.outcome }})
-{% endif %}flow run: {{ flow_run.name }} ({{ event.payload.flow_run_id }}) {{ flow_run|ui_url }}
+{% endif %}flow run: {{ flow_run.name }} ({{ event.payload.flow_run_id }}) \
+{{ flow_run|ui_url or '' }}
 evidence: {{ event.payload.evidence }}
 automation: {{ automation.name }}"""
 _RUN_SUBJECT = "Papyrus {env}: {{ flow_run.name }} {{ flow_run.state.name }}"
 _RUN_BODY = """\
 {{ deployment.name }}: flow run {{ flow_run.name }} ({{ flow_run.id }}) ended \
 {{ flow_run.state.name }}: {{ flow_run.state.message }}
-{{ flow_run|ui_url }}
+{{ flow_run|ui_url or '' }}
 automation: {{ automation.name }}"""
 _MISSING_SUBJECT = "Papyrus {env}: no completed {{ deployment.name }} run"
 _MISSING_BODY = """\

@@ -13,7 +13,7 @@ import pytest
 
 from ground.events import DEPLOY_VERDICT
 from papyrus_ops.prefect_local.automations import load_spec, register_automations, spec_path
-from tests.support.canaries import SESSION_CANARIES
+from tests.support.canaries import ALERT_CANARY, SESSION_CANARIES
 from tests.support.drift import Drift
 from tests.support.waiting import wait_until
 from tests.support.webhook import WebhookReceiver
@@ -54,7 +54,8 @@ def _events(name: str, since: datetime) -> list:
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
     with _client() as client:
-        page = client.read_events(filter=EventFilter(
+        # limit: the client's default (100) is more than the server accepts (50).
+        page = client.read_events(limit=50, filter=EventFilter(
             event=EventNameFilter(name=[name]),
             occurred=EventOccurredFilter(since=since,
                                          until=datetime.now(UTC) + timedelta(1))))
@@ -154,8 +155,41 @@ def test_a_failed_deploy_emits_its_verdict_and_the_notification_arrives(
     assert event.payload["image_digest"] in note["body"]
     assert "automation: papyrus local: deploy failed" in note["body"]
     assert note["source"] == "papyrus-ops local"
+    assert "None" not in note["body"], note["body"]  # nothing half-rendered
     for canary in SESSION_CANARIES:
         assert canary not in json.dumps(hook.received)
+
+
+def test_a_secret_in_a_verdict_reaches_neither_the_event_nor_the_notification(hook, registered):
+    """The reason of a result is redacted by ground.result already; the event redacts what it
+    is given once more, so a verdict built any other way cannot carry a secret out either."""
+    from types import SimpleNamespace
+
+    from prefect import flow
+
+    from ground import events
+    from ground.redact import REDACTOR
+
+    REDACTOR.add(ALERT_CANARY)  # a secret the product knows (as it knows the DB password)
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    settings = SimpleNamespace(cluster="papyrus-ecs-prd", service="canary-service", env="local")
+    leaky = {"verdict": "failed", "env": "local", "evidence": None,
+             "reason": f"probe failed: GET /dbcheck?token={ALERT_CANARY} -> 401",
+             "data": {"image": "latest", "image_digest": f"sha256:{ALERT_CANARY}"}}
+
+    @flow(name="alerts-canary")
+    def judged():
+        events.deploy_verdict(settings, leaky)
+
+    judged()
+    note = wait_until(lambda: hook.matching("canary-service"), 90, 0.5,
+                      "the notification of the leaky verdict")[0]
+    assert "probe failed: GET /dbcheck?token=" in note["body"], note["body"]
+    (event,) = wait_until(lambda: [e for e in _events(DEPLOY_VERDICT, since)
+                                   if e.resource.get("prefect.resource.name") == "canary-service"],
+                          30, 0.5, "the leaky verdict's event")
+    for text in (json.dumps(hook.received), event.model_dump_json()):
+        assert ALERT_CANARY not in text
 
 
 def test_the_archive_alert_fires_when_no_run_completes_within_its_window(
