@@ -122,6 +122,33 @@ def test_no_url_and_no_block_registers_nothing_and_says_so(prefect_server, tmp_p
         assert client.read_automations_by_name(spec.automations[0]["name"]) == []
 
 
+def test_the_cli_registers_the_alerts_once_and_refuses_without_a_url(prefect_server, hook):
+    from tests.support.cli import cli_env, run_cli
+
+    spec = load_spec("local")
+    _forget(spec)
+    try:
+        env = cli_env(PAPYRUS_ALERT_WEBHOOK_URL=hook.url)
+        first = run_cli("prefect", "alerts", "--api-url", prefect_server, env=env)
+        assert first.returncode == 0, first.stderr
+        assert f"notification block {spec.block}: created" in first.stdout
+        second = run_cli("prefect", "alerts", "--api-url", prefect_server, "--json", env=env)
+        assert second.returncode == 0, second.stderr
+        done = json.loads(second.stdout)
+        assert {a["outcome"] for a in done["automations"]} == {"unchanged"}
+        assert len(done["automations"]) == len(spec.automations)
+        assert hook.url not in first.stdout + second.stdout  # the URL is a secret
+    finally:
+        _forget(spec)
+    # prd has no block on this server and no URL is given: one line, exit 2, nothing made.
+    bare = {k: v for k, v in cli_env().items() if k != "PAPYRUS_ALERT_WEBHOOK_URL"}
+    r = run_cli("prefect", "alerts", "--env", "prd", "--api-url", prefect_server, env=bare)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.count("\n") == 1 and "PAPYRUS_ALERT_WEBHOOK_URL is not set" in r.stderr
+    with _client() as client:
+        assert client.read_automations_by_name("papyrus prd: deploy failed") == []
+
+
 def test_a_failed_deploy_emits_its_verdict_and_the_notification_arrives(
         sandbox, hook, registered, tmp_path):
     from flows.deploy import deploy
