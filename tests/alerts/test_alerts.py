@@ -187,6 +187,53 @@ def test_a_failed_deploy_emits_its_verdict_and_the_notification_arrives(
         assert canary not in json.dumps(hook.received)
 
 
+def test_every_deploy_verdict_is_an_event_and_only_the_bad_ones_notify(sandbox, hook,
+                                                                       registered):
+    from flows.deploy import deploy
+    from papyrus_ops.runner import run_flow
+
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    planned = run_flow(deploy, env="local", image="latest", plan=True)  # success, no change
+    typo = run_flow(deploy, env="local", image="no-such-tag")  # bad input: the service is known
+    assert (planned["verdict"], typo["verdict"]) == ("success", "bad_input"), (planned, typo)
+
+    def by_verdict():
+        got = {e.payload["verdict"]: e for e in _events(DEPLOY_VERDICT, since)
+               if e.payload.get("image") in ("latest", "no-such-tag")}
+        return got if {"success", "bad_input"} <= set(got) else None
+
+    got = wait_until(by_verdict, 60, 0.5, "both verdict events")
+    assert got["success"].payload["plan"] is True and got["success"].payload["image_digest"]
+    assert got["bad_input"].resource["papyrus.verdict"] == "bad_input"
+    bad_run = got["bad_input"].payload["flow_run_id"]
+    note = wait_until(lambda: hook.matching(bad_run), 90, 0.5, "the bad-input webhook")[0]
+    assert "not found in ECR" in note["body"], note["body"]
+    assert "(not pinned)" in note["body"]
+    # The success came first and was judged first: it sent nothing.
+    assert hook.matching(got["success"].payload["flow_run_id"]) == []
+
+
+def test_a_failed_schema_apply_notifies(sandbox, hook, registered):
+    from flows.schema_init import schema_init
+    from ground.events import SCHEMA_APPLY_VERDICT
+    from papyrus_ops.runner import run_flow
+
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    res = run_flow(schema_init, env="local", apply=True, database="no_such_database")
+    assert res["verdict"] == "failed", res
+    run_id = res["data"]["flow_run_id"]
+    (event,) = wait_until(lambda: [e for e in _events(SCHEMA_APPLY_VERDICT, since)
+                                   if e.payload.get("flow_run_id") == run_id], 60, 0.5,
+                          "the papyrus.schema.apply.verdict event")
+    assert event.resource.id == f"papyrus.database.{sandbox.settings.rds_instance}/" \
+                                "no_such_database"
+    note = wait_until(lambda: hook.matching(run_id), 90, 0.5, "the apply-failed webhook")[0]
+    assert note["subject"] == "Papyrus local: papyrus.schema.apply.verdict failed"
+    assert "no_such_database" in note["body"] and "automation: papyrus local: schema apply " \
+        "failed" in note["body"], note["body"]
+    assert "None" not in note["body"], note["body"]
+
+
 def test_a_secret_in_a_verdict_reaches_neither_the_event_nor_the_notification(hook, registered):
     """The reason of a result is redacted by ground.result already; the event redacts what it
     is given once more, so a verdict built any other way cannot carry a secret out either."""
