@@ -278,6 +278,7 @@ def test_the_archive_alert_fires_when_no_run_completes_within_its_window(
         'block = "papyrus-alerts-local"': 'block = "papyrus-alerts-alerttest"',
         "papyrus local: ": "papyrus alerttest: "})
     _forget(spec)
+    deployment_id = None
     try:
         res = register_automations(prefect_server, "local", webhook_url=hook.url, path=path)
         assert res["skipped"] is None, res
@@ -301,3 +302,6 @@ def test_the_archive_alert_fires_when_no_run_completes_within_its_window(
         assert all("no Completed run" in n["body"] for n in hook.received)
     finally:
         _forget(spec)
+        if deployment_id:
+            with _client() as client:
+                client.delete_deployment(deployment_id)
