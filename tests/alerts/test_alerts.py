@@ -266,6 +266,47 @@ def test_a_secret_in_a_verdict_reaches_neither_the_event_nor_the_notification(ho
         assert ALERT_CANARY not in text
 
 
+def test_a_crashed_deploy_run_and_a_failed_archive_run_notify_a_failed_deploy_run_does_not(
+        prefect_server, hook, registered):
+    """The run-state automations, on runs of deployments named as in the file (their states set
+    through the API, as a worker or an engine would: the server emits the state events). A
+    Failed deploy run is the verdict automation's: the run-state one stays quiet."""
+    from prefect.client.schemas.objects import Flow
+    from prefect.states import Crashed, Failed, Running
+
+    made = []
+    try:
+        with _client() as client:
+            def run_of(flow_name, deployment_name, run_name):
+                fid = client.create_flow(Flow(name=flow_name))
+                did = client.create_deployment(flow_id=fid, name=deployment_name)
+                made.append(did)
+                run = client.create_flow_run_from_deployment(did, name=run_name)
+                client.set_flow_run_state(run.id, Running(), force=True)
+                return run
+
+            quiet = run_of("deploy", "deploy-local", "deploy local failed-run-alerttest")
+            client.set_flow_run_state(quiet.id, Failed(message="gate"), force=True)
+            crashed = run_of("deploy", "deploy-local", "deploy local crashed-alerttest")
+            client.set_flow_run_state(crashed.id, Crashed(message="exit code 137"), force=True)
+            failed = run_of("cloudtrail_archive", "cloudtrail-archive-local", "archive-alerttest")
+            client.set_flow_run_state(failed.id, Failed(message="LookupEvents denied"),
+                                      force=True)
+        crash = wait_until(lambda: hook.matching(str(crashed.id)), 90, 0.5, "the crash webhook")
+        assert crash[0]["subject"] == "Papyrus local: deploy local crashed-alerttest Crashed"
+        assert "ended Crashed: exit code 137" in crash[0]["body"], crash[0]["body"]
+        assert "automation: papyrus local: run crashed" in crash[0]["body"]
+        arch = wait_until(lambda: hook.matching(str(failed.id)), 90, 0.5, "the archive webhook")
+        assert "cloudtrail-archive-local: flow run archive-alerttest" in arch[0]["body"]
+        assert "ended Failed: LookupEvents denied" in arch[0]["body"]
+        # Both arrived, and the Failed deploy run's event came before them: nothing for it.
+        assert hook.matching(str(quiet.id)) == []
+    finally:
+        with _client() as client:
+            for did in set(made):  # the second deploy-local is the first one (an upsert)
+                client.delete_deployment(did)
+
+
 def test_the_archive_alert_fires_when_no_run_completes_within_its_window(
         prefect_server, hook, tmp_path):
     from prefect.client.schemas.objects import Flow
