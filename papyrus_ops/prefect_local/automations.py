@@ -23,6 +23,8 @@ from ground.settings import ROOT
 
 FILE = "automations.toml"
 KINDS = ("verdict", "run-state", "missing-completion")
+_NEEDS = {"verdict": ("event",), "run-state": ("states", "deployments"),
+          "missing-completion": ("flow", "deployment", "within_seconds")}
 
 # The notification texts (Jinja, rendered by the Prefect server). Only what the events carry:
 # verdicts, reasons (redacted by ground.result), digests, ARNs, run names and ids.
@@ -95,9 +97,18 @@ def load_spec(env: str, path: Path | None = None) -> Spec | None:
     for a in spec.automations:
         if a.get("kind") not in KINDS:
             raise AutomationsError(f"{path}: {a['name']!r}: kind must be one of {KINDS}")
-        if a["kind"] == "verdict" and a.get("event") not in VERDICT_EVENTS:
+        missing = [k for k in _NEEDS[a["kind"]] if not a.get(k)]
+        if missing:
+            raise AutomationsError(f"{path}: {a['name']!r} ({a['kind']}) needs "
+                                   f"{', '.join(missing)}")
+        if a["kind"] == "verdict" and a["event"] not in VERDICT_EVENTS:
             raise AutomationsError(f"{path}: {a['name']!r}: event must be one of "
                                    f"{VERDICT_EVENTS}")
+        if a["kind"] == "missing-completion" and not (
+                isinstance(a["within_seconds"], int | float) and a["within_seconds"] >= 10):
+            # Prefect refuses proactive windows under 10 seconds.
+            raise AutomationsError(f"{path}: {a['name']!r}: within_seconds must be a number "
+                                   ">= 10")
     return spec
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ground.events import DEPLOY_VERDICT
+from ground.settings import ROOT
 from papyrus_ops.prefect_local.automations import load_spec, register_automations, spec_path
 from tests.support.canaries import ALERT_CANARY, SESSION_CANARIES
 from tests.support.drift import Drift
@@ -109,6 +110,39 @@ def test_register_twice_changes_nothing_and_a_changed_file_updates_in_place(
 
     block = CustomWebhookNotificationBlock.load(spec.block)
     assert block.url == "{{url}}" and hook.url not in json.dumps(block.model_dump(mode="json"))
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('kind = "run-state"', 'kind = "sometimes"', "kind must be one of"),
+    ('event = "papyrus.deploy.verdict"', 'event = "papyrus.deploy.done"', "event must be one of"),
+    ("within_seconds = 93600", "within_seconds = 5", "within_seconds must be a number >= 10"),
+    ('deployment = "cloudtrail-archive-local"', "", "needs deployment"),
+    ('name = "papyrus local: schema apply failed"', 'name = "papyrus local: deploy failed"',
+     "every automation needs a name of its own"),
+    ("[notify]", "[notice]", "KeyError"),
+])
+def test_a_file_that_cannot_be_registered_is_one_clear_error(tmp_path, old, new, message):
+    from papyrus_ops.prefect_local.automations import AutomationsError
+
+    with pytest.raises(AutomationsError, match=message):
+        _spec_copy(tmp_path, **{old: new})
+
+
+def test_the_files_name_only_deployments_and_flows_prefect_yaml_has():
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    flows = {d["entrypoint"].rsplit(":", 1)[1]: d for d in doc["deployments"]}
+    names = {d["name"] for d in doc["deployments"]}
+    for env in ("local", "prd"):
+        spec = load_spec(env)
+        assert spec.block == f"papyrus-alerts-{env}"
+        for a in spec.automations:
+            assert a["name"].startswith(f"papyrus {env}: ")
+            for d in a.get("deployments", []) + [a.get("deployment")] * ("deployment" in a):
+                assert d in names and d.endswith(f"-{env}"), d
+            if "flow" in a:
+                assert a["flow"] in flows
 
 
 def test_no_url_and_no_block_registers_nothing_and_says_so(prefect_server, tmp_path,
