@@ -6,7 +6,8 @@ environment keeps it) → render, diff, register → update the service → wait
 CLI insert → (roll back) → evidence.
 
 The image is resolved first (read-only), so a typo is answered at once; nothing changes before
-the gate passes; `plan=True` stops after the diff. Evidence is written whatever happens. The
+the gate passes; `plan=True` stops after the diff. Evidence is written whatever happens, and
+every verdict is a `papyrus.deploy.verdict` event (ground/events.py; the alerts key on it). The
 result is `ground.result`'s contract; the run ends Failed whenever the deploy did not work.
 """
 
