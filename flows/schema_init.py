@@ -10,9 +10,9 @@
 Returns `ground.result`'s contract: ``verdict`` "success", "failed", or "bad_input" (nothing
 attempted: the environment, the SQL file or the DB secret is unusable); ``data`` holds mode,
 outcome, script, checksum, statements, database, dryrun, apply and flow_run_id. Anything but
-success ends the flow run Failed (so the UI tells the truth) with the dict as the state's data
-(and an apply's verdict is a `papyrus.schema.apply.verdict` event, ground/events.py):
-``papyrus_ops.runner.run_flow(schema_init, ...)`` gives the dict in both cases.
+success ends the flow run Failed (so the UI tells the truth) with the dict as the state's data:
+``papyrus_ops.runner.run_flow(schema_init, ...)`` gives the dict in both cases. An apply's
+verdict is also a `papyrus.schema.apply.verdict` event (ground/events.py; the alerts key on it).
 """
 
 from __future__ import annotations
