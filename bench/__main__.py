@@ -1,4 +1,4 @@
-"""`python -m bench [all|verdict|archive|service|overhead|bad_input|report] [options]`.
+"""`python -m bench [all|verdict|archive|service|overhead|bad_input|startup|report] [options]`.
 
 `make bench` runs everything (about 20 minutes on 2 cores) and writes docs/benchmarks.md; one
 name runs that benchmark only and regenerates the report from it and the earlier results in
@@ -18,7 +18,7 @@ import time
 from bench import common
 from bench.common import OUT, ROOT, TMP, log
 
-BENCHES = ("verdict", "archive", "service", "overhead", "bad_input")
+BENCHES = ("verdict", "archive", "service", "overhead", "bad_input", "startup")
 
 
 def _setup() -> None:
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     prefect = None
     sb = None
     try:
-        if {"archive", "overhead"} & set(selected):
+        if {"archive", "overhead", "startup"} & set(selected):
             t = time.monotonic()
             prefect = common.PrefectServer(TMP / "prefect-server").start()
             os.environ.update(prefect.env())
             log(f"prefect server at {prefect.url} ({time.monotonic() - t:.1f}s)")
-        if {"verdict", "archive", "overhead", "bad_input"} & set(selected):
+        if {"verdict", "archive", "overhead", "bad_input", "startup"} & set(selected):
             t = time.monotonic()
             sb = common.start_sandbox(TMP / "sandbox")
             log(f"sandbox up at {sb.endpoint} ({time.monotonic() - t:.1f}s)")
@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
                   if a.quick else {"sizes": (10_000, 100_000), "runs": (3, 2),
                                    "rate_events": 3000, "rate_runs": 2})
             timed("archive", lambda: archive.run(prefect_env=prefect.env(), sb=sb, **kw))
+        if "startup" in selected:
+            from bench import startup
+
+            kw = {"runs": 1, "cold_runs": 1, "before": False} if a.quick else {}
+            timed("startup", lambda: startup.run(sb, prefect.url, **kw))
         if sb is not None:
             sb.stop()
             sb = None
@@ -167,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         # Also after a failure: the benchmarks that finished keep their machine record.
         _save_meta(meta, [n for n in selected if any(t.startswith(n) for t in timings)],
                    timings, t_all)
-    path = report.write(quick=a.quick)
+    if selected != ("startup",):
+        path = report.write(quick=a.quick)
+    else:
+        path = report.OUT / "benchmarks-quick.md" if a.quick else report.DOC
+    if "startup" in selected:
+        from bench import startup
+
+        path = startup.update_doc(common.load("startup") or {}, path)
     log(f"all done in {meta['seconds']}s; wrote {path}")
     return 0
 

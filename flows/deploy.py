@@ -1,7 +1,9 @@
 """The deploy flow, as the runbook does it by hand, as a checklist:
 
-pin the image by digest → preflight gate → render, diff, register → update the service →
-wait for a true verdict → (roll back) → probe /healthz, /dbcheck and the CLI insert → evidence.
+pin the image by digest → preflight gate (the URL map of the pinned image's code, where the
+environment keeps it) → render, diff, register → update the service → wait for a true verdict →
+(roll back) → probe /healthz, the new tasks' own URL map and digest (/runtime), /dbcheck and the
+CLI insert → (roll back) → evidence.
 
 The image is resolved first (read-only), so a typo is answered at once; nothing changes before
 the gate passes; `plan=True` stops after the diff and records the passed plan (its checksum:
@@ -9,7 +11,8 @@ digest, base revision, rendered definitions) in the evidence bucket (tasks/appro
 the environment requires approval, a UI/API run pauses after the diff (the `deploy-approval`
 artifact) and goes on only when approved and nothing moved since; the CLI binds a deploy to a
 recorded plan of the same checksum instead (`approval="recorded"`). Evidence is written
-whatever happens. The result is `ground.result`'s contract; the run ends Failed whenever the
+whatever happens, and every verdict is a `papyrus.deploy.verdict` event (ground/events.py; the
+alerts key on it). The result is `ground.result`'s contract; the run ends Failed whenever the
 deploy did not work.
 """
 
@@ -21,12 +24,13 @@ from prefect import flow, get_run_logger
 
 from artifacts import EvidenceBundle
 from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_run
+from ground import events
 from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
 from ground.settings import EnvName
 from tasks import approval as approvals
-from tasks import ecr, probes, rollout, taskdef
+from tasks import ecr, probes, rollout, service_code, taskdef
 from tasks.approval import ApprovalMode
 from tasks.db import read_db_secret
 from tasks.insert_check import insert_cli_row
@@ -76,7 +80,8 @@ def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
-    outcome = Outcome()
+    # Every verdict from here on (bad input included: the service is known) is an event.
+    outcome = Outcome(on_result=lambda res: events.deploy_verdict(settings, res))
     lease: list = []  # the deploy lease's keeper, once taken (its summary goes in data)
     with outcome.evidence_on_interrupt("deploy", env, bundle, c["s3"], started, data, c["kms"],
                                        lambda: rollout.read_current.fn(c["ecs"], settings)):
@@ -124,7 +129,12 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     log = get_run_logger()
     # 2. Gate: nothing changes before it passes.
     if not skip_preflight:
-        checks = run_checks(settings, c, bundle=bundle)
+        # The URL map of what is about to run: the pinned image's code where the environment
+        # keeps it by digest, else the checkout (the evidence says which). The running tasks'
+        # own answer, after the rollout, is `flask_url_map_after`.
+        source, note = service_code.pre_rollout_source(settings, pinned.digest)
+        checks = run_checks(settings, c, bundle=bundle, service_dir=source,
+                            url_map_evidence="flask_url_map_before", url_map_note=note)
         failed = [ch for ch in checks if ch["verdict"] == "fail"]
         summary["preflight"] = "pass" if not failed else "fail"
         if failed:
@@ -203,7 +213,7 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     # service now: what we would probe may not be ours.)
     guard(before="the probes")
     try:
-        _probe(settings, c, bundle, summary, reg["arn"])
+        _probe(settings, c, bundle, summary, reg["arn"], pinned.digest)
     except Exception as e:
         if rollback and current["task_definition"] != reg["arn"]:
             guard(before=f"the rollback (probe failed: {e})")
@@ -287,12 +297,15 @@ def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll
     bundle.write_json("rollback", summary["rollback"])
 
 
-def _probe(settings, c, bundle, summary, task_definition: str) -> None:
+def _probe(settings, c, bundle, summary, task_definition: str, digest: str) -> None:
     token = probes.read_probe_token(c["secretsmanager"], settings)
-    base = probes.probe_targets(c["ecs"], settings, task_definition)[0]
+    targets = probes.task_targets(c["ecs"], settings, task_definition)
+    base = targets[0]["url"]
     records = []
     try:
         records.append(probes.probe_healthz(base))
+        # What runs, in the new tasks' own words, before anything is written through them.
+        _running_url_map(bundle, summary, targets, token, digest)
         records.append(probes.probe_dbcheck(base, token))
     except probes.ProbeFailed as e:
         records.append(e.record)
@@ -308,3 +321,22 @@ def _probe(settings, c, bundle, summary, task_definition: str) -> None:
         raise RuntimeError(f"CLI insert failed: {cli['error']}")
     summary["probes"] = {"healthz": records[0]["status"], "dbcheck": records[1]["body"],
                          "cli": {k: cli.get(k) for k in ("tag", "sku", "ssl")}}
+
+
+def _running_url_map(bundle, summary, targets: list[dict], token: str, digest: str) -> None:
+    """Each new task's /runtime, judged against the pinned digest and the required routes;
+    `flask_url_map_after` names the tasks and digests. A failure fails the probes."""
+    reports = [probes.probe_runtime(t["url"], token) | {"ecs_task_arn": t["task_arn"]}
+               for t in targets]
+    check = service_code.judge_running_url_map(reports, digest)
+    bundle.write_text("flask_url_map_after", check["evidence"]["flask_url_map_after"])
+    # The running-image record so far is ECS's view (DescribeTasks); add each task's own.
+    bundle.append_text("running_image", "\n# each task's own word (GET /runtime: the ECS task "
+                       "metadata endpoint v4):\n" + "".join(
+                           f"{t.get('task_arn')} digest={t.get('image_digest')}\n"
+                           for t in check["actual"]))
+    bundle.add_check(check["check"], check["expected"], check["actual"], check["verdict"])
+    summary["url_map_after"] = {"verdict": check["verdict"], "detail": check["detail"],
+                                "tasks": check["actual"]}
+    if check["verdict"] != "pass":
+        raise RuntimeError(f"running URL map: {check['detail']}")

@@ -20,7 +20,8 @@ attempted: the environment, the SQL file or the DB secret is unusable); ``data``
 outcome, script, checksum, statements, database, dryrun, record, approval, apply and
 flow_run_id. Anything but
 success ends the flow run Failed (so the UI tells the truth) with the dict as the state's data:
-``papyrus_ops.runner.run_flow(schema_init, ...)`` gives the dict in both cases.
+``papyrus_ops.runner.run_flow(schema_init, ...)`` gives the dict in both cases. An apply's
+verdict is also a `papyrus.schema.apply.verdict` event (ground/events.py; the alerts key on it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from prefect import flow, get_run_logger
 
 from artifacts.bundle import EvidenceBundle
 from flows.common import BadInput
+from ground import events
 from ground.aws import client
 from ground.log_redaction import install_log_redaction
 from ground.redact import REDACTOR
@@ -234,8 +236,11 @@ def schema_init(env: EnvName = "local", apply: bool = False, sql_path: str | Non
                         kms=client("kms", settings.region))
     if res.pending:
         logger.warning("evidence upload pending: %s", res.pending_reason)
-    return to_state(result("schema_init", env, verdict, reason, error=error,
-                           evidence=evidence_summary(res), started=started, data=data))
+    final = result("schema_init", env, verdict, reason, error=error,
+                   evidence=evidence_summary(res), started=started, data=data)
+    if apply:  # an apply's verdict is news (automations, the event feed); a dry run's is not
+        events.schema_apply_verdict(settings, final)
+    return to_state(final)
 
 
 def _record(s3, settings: Settings, script: Script, dry: dict[str, Any], logger):

@@ -73,6 +73,9 @@ class Settings:
     deploy_poll_seconds: float
     lease_ttl_seconds: float = 120.0
     lease_wait_seconds: float = 600.0
+    # A folder of build contexts keyed by image digest (`<store>/<hex>/`): where the code of a
+    # pinned image can be read before it runs. Empty: only the running task can say.
+    image_code_store: str = ""
     # Approval between the dry run / plan and the apply (tasks/approval.py): whether a run
     # started from the UI pauses for a person, how long it waits, how often it looks.
     approval_required: bool = False
@@ -98,6 +101,7 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("ecs", "execution_role", "execution_role", str, True),
     ("ecs", "log_group", "log_group", str, True),
     ("ecr", "repository", "ecr_repository", str, True),
+    ("ecr", "code_store", "image_code_store", str, False),
     ("db", "secret_id", "db_secret_id", str, True),
     ("db", "rds_instance", "rds_instance", str, True),
     ("db", "parameter_group", "parameter_group", str, True),

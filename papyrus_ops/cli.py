@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import typer
+
+from papyrus_ops import quick_exit  # first: its exit handler must run after every other one
 
 # Without PREFECT_API_URL each CLI call runs its flow on Prefect's temporary server, which must
 # answer within `server.ephemeral.startup_timeout_seconds` (20 s by default): on a CI machine
@@ -65,7 +66,11 @@ register_all(app, evidence_app)
 
 
 def main() -> None:  # pragma: no cover - console entry
-    sys.exit(app())
+    try:
+        code = app()
+    except SystemExit as e:
+        code = e.code
+    quick_exit.exit_with(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

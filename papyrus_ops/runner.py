@@ -10,6 +10,7 @@ Exit codes: 0 success, 1 failed, 2 bad input (one line on stderr, nothing change
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -66,15 +67,47 @@ def run_flow(flow_fn, **params: Any) -> dict[str, Any]:
     running a flow died, but this process is the one waiting for the answer, and Prefect joins
     the heartbeat thread (1 s sleeps) at the end of every run — up to a second per flow
     (docs/benchmarks.md §4). Runs started by a worker keep Prefect's default."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     name = getattr(flow_fn, "name", getattr(flow_fn, "__name__", "flow"))
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        try:
-            state = flow_fn(**params, return_state=True)
-        except Exception as e:  # noqa: BLE001 - parameter validation and the like: one line
-            return contract.crashed(name, params.get("env", ""), f"{type(e).__name__}: {e}")
+    with _api() as api_url:
+        updates = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        if api_url:
+            updates[PREFECT_API_URL] = api_url
+        with temporary_settings(updates=updates):
+            try:
+                state = flow_fn(**params, return_state=True)
+            except Exception as e:  # noqa: BLE001 - parameter validation and the like
+                return contract.crashed(name, params.get("env", ""), f"{type(e).__name__}: {e}")
     return contract.from_state(state, name, params.get("env", ""))
+
+
+@contextlib.contextmanager
+def _api():
+    """The checkout's resident Prefect server (papyrus_ops.prefect_local.resident) when no API
+    is given: later calls skip the temporary server's start. If it cannot start, Prefect's own
+    temporary server runs the flow as before (a slow start is not a failed deploy)."""
+    from papyrus_ops.prefect_local import resident
+
+    if not resident.enabled():
+        yield None
+        return
+    try:
+        held = resident.using()
+        api_url = held.__enter__()
+    except Exception as e:  # noqa: BLE001 - fall back, saying why
+        typer.echo(f"papyrus-ops: the checkout's Prefect server did not start ({e}); "
+                   "using a temporary one", err=True)
+        yield None
+        return
+    try:
+        yield api_url
+    finally:
+        held.__exit__(None, None, None)
 
 
 def answer(res: dict[str, Any], as_json: bool,

@@ -11,7 +11,9 @@ rolling-update scheduler:
 - every task is the Papyrus service as a local process group (gunicorn), with the task
   definition's `environment`, its `secrets` resolved from moto's Secrets Manager / SSM, its
   image checked against moto's ECR (else `CannotPullContainerError`), a free loopback port
-  (`PAPYRUS_BIND`) and `PGHOSTADDR` standing in for the VPC route to RDS. PENDING until
+  (`PAPYRUS_BIND`) and `PGHOSTADDR` standing in for the VPC route to RDS, the task metadata
+  endpoint v4 (`ECS_CONTAINER_METADATA_URI_V4`, sandbox.ecs_metadata), and the code of the
+  image it pulled (the build context its push kept, sandbox.image). PENDING until
   `/healthz` answers 200, RUNNING after, STOPPED with the real exit code when it dies.
 - the scheduler (`sandbox.ecs_scheduler`) completes rollouts, replaces failed tasks, trips the
   deployment circuit breaker and rolls back, and writes ECS's service events.
@@ -40,6 +42,7 @@ from moto.core.responses import ActionResult
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
+from .ecs_metadata import MetadataEndpoint
 from .ecs_scheduler import DEFAULT_DEPLOYMENT_CONFIGURATION, ServiceScheduler
 from .ecs_standalone import Standalone
 from .ecs_tasks import LocalTask, probe
@@ -98,7 +101,7 @@ class EcsRuntime:
                  hostaddr: str | None = "127.0.0.1", timing: RuntimeTiming | None = None,
                  command: Sequence[str] = PAPYRUS_COMMAND, bind_env: str = "PAPYRUS_BIND",
                  health_path: str = "/healthz", extra_env: dict[str, str] | None = None,
-                 service_dir: Path | None = ROOT / "service"):
+                 service_dir: Path | None = ROOT / "service", image_store: Path | None = None):
         self.region = region
         self.account_id = account_id
         self.workdir = Path(workdir)
@@ -111,6 +114,9 @@ class EcsRuntime:
         self.health_path = health_path
         self.extra_env = dict(DEFAULT_TASK_ENV if extra_env is None else extra_env)
         self.service_dir = service_dir
+        # Build contexts keyed by image digest (sandbox.image.snapshot): a service task runs the
+        # code of the image it pulled; `service_dir` only for an image pushed without a store.
+        self.image_store = Path(image_store) if image_store else None
         # (execution role ARN, action, resource) -> allowed; None: not checked (see ecs_tasks)
         self.execution_role_allows = None
         # Standalone tasks (RunTask): the AWS endpoint they reach (the VPC's route to AWS) and
@@ -119,6 +125,7 @@ class EcsRuntime:
         self.assume_role = None
         self.standalone = Standalone(self)
         self.lock = threading.RLock()
+        self.metadata = MetadataEndpoint(self.lock)
         self._schedulers: dict[str, ServiceScheduler] = {}
         self._retired: list[ServiceScheduler] = []
         self._spawned: list[LocalTask] = []
@@ -153,6 +160,7 @@ class EcsRuntime:
             if not _RUNTIMES and _ORIGINALS:
                 _unpatch()
         self.standalone.stop()
+        self.metadata.stop()
         atexit.unregister(self.stop_all)
 
     def stop_all(self) -> None:
@@ -206,6 +214,12 @@ class EcsRuntime:
             env["PYTHONPATH"] = str(self.service_dir)
         env.update(self.extra_env)
         return env
+
+    def code_for(self, digest: str) -> Path | None:
+        """Where the code of image `digest` is (its pushed build context), if kept."""
+        from sandbox.image import code_dir
+
+        return code_dir(self.image_store, digest)
 
     def register_spawn(self, task: LocalTask) -> None:
         self._spawned.append(task)

@@ -203,6 +203,11 @@ class ServiceScheduler:
                 env[item["name"]] = resolve_secret(item["valueFrom"], rt.account_id, rt.region)
             digest = resolve_image(task.container["image"], rt.account_id, rt.region,
                                    task_platform(getattr(task_def, "runtime_platform", None)))
+            # The image's code, not the checkout's: what was pushed under this digest.
+            code = rt.code_for(digest)
+            if code is not None:
+                env["PYTHONPATH"] = str(code)
+            env["ECS_CONTAINER_METADATA_URI_V4"] = rt.metadata.uri_for(task)
         except TaskStartError as err:
             task.fail_to_start(err)
             self._failed(dep, now)

@@ -215,6 +215,7 @@ class Standalone:
             env["AWS_ENDPOINT_URL"] = rt.endpoint
         if rt.hostaddr:
             env["PGHOSTADDR"] = rt.hostaddr
+        env["ECS_CONTAINER_METADATA_URI_V4"] = rt.metadata.uri_for(task)
         if task.task_role_arn:
             env["AWS_CONTAINER_CREDENTIALS_FULL_URI"] = (
                 f"{self.credentials_url()}{CREDENTIALS_PATH}{task._credentials_id}")

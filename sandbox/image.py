@@ -3,6 +3,11 @@
 No container engine runs here, so the image's identity is a content hash of the build context:
 one layer whose digest is the SHA-256 of the `service/` tree, in an OCI-style manifest whose own
 SHA-256 is the image digest. The same code always gives the same digest; any change gives another.
+
+What a push leaves behind besides the manifest is the image's *content*: a copy of the build
+context in each registered code store (`<state>/images/<digest hex>/`, see `register_store`),
+keyed by the digest. The local ECS runtime runs the code of the digest a task pulled from there
+(`code_dir`), so an image built from another tree really runs that tree — not the checkout.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent / "service"
@@ -17,15 +25,25 @@ MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", "tests", ".ruff_cache"}
 
 
-def tree_hash(root: Path = SERVICE_DIR) -> str:
-    """SHA-256 over (relative path, content) of every file of the build context, in order."""
-    h = hashlib.sha256()
+def _context_files(root: Path) -> list[Path]:
+    """The build context's files, in order: what `.dockerignore` would leave (no tests, caches,
+    bytecode or egg-info)."""
+    files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if path.is_dir() or _SKIP_DIRS.intersection(rel.parts) or rel.suffix == ".pyc":
             continue
         if any(part.endswith(".egg-info") for part in rel.parts):
             continue
+        files.append(path)
+    return files
+
+
+def tree_hash(root: Path = SERVICE_DIR) -> str:
+    """SHA-256 over (relative path, content) of every file of the build context, in order."""
+    h = hashlib.sha256()
+    for path in _context_files(root):
+        rel = path.relative_to(root)
         data = path.read_bytes()
         h.update(f"{rel.as_posix()}\0{len(data)}\0".encode())
         h.update(data)
@@ -51,9 +69,66 @@ def manifest(root: Path = SERVICE_DIR) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
+# -- the images' content: build contexts keyed by digest -----------------------------------------
+_STORES: list[Path] = []
+_STORES_LOCK = threading.Lock()
+
+
+def register_store(store: Path) -> None:
+    """Every push from now on (in this process) keeps its build context in `store` too: the
+    sandbox registers `<state>/images` for as long as it runs."""
+    with _STORES_LOCK:
+        if Path(store) not in _STORES:
+            Path(store).mkdir(parents=True, exist_ok=True)
+            _STORES.append(Path(store))
+
+
+def unregister_store(store: Path) -> None:
+    with _STORES_LOCK:
+        if Path(store) in _STORES:
+            _STORES.remove(Path(store))
+
+
+def _key(digest: str) -> str:
+    return digest.removeprefix("sha256:")
+
+
+def snapshot(root: Path, digests: list[str], stores: list[Path] | None = None) -> None:
+    """Copy the build context under each digest in each store (idempotent: a digest already
+    kept is left as it is; its content cannot differ, the digest is the content's hash)."""
+    with _STORES_LOCK:
+        targets = list(_STORES if stores is None else stores)
+    root = Path(root)
+    for store in targets:
+        for digest in digests:
+            dest = Path(store) / _key(digest)
+            if dest.is_dir():
+                continue
+            tmp = Path(tempfile.mkdtemp(prefix=".push-", dir=store))
+            for path in _context_files(root):
+                target = tmp / path.relative_to(root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            try:
+                tmp.rename(dest)  # atomic: a task never sees half a context
+            except OSError:  # another push of the same digest won the race
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def code_dir(store: Path | None, digest: str) -> Path | None:
+    """The code of the image `digest`, if a push kept it in `store`."""
+    if store is None or not digest:
+        return None
+    path = Path(store) / _key(digest)
+    return path if (path / "papyrus" / "__init__.py").is_file() else None
+
+
 def push(ecr, repository: str, tags: list[str], root: Path = SERVICE_DIR) -> str:
-    """Put the `service/` image into ECR under each tag; returns its `sha256:` digest."""
-    return _put_tagged(ecr, repository, manifest(root), tags)
+    """Put the `service/` image (or the tree at `root`) into ECR under each tag; returns its
+    `sha256:` digest. Its build context is kept under that digest (`snapshot`)."""
+    digest = _put_tagged(ecr, repository, manifest(root), tags)
+    snapshot(root, [digest])
+    return digest
 
 
 def _put_tagged(ecr, repository: str, body: str, tags: list[str]) -> str:
@@ -77,6 +152,7 @@ def push_build(ecr, repository: str, tag: str, build: str | None = None,
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     ecr.put_image(repositoryName=repository, imageManifest=text, imageTag=tag,
                   imageDigest=digest, imageManifestMediaType=MANIFEST_MEDIA_TYPE)
+    snapshot(root, [digest])
     return digest
 
 
@@ -155,8 +231,12 @@ def push_index(ecr, repository: str, tag: str, platforms: tuple[str, ...] = (
                 platform={"architecture": "unknown", "os": "unknown"}))
     index = json.dumps({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries},
                        sort_keys=True, separators=(",", ":"))
-    return {"digest": _put(ecr, repository, index, INDEX_MEDIA_TYPE, tag=tag),
-            "media_type": INDEX_MEDIA_TYPE, "manifests": manifests, "attestations": attestations}
+    digest = _put(ecr, repository, index, INDEX_MEDIA_TYPE, tag=tag)
+    # ECS reports (and the runtime looks the code up by) the index digest; a platform
+    # manifest pinned by its own digest runs the same code.
+    snapshot(root, [digest, *manifests.values()])
+    return {"digest": digest, "media_type": INDEX_MEDIA_TYPE, "manifests": manifests,
+            "attestations": attestations}
 
 
 # -- the flow-run image (`papyrus-ops`): this checkout's code ----------------------------------

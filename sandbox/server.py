@@ -31,7 +31,7 @@ from ground import iam as iam_files
 from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
-from sandbox import iam, s3_conditional, s3_policy, seed
+from sandbox import iam, image, s3_conditional, s3_policy, seed
 from sandbox.faults import Faults, ResponseLost
 from sandbox.postgres import LocalPostgres, free_port
 
@@ -137,6 +137,9 @@ class Sandbox:
             "AWS_PROFILE": profile,
             **({"PAPYRUS_EVIDENCE_KMS_KEY": self.evidence_kms_key}
                if self.evidence_kms_key else {}),
+            # The images' code by digest (deployments/local `[ecr] code_store`).
+            **({"PAPYRUS_IMAGE_CODE_STORE": str(self.image_store)}
+               if getattr(self, "image_store", None) else {}),
             **self.ecs_pool_env(),
         }
 
@@ -187,6 +190,11 @@ class Sandbox:
         self.state_dir = Path(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings = load_env(self.env_name)
+        # Every image pushed while the sandbox runs keeps its code here, keyed by digest: the
+        # ECS runtime runs what a task pulled (sandbox.image.snapshot / code_dir).
+        self.image_store = self.state_dir / "images"
+        shutil.rmtree(self.image_store, ignore_errors=True)
+        image.register_store(self.image_store)
         # Nothing here launches instances: skip loading moto's default AMI catalogue, which
         # is most of EC2's first-request cost (~1 s of the sandbox's start).
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
@@ -297,7 +305,8 @@ class Sandbox:
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
                                    workdir=self.state_dir / "ecs",
                                    hostaddr=self.settings.db_hostaddr or None,
-                                   timing=RuntimeTiming()).install()
+                                   timing=RuntimeTiming(),
+                                   image_store=self.image_store).install()
         self._runtime.endpoint = self.endpoint
         self._runtime.assume_role = self.assume_role
 
@@ -353,6 +362,8 @@ class Sandbox:
         return pids
 
     def stop(self) -> None:
+        if getattr(self, "image_store", None) is not None:
+            image.unregister_store(self.image_store)
         if self._runtime is not None:
             self._runtime.stop_all()
             self._runtime.uninstall()

@@ -73,7 +73,8 @@ def _in_flow() -> bool:
 
 
 def _plan(settings, c: dict[str, Any], service_dir: Path, check_db_auth: bool,
-          python: str | None) -> list[tuple[Any, tuple, dict, tuple[str, ...], Any]]:
+          python: str | None, url_map: dict[str, str]
+          ) -> list[tuple[Any, tuple, dict, tuple[str, ...], Any]]:
     """(task, args, kwargs, check names it produces, expected-on-error) in runbook order."""
     return [
         (check_secret_vs_rds, (c["secretsmanager"], c["rds"], settings), {},
@@ -87,7 +88,7 @@ def _plan(settings, c: dict[str, Any], service_dir: Path, check_db_auth: bool,
         (check_rds_sg, (c["ec2"], c["rds"], settings), {}, ("rds_sg.5432_only_from_task_sg",),
          "tcp 5432 from the task SG only"),
         (check_ecs_exec, (c["ecs"], settings), {}, ("ecs.exec_enabled",), True),
-        (check_url_map, (service_dir,), {"python": python}, ("service.url_map",),
+        (check_url_map, (service_dir,), {"python": python, **url_map}, ("service.url_map",),
          ["/", "/healthz", "/dbcheck"]),
         (check_task_definition_ssl, (c["ecs"], settings), {}, ("taskdef.pgsslmode",),
          "require (or verify-full with PGSSLROOTCERT)"),
@@ -101,12 +102,17 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
 def run_checks(settings, clients: dict[str, Any], *, bundle=None,
                service_dir: Path | str | None = None, check_db_auth: bool = True,
                python: str | None = None,
-               only: tuple[str, ...] | list[str] | None = None) -> list[dict[str, Any]]:
+               only: tuple[str, ...] | list[str] | None = None,
+               url_map_evidence: str = "flask_url_map_after",
+               url_map_note: str = "") -> list[dict[str, Any]]:
     """Run every preflight check; return the list of check dicts (runbook order).
 
     clients: the {"secretsmanager", "rds", "ec2", "ecs", "s3"} boto3 clients (SERVICES).
     bundle: optional EvidenceBundle to record checks and evidence files in.
     service_dir: the service source to run the URL-map check on (default: service/).
+    url_map_evidence, url_map_note: that check's evidence file name, and its first line (what
+    the source is: a deploy checks the pinned image's code before the rollout, and names the
+    running task's answer `flask_url_map_after`).
     check_db_auth: also open a DB session with the secret's credentials (SSL).
     only: run only the checks producing these names (default: all of them).
     Inside a flow run the checks are submitted as concurrent task runs; outside one they run
@@ -115,7 +121,8 @@ def run_checks(settings, clients: dict[str, Any], *, bundle=None,
     missing = [s for s in SERVICES if s not in clients]
     if missing:
         raise ValueError(f"run_checks needs clients for {', '.join(missing)}")
-    plan = _plan(settings, clients, Path(service_dir or SERVICE_DIR), check_db_auth, python)
+    plan = _plan(settings, clients, Path(service_dir or SERVICE_DIR), check_db_auth, python,
+                 {"evidence_name": url_map_evidence, "note": url_map_note})
     if only is not None:
         unknown = set(only) - set(CHECK_NAMES)
         if unknown:

@@ -1,4 +1,5 @@
-"""Probe the deployed service: `/healthz` (no DB), then `/dbcheck` (one INSERT over SSL).
+"""Probe the deployed service: `/healthz` (no DB), `/runtime` (what the task itself says it
+runs: URL map, image digest, task ARN), then `/dbcheck` (one INSERT over SSL).
 
 Targets come from the environment: `task-ip` asks ECS for the running tasks' private address
 (and the host port when ECS reports one), `url` uses the configured base URL. `/dbcheck` inserts
@@ -19,8 +20,14 @@ from tasks.rollout import _tasks
 
 
 def probe_targets(ecs, s: Settings, task_definition: str) -> list[str]:
+    return [t["url"] for t in task_targets(ecs, s, task_definition)]
+
+
+def task_targets(ecs, s: Settings, task_definition: str) -> list[dict]:
+    """[{"url", "task_arn"}] of the running tasks of `task_definition` (`task_arn` None in
+    `url` mode: behind a load balancer, which task answers is the task's own word)."""
     if s.probe_mode == "url":
-        return [s.probe_base_url.rstrip("/")]
+        return [{"url": s.probe_base_url.rstrip("/"), "task_arn": None}]
     urls = []
     for t in _tasks(ecs, s, "RUNNING"):
         if t["taskDefinitionArn"] != task_definition or t.get("lastStatus") != "RUNNING":
@@ -33,7 +40,7 @@ def probe_targets(ecs, s: Settings, task_definition: str) -> list[str]:
                      if b.get("containerPort") == s.container_port and b.get("hostPort")),
                     s.container_port)
         if ip:
-            urls.append(f"http://{ip}:{port}")
+            urls.append({"url": f"http://{ip}:{port}", "task_arn": t["taskArn"]})
     if not urls:
         raise RuntimeError(f"no running task of {task_definition.rsplit('/', 1)[-1]} to probe")
     return urls
@@ -74,6 +81,13 @@ def probe_healthz(base_url: str) -> dict:
     if rec["status"] != 200:
         raise ProbeFailed(f"/healthz answered {rec['status']}", rec["status"], rec)
     return rec
+
+
+@task(name="probe-runtime", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[0.5, 1, 2])
+def probe_runtime(base_url: str, token: str) -> dict:
+    """GET /runtime (read-only, so any failure may be retried). The record, whatever the
+    status: judging it is `tasks.service_code.judge_running_url_map`'s job."""
+    return _get(f"{base_url}/runtime", {"Authorization": f"Bearer {token}"})
 
 
 @task(name="probe-dbcheck", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 2, 4],

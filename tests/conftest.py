@@ -26,7 +26,18 @@ os.environ.update({
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     "PAPYRUS_EVIDENCE_ROOT": str(_TMP / "evidence"),
+    # A CLI call without PREFECT_API_URL starts the checkout's resident Prefect server: the
+    # session's own, in its tmp root, stopped when the session ends (`_stop_cli_server`).
+    "PAPYRUS_PREFECT_CLI_DIR": str(_TMP / "cli-prefect"),
 })
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_cli_server():
+    yield
+    from papyrus_ops.prefect_local import resident
+
+    resident.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from . import db, routes, schema
-from .blueprints import dbcheck
+from .blueprints import dbcheck, runtime
 
 
 def _package_version() -> str:
@@ -30,6 +30,8 @@ def create_app(config: dict | None = None) -> Flask:
         DB_CONNECT_TIMEOUT=3,
         VERSION=os.environ.get("PAPYRUS_VERSION") or _package_version(),
         IMAGE=os.environ.get("PAPYRUS_IMAGE"),
+        # Set by Fargate (platform 1.4.0+) in every container; /runtime reads it.
+        METADATA_URI=os.environ.get("ECS_CONTAINER_METADATA_URI_V4"),
     )
     if config:
         app.config.from_mapping(config)
@@ -38,6 +40,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.cli.add_command(schema.init_db_command)
     app.register_blueprint(routes.bp)
     app.register_blueprint(dbcheck.bp)
+    app.register_blueprint(runtime.bp)
     app.register_error_handler(HTTPException, _json_error)
     return app
 

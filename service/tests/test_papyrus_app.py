@@ -8,7 +8,7 @@ import pytest
 from papyrus import create_app, schema
 
 SERVICE = Path(__file__).resolve().parents[1]
-ROUTES = {"/", "/healthz", "/dbcheck"}
+ROUTES = {"/", "/healthz", "/dbcheck", "/runtime"}
 # A closed port: any attempt to reach the database would fail loudly.
 NO_DB = {"DATABASE": {"host": "127.0.0.1", "port": 1, "user": "u", "password": "p",
                       "dbname": "d"}}

@@ -328,6 +328,8 @@ def _cli_deploy(image: str, prefect_api_url: str | None, home) -> subprocess.Pop
     env.pop("PREFECT_API_URL", None)
     if prefect_api_url:
         env["PREFECT_API_URL"] = prefect_api_url
+    else:
+        env["PAPYRUS_PREFECT_SERVER"] = "temporary"  # Prefect's own, not the checkout's server
     return subprocess.Popen([sys.executable, "-m", "papyrus_ops.cli", "deploy", "--env", "local",
                              "--image", image, "--skip-preflight", "--yes", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

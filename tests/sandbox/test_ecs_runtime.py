@@ -248,6 +248,29 @@ def test_seeded_service_runs_and_answers(world):
     assert all(e["id"] and e["createdAt"] for e in svc["events"])
 
 
+def test_each_task_has_the_task_metadata_endpoint_v4(world):
+    """Fargate injects ECS_CONTAINER_METADATA_URI_V4: the service's /runtime reads its own task
+    ARN and image digest there, and they are what DescribeTasks says."""
+    (task,) = world.tasks()
+    req = urllib.request.Request(f"http://127.0.0.1:{host_port(task)}/runtime",
+                                 headers={"Authorization": f"Bearer {ECS_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - http://127.0.0.1 above
+        body = json.loads(r.read())
+    assert body["metadata_error"] is None, body
+    assert body["task_arn"] == task["taskArn"]
+    assert body["image_digest"] == task["containers"][0]["imageDigest"] == world.digests["v1"]
+    assert body["image"] == task["containers"][0]["image"]
+    family, revision = task["taskDefinitionArn"].rsplit("/", 1)[1].split(":")
+    assert body["task_definition"] == f"{family}:{revision}"
+    assert "/dbcheck" in body["url_map"]
+    # Only the task's own (unguessable) path answers: not the bare task id.
+    base = world.runtime.metadata._base()
+    for path in (f"/v4/{task['taskArn'].rsplit('/', 1)[1]}", "/v4/", "/v4/x/task"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + path, timeout=5)  # noqa: S310
+        assert err.value.code == 404
+
+
 def test_secret_json_key_and_name_forms_resolve(world):
     assert resolve_secret(f"{world.db_secret_arn}:dbname::", ACCOUNT, REGION) == "papyrus"
     assert resolve_secret(f"{world.db_secret_arn}:port::", ACCOUNT, REGION) == str(world.pg.port)

@@ -26,6 +26,31 @@ def push_variant(sb, tag: str) -> str:
                                     build=f"{tag}-{uuid.uuid4().hex[:8]}")
 
 
+def push_service_copy(sb, tag: str, workdir, edit) -> str:
+    """An image built from a modified copy of `service/` (`edit(copy_dir)` changes it) under
+    `tag`; returns its digest. The sandbox keeps the copy's code under that digest, so a task
+    of this image runs the copy."""
+    import shutil
+
+    from sandbox import image as sandbox_image
+
+    copy = workdir / "service"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(sandbox_image.SERVICE_DIR, copy, ignore=shutil.ignore_patterns(
+        "tests", "__pycache__", "*.egg-info", ".pytest_cache"))
+    edit(copy)
+    return sandbox_image.push(sb.client("ecr"), sb.settings.ecr_repository, [tag], root=copy)
+
+
+def without_dbcheck(service_copy) -> None:
+    """`edit` for push_service_copy: the app no longer registers the /dbcheck blueprint."""
+    init = service_copy / "papyrus" / "__init__.py"
+    text = init.read_text()
+    line = "    app.register_blueprint(dbcheck.bp)\n"
+    assert line in text, "the service registers /dbcheck differently now: update this helper"
+    init.write_text(text.replace(line, ""))
+
+
 def sku_rows(sb, source: str, db: str = "papyrus") -> int:
     assert source in ("app", "cli")
     out = sb.pg.psql_admin(f"SELECT count(*) FROM skus WHERE source = '{source}'", db)  # noqa: S608

@@ -8,12 +8,12 @@ matching PAPYRUS_DBCHECK_TOKEN. Nothing from the request reaches SQL: the SKU is
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import secrets
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify
 
 from .. import db
+from ..probe_auth import check_token
 
 bp = Blueprint("dbcheck", __name__)
 
@@ -23,35 +23,9 @@ def new_sku() -> str:
     return f"SKU-APP-{stamp}-{secrets.token_hex(6)}"
 
 
-def _deny(status: int, error: str, challenge: str | None = None):
-    response = jsonify(error=error)
-    response.status_code = status
-    if challenge:
-        response.headers["WWW-Authenticate"] = challenge
-    return response
-
-
-def _check_token():
-    """None when authorized, else the error response."""
-    expected = (current_app.config.get("DBCHECK_TOKEN") or "").strip()
-    if not expected:
-        # No token configured means the endpoint is switched off, not open.
-        return _deny(403, "dbcheck disabled: no token configured")
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
-        return _deny(401, "bearer token required", 'Bearer realm="papyrus"')
-    # Constant time, on bytes: compare_digest refuses non-ASCII str with a TypeError (a 500).
-    if not hmac.compare_digest(
-        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    ):
-        return _deny(401, "invalid token", 'Bearer realm="papyrus", error="invalid_token"')
-    return None
-
-
 @bp.route("/dbcheck", methods=["GET", "POST"])
 def dbcheck():
-    denied = _check_token()
+    denied = check_token("dbcheck")
     if denied is not None:
         return denied
     try:

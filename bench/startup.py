@@ -1,0 +1,213 @@
+"""6. Start-up a user feels: the Prefect tax of one CLI call, and a cold clone to a finished demo.
+
+A. `papyrus-ops preflight --env local --json` on the bench's sandbox (a clean one: every check
+   passes), as a person or CI runs it, each call a new process. The tax of a call is its wall
+   time minus the flow's own time (the result's `seconds`: from the flow body's start to its
+   result) — imports, the Prefect API, the flow engine, the exit. Three ways, interleaved:
+   * before: no PREFECT_API_URL and `PAPYRUS_PREFECT_SERVER=temporary` — Prefect's temporary
+     server for every call (what every call paid until now); a first call beforehand creates
+     its database, so the figures are of later calls;
+   * after: no PREFECT_API_URL — the checkout's resident server; its first call (which starts
+     it) reported apart, then the later calls;
+   * reference: PREFECT_API_URL of a server already up (what `papyrus-ops prefect up` or
+     Prefect Cloud gives).
+B. Cold start: `git clone` of this checkout's HEAD into a temporary folder, then `make demo`
+   there (the venv, the install and the README's main job) with an empty package cache
+   (`UV_CACHE_DIR` new, `PIP_NO_CACHE_DIR=1`), and `NO_UV=1 make demo` (pip) as the before
+   variant. Both use this machine's package indexes as configured.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from bench.common import PY, ROOT, TMP, clean_env, log, run_child, save, stats
+
+
+def _preflight(env: dict) -> dict:
+    cmd = [str(Path(PY).parent / "papyrus-ops"), "preflight", "--env", "local", "--json"]
+    r = run_child(cmd, env=env, timeout=600)
+    try:
+        res = json.loads(r.stdout[r.stdout.index("{"):])
+    except ValueError:
+        res = {}
+    flow_s = res.get("seconds")
+    return {"seconds": round(r.seconds, 3), "flow_s": flow_s,
+            "tax_s": round(r.seconds - flow_s, 3) if flow_s is not None else None,
+            "verdict": res.get("verdict"), "exit": r.returncode}
+
+
+def cli_tax(sb, prefect_url: str, runs: int = 3) -> dict:
+    base = {k: v for k, v in clean_env({**sb.env(), "PAPYRUS_SANDBOX_DIR": str(sb.state_dir),
+                                       "PAPYRUS_EVIDENCE_ROOT": str(TMP / "evidence")}).items()
+            if k not in ("PREFECT_API_URL", "PAPYRUS_PREFECT_SERVER")}
+    resident_dir = TMP / "cli-server"
+    shutil.rmtree(resident_dir, ignore_errors=True)
+    envs = {
+        "before": {**base, "PAPYRUS_PREFECT_SERVER": "temporary",
+                   "PREFECT_HOME": str(TMP / "cli-temporary-home")},
+        "after": {**base, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
+        "reference": {**base, "PREFECT_API_URL": prefect_url},
+    }
+    data: dict = {"command": "papyrus-ops preflight --env local --json", "runs": runs}
+    try:
+        data["before_first"] = _preflight(envs["before"])
+        data["after_first"] = _preflight(envs["after"])
+        log(f"cli tax: first calls: temporary {data['before_first']}, resident "
+            f"{data['after_first']}")
+        rows: dict[str, list] = {k: [] for k in envs}
+        for i in range(runs):
+            for name, env in envs.items():
+                rows[name].append(_preflight(env))
+                log(f"cli tax {name} {i + 1}/{runs}: {rows[name][-1]}")
+        data["rows"] = rows
+        data["agg"] = {name: {k: stats(r[k] for r in rs) for k in ("seconds", "flow_s", "tax_s")}
+                       for name, rs in rows.items()}
+    finally:
+        from papyrus_ops.prefect_local import resident
+
+        resident.stop(resident_dir)
+    return data
+
+
+def _cold(tag: str, before: bool) -> dict:
+    where = TMP / f"cold-{tag}"
+    shutil.rmtree(where, ignore_errors=True)
+    cache = TMP / f"uv-cache-{tag}"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = clean_env({"UV_CACHE_DIR": str(cache), "PIP_NO_CACHE_DIR": "1",
+                     **({"NO_UV": "1"} if before else {})})
+    # As a fresh shell has it: nothing of the bench's sandbox, Prefect or venv.
+    env = {k: v for k, v in env.items()
+           if not k.startswith(("AWS_", "PAPYRUS_", "PREFECT_")) and k != "VIRTUAL_ENV"}
+    t0 = time.monotonic()
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True, env=env)
+    t_clone = time.monotonic() - t0
+    t1 = time.monotonic()
+    install = subprocess.run(["make", ".venv/.installed"], cwd=where, env=env,
+                             capture_output=True, text=True)
+    t_install = time.monotonic() - t1
+    t2 = time.monotonic()
+    demo = subprocess.run(["make", "demo"], cwd=where, env=env, capture_output=True, text=True)
+    t_demo = time.monotonic() - t2
+    ok = install.returncode == 0 and demo.returncode == 0
+    out = {"variant": "before (pip)" if before else "after (uv)", "ok": ok,
+           "clone_s": round(t_clone, 1), "install_s": round(t_install, 1),
+           "demo_s": round(t_demo, 1), "total_s": round(time.monotonic() - t0, 1)}
+    if not ok:
+        out["tail"] = (install.stderr + demo.stdout + demo.stderr)[-1500:]
+    shutil.rmtree(where, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return out
+
+
+def cold_start(runs: int = 2, before: bool = True) -> dict:
+    rows = []
+    for i in range(runs):
+        rows.append(_cold(f"after-{i}", before=False))
+        log(f"cold start after {i + 1}/{runs}: {rows[-1]}")
+    before_rows = []
+    if before:
+        before_rows.append(_cold("before", before=True))
+        log(f"cold start before: {before_rows[-1]}")
+    agg = {k: stats(r[k] for r in rows if r["ok"]) for k in
+           ("clone_s", "install_s", "demo_s", "total_s")}
+    return {"rows": rows, "before": before_rows, "agg": agg}
+
+
+def run(sb, prefect_url: str, runs: int = 3, cold_runs: int = 2, before: bool = True) -> dict:
+    data = {"cli_tax": cli_tax(sb, prefect_url, runs=runs),
+            "cold_start": cold_start(cold_runs, before=before)}
+    save("startup", data)
+    return data
+
+
+# -- docs/benchmarks.md: §6 and its goal rows, in place --------------------------------------------
+TAX_GOAL_S, COLD_GOAL_S = 2.0, 90.0
+SECTION = "## 6. Start-up: the CLI's Prefect tax and a cold clone to a finished demo"
+
+
+def goal_rows(d: dict) -> list[list]:
+    from bench.fmt import med, met, st
+
+    rows = []
+    agg = (d.get("cli_tax") or {}).get("agg") or {}
+    if agg.get("after"):
+        tax = agg["after"]["tax_s"]
+        rows.append(["6", f"the CLI's Prefect tax on a later call ≤ {TAX_GOAL_S:.0f} s",
+                     f"{st(tax, 2, 's')} (resident server); before (a temporary server per "
+                     f"call) {st(agg['before']['tax_s'], 1, 's')}; with an API already up "
+                     f"{st(agg['reference']['tax_s'], 2, 's')}",
+                     met(med(tax) is not None and tax["max"] <= TAX_GOAL_S)])
+    cold = d.get("cold_start") or {}
+    total = (cold.get("agg") or {}).get("total_s")
+    if total and total.get("n"):
+        before = cold.get("before") or []
+        b = f"; before (pip) {before[0]['total_s']} s" if before and before[0]["ok"] else ""
+        rows.append(["6", f"cold start: `git clone` to the end of `make demo` ≤ "
+                     f"{COLD_GOAL_S:.0f} s", f"{st(total, 1, 's')}{b}",
+                     met(total["max"] <= COLD_GOAL_S)])
+    return rows
+
+
+def section(d: dict) -> str:
+    from bench.fmt import st, table
+
+    tax = d.get("cli_tax") or {}
+    agg = tax.get("agg") or {}
+    lines = [SECTION, "", __doc__.split("\n\n", 1)[1].strip(), ""]
+    if agg:
+        names = {"before": "before: Prefect's temporary server per call",
+                 "after": "after: the checkout's resident server (later calls)",
+                 "reference": "reference: PREFECT_API_URL of a server already up"}
+        rows = [[names[k], st(agg[k]["seconds"], 2, "s"), st(agg[k]["flow_s"], 2, "s"),
+                 st(agg[k]["tax_s"], 2, "s")] for k in names if k in agg]
+        first = [["first call, temporary server (creates its database)",
+                  tax["before_first"]["seconds"], tax["before_first"]["flow_s"],
+                  tax["before_first"]["tax_s"]],
+                 ["first call, resident server (starts it)", tax["after_first"]["seconds"],
+                  tax["after_first"]["flow_s"], tax["after_first"]["tax_s"]]]
+        lines += [f"`{tax['command']}`, {tax['runs']} calls each, interleaved:", "",
+                  table(["how", "wall", "flow's own time", "tax (wall − flow)"], rows + first),
+                  ""]
+    cold = d.get("cold_start") or {}
+    if cold.get("rows"):
+        rows = [[r["variant"], "yes" if r["ok"] else "NO", r["clone_s"], r["install_s"],
+                 r["demo_s"], r["total_s"]] for r in cold["rows"] + cold.get("before", [])]
+        lines += ["Cold start (seconds):", "",
+                  table(["variant", "ok", "clone", "venv + install", "make demo (after the "
+                         "install)", "total"], rows), ""]
+    return "\n".join(lines) + "\n"
+
+
+def update_doc(d: dict, doc: Path) -> Path:
+    """Replace §6 and the goal rows of § 6 in `doc`, leaving every other section as it is
+    (their raw results may not be on this machine)."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n## Goals\n\n"
+    lines = [ln for ln in text.splitlines() if not ln.startswith("| 6 |")]
+    from bench.fmt import table
+
+    new_rows = table(["§"], [[" | ".join(map(str, r))] for r in goal_rows(d)]).splitlines()[2:]
+    # The goals table ends at its first blank line after the header.
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("| § |"))
+        end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+        lines[end:end] = new_rows
+    except StopIteration:
+        pass
+    text = "\n".join(lines) + "\n"
+    sec = section(d)
+    if SECTION in text:
+        head, rest = text.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        text = head + sec + (rest[nxt + 1:] if nxt >= 0 else "")
+    else:
+        marker = "\n## Findings"
+        i = text.find(marker)
+        text = text[:i + 1] + sec + "\n" + text[i + 1:] if i >= 0 else text + "\n" + sec
+    doc.write_text(text)
+    return doc
