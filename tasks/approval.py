@@ -16,7 +16,8 @@ Two ways, one per way of starting a run (docs/runbook.md, "Approval between stag
   in the environment's evidence bucket (who, when, flow run, result), once: ``PutObject
   IfNoneMatch="*"`` keeps the first record, a second dry run of the same checksum changes
   nothing. ``--apply`` then needs that record for the checksum it is about to apply. A pause
-  makes no sense there: the CLI's own temporary Prefect server has no UI anyone could open.
+  makes no sense there: the command waits in the foreground for its own run, on a server (the
+  checkout's resident one, or a temporary one) nobody is watching, and CI has no one to ask.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def register(app) -> None:
         res = run_flow(deploy, env=env, image=image, plan=plan, timeout_seconds=timeout_s,
                        poll_seconds=poll_s, rollback=not no_rollback,
                        skip_preflight=skip_preflight,
-                       # The CLI never pauses (its temporary Prefect server has no UI anyone
-                       # could answer in): a deploy is bound to a recorded plan, or --yes.
+                       # The CLI never pauses (it waits for its own run; nobody watches its
+                       # server): a deploy is bound to a recorded plan, or --yes.
                        approval="yes" if yes else "recorded")
         answer(res, as_json)

@@ -161,7 +161,7 @@ def register(app) -> None:
                  env=env)
         from flows.repair import repair  # deferred: imports Prefect
 
-        # The CLI never pauses (its temporary Prefect server has no UI to answer in): --apply is
+        # The CLI never pauses (it waits for its own run; nobody watches its server): --apply is
         # bound to a plan recorded earlier, or --yes where the environment allows it.
         res = run_flow(repair, env=env, what=what, apply=apply,
                        approval="yes" if yes else "recorded")

@@ -65,7 +65,7 @@ def register(app) -> None:
         except ScriptError as e:
             fail(str(e), as_json=as_json, flow=flow, env=env)
         _check_secret(settings, as_json, flow)
-        # The CLI never pauses (its temporary Prefect server has no UI to answer in): --apply is
+        # The CLI never pauses (it waits for its own run; nobody watches its server): --apply is
         # bound to a dry run recorded earlier, or --yes where the environment allows it.
         mode = "yes" if yes else "recorded"
         if yes and not apply:
