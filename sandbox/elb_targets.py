@@ -25,8 +25,9 @@ TargetGroup / CreateTargetGroup (health check settings); Application Load Balanc
 and deregisters service tasks through the same backend methods (`sandbox.ecs_scheduler`), and
 a later piece (listeners on 127.0.0.1 that route to healthy targets) reads `healthy_targets`.
 
-`unreachable(port)` is a fault: the ALB cannot reach that port (what a task security group that
-does not admit the ALB does); its checks time out.
+`unreachable_from_now()` is a fault: the ALB cannot reach the targets registered after the call
+(what a task security group that does not admit the ALB does to new tasks); their checks time
+out. `clear_faults()` ends it for targets registered afterwards.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class ElbTargets:
         self.tick = tick
         self.lock = threading.RLock()
         self._groups: dict[str, dict[tuple[str, int], Target]] = {}
-        self._unreachable: set[int] = set()
+        self._block_new = False
+        self._unreachable: set[tuple[str, str, int]] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -134,14 +136,14 @@ class ElbTargets:
             _PATCHES.uninstall()
 
     # -- faults -------------------------------------------------------------------------------
-    def unreachable(self, port: int) -> None:
-        """The ALB cannot reach `port` from now on: its checks time out."""
+    def unreachable_from_now(self) -> None:
+        """Targets registered from now on cannot be reached by the ALB: their checks time out."""
         with self.lock:
-            self._unreachable.add(int(port))
+            self._block_new = True
 
     def clear_faults(self) -> None:
         with self.lock:
-            self._unreachable.clear()
+            self._block_new = False
 
     # -- what ECS (the local runtime) and later listeners ask --------------------------------
     def backend(self) -> Any:
@@ -174,6 +176,8 @@ class ElbTargets:
                 if t is not None and t.state != "draining":
                     continue  # registering a registered target again changes nothing
                 group[key] = Target(key[0], key[1], next_check=now)
+                if self._block_new:
+                    self._unreachable.add((tg.arn, *key))
 
     def deregister(self, tg: Any, targets: list[dict]) -> None:
         now = time.monotonic()
@@ -246,7 +250,7 @@ class ElbTargets:
             port = int(tg.health_check_port)
         timeout = float(tg.health_check_timeout_seconds or 5)
         with self.lock:
-            blocked = port in self._unreachable
+            blocked = (tg.arn, t.id, t.port) in self._unreachable
         if blocked:
             time.sleep(min(timeout, 0.2))  # the sandbox does not wait the whole timeout
             ok, reason, desc = False, "Target.Timeout", "Request timed out"
