@@ -80,6 +80,7 @@ class RuntimeTiming:
     steady_state_delay: float = 0.3  # "deployment completed" -> "has reached a steady state"
     rollback_min_duration: float = 2.0  # a rollback stays IN_PROGRESS (FAILED visible) this long
     stop_timeout: float = 5.0  # SIGTERM -> SIGKILL
+    elb_reaction_delay: float = 2.0  # target unhealthy -> ECS stops the task
     stopped_task_retention: int = 50  # STOPPED tasks kept per service for describe/list
 
 

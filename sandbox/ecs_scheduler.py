@@ -59,6 +59,7 @@ class Deployment:
     launch_type: str
     platform_version: str
     network_configuration: dict | None
+    load_balancers: list = field(default_factory=list)  # the service's, when it started
     status: str = "PRIMARY"
     rollout_state: str = "IN_PROGRESS"
     rollout_state_reason: str = ""
@@ -147,6 +148,7 @@ class ServiceScheduler:
             launch_type=svc.launch_type or "FARGATE",
             platform_version=svc.platform_version or "1.4.0",
             network_configuration=getattr(svc, "network_configuration", None) or None,
+            load_balancers=list(getattr(svc, "load_balancers", None) or []),
         )
         self.deployments.insert(0, dep)
         self.steady_due = None
@@ -170,6 +172,8 @@ class ServiceScheduler:
         target.next_launch = now
         target.not_before = now + self.rt.timing.rollback_min_duration
         self.service.task_definition = target.task_definition
+        # A rollback returns to that deployment's configuration, its load balancers included.
+        self.service.load_balancers = list(target.load_balancers)
         self.event(f"(service {self.name}) rolling back to deployment {target.id}.")
 
     # -- tasks --------------------------------------------------------------------------------
@@ -234,7 +238,8 @@ class ServiceScheduler:
     # -- the target group (sandbox.ecs_elb) ---------------------------------------------------
     def _register_targets(self, task: LocalTask, now: float) -> None:
         """ECS registers a task in the service's target groups once it runs."""
-        pairs = ecs_elb.targets_of(task, getattr(self.service, "load_balancers", None))
+        dep = next((d for d in self.deployments if task in d.tasks), None)
+        pairs = ecs_elb.targets_of(task, dep.load_balancers if dep else [])
         if pairs:
             ecs_elb.register(self.rt.account_id, self.rt.region, pairs)
             task._targets, task._targets_since = pairs, now
@@ -258,6 +263,12 @@ class ServiceScheduler:
             return
         grace = float(getattr(self.service, "health_check_grace_period_seconds", None) or 0)
         if state != "unhealthy" or now < task._targets_since + grace:
+            task._unhealthy_since = None
+            return
+        # ECS notices an unhealthy target on its next look, not in the same instant.
+        if task._unhealthy_since is None:
+            task._unhealthy_since = now
+        if now < task._unhealthy_since + self.rt.timing.elb_reaction_delay:
             return
         port = task._targets[0][1]["Port"]
         self.event(f"(service {self.name}) (port {port}) is unhealthy in (target-group {arn}) "

@@ -351,6 +351,7 @@ class LocalTask:
         self._targets: list[tuple[str, dict]] = []
         self._targets_since = 0.0
         self._target_healthy = False
+        self._unhealthy_since: float | None = None
 
     @property
     def containers(self) -> list[dict]:

@@ -151,7 +151,7 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
     task of ours is `healthy` in each of them (`elbv2.describe_target_health`); a target that
     is `unhealthy`, `unused` or `draining` is a failed verdict; `initial` is waited for."""
     log = run_logger()
-    start, seen, events, stopped_seen, health_seen = clock(), set(), [], {}, []
+    start, seen, events, stopped_seen, health_seen = clock(), set(), [], {}, {}
     last: Verdict | None = None
     errors: list[str] = []
     while True:
@@ -225,7 +225,7 @@ def target_health(elbv2, load_balancers: list[dict], tasks: list[dict]) -> list[
 
 def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: str | None,
           since: float, seen: set, events: list, stopped_seen: dict, log,
-          elbv2=None, health_seen: list | None = None) -> Verdict:
+          elbv2=None, health_seen: dict | None = None) -> Verdict:
     """One look at the service: a Verdict with a reason when one is reached, else without."""
     svc = describe_service(ecs, s)
     for ev in reversed(svc.get("events", [])):
@@ -250,14 +250,14 @@ def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: st
         return verdict
     health: list[dict] = []
     if lbs:
-        # Our deployment's live tasks as the ALB sees them; the last answer is kept for the
-        # evidence, also when the deployment then fails (a task that failed its checks).
+        # Our deployment's live tasks as the ALB sees them. Each target's last answer is kept
+        # for the evidence, also once ECS has stopped the task (one that failed its checks).
         live = [t for t in _tasks(ecs, s, "RUNNING", started_by=deployment_id)
                 if t.get("lastStatus") == "RUNNING"]
         health = target_health(elbv2, lbs, live)
-        if health and health_seen is not None:
-            health_seen[:] = health
-    verdict.target_health = list(health_seen or health)
+        if health_seen is not None:
+            health_seen.update({(h["target_group"], h["task"]): h for h in health})
+    verdict.target_health = list((health_seen or {}).values()) or health
     if ours and ours.get("rolloutState") == "FAILED":
         verdict.reason = failure_reason(
             f"deployment {deployment_id} FAILED: {ours.get('rolloutStateReason', '')}", stopped)
