@@ -40,7 +40,15 @@ def target_group_arn(elbv2, name: str) -> str:
         if e.response["Error"]["Code"] in ("TargetGroupNotFound", "TargetGroupNotFoundException"):
             raise ValueError(f"target group {name!r} not found") from None
         raise
-    return groups[0]["TargetGroupArn"]
+    tg = groups[0]
+    # What ECS would refuse at UpdateService, said before anything is registered or changed.
+    if not tg.get("LoadBalancerArns"):
+        raise ValueError(f"target group {name!r} is not used by any load balancer: ECS refuses "
+                         "to attach it (a listener must forward to it first)")
+    if tg.get("TargetType") != "ip":
+        raise ValueError(f"target group {name!r} has target type {tg.get('TargetType')!r}: "
+                         "Fargate (awsvpc) tasks need 'ip'")
+    return tg["TargetGroupArn"]
 
 
 def template_variables(settings: Settings, image_uri: str, iam, sm, ec2, elbv2=None) -> dict:

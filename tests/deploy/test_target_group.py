@@ -18,7 +18,7 @@ from flows.deploy import deploy
 from papyrus_ops.runner import run_flow
 from tasks.rollout import _tasks, task_target
 from tests.support import alb as alb_support
-from tests.support.sandbox_state import push_variant, service
+from tests.support.sandbox_state import push_variant, revisions, service
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "main_schema")
@@ -43,8 +43,8 @@ def alb(sandbox):
     alb_support.delete(sandbox, made)
 
 
-@pytest.fixture
-def env_with_alb(sandbox, alb, tmp_path, monkeypatch):
+def _env_copy(sandbox, tmp_path, monkeypatch, tg_name: str):
+    """A copy of the local env folder that declares `tg_name` as production declares papyrus-tg."""
     import ground.settings
 
     copy = tmp_path / "deployments"
@@ -52,7 +52,7 @@ def env_with_alb(sandbox, alb, tmp_path, monkeypatch):
     config = copy / "local" / "config.toml"
     text = config.read_text()
     config.write_text(text.replace('log_group = "/ecs/papyrus"\n',
-                                   f'log_group = "/ecs/papyrus"\ntarget_group = "{TG}"\n', 1))
+                                   f'log_group = "/ecs/papyrus"\ntarget_group = "{tg_name}"\n', 1))
     path = copy / "local" / "service-definition.json"
     doc = json.loads(path.read_text())
     prd = json.loads((sandbox.settings.folder.parent / "prd" / "service-definition.json")
@@ -61,7 +61,12 @@ def env_with_alb(sandbox, alb, tmp_path, monkeypatch):
     doc["healthCheckGracePeriodSeconds"] = 0
     path.write_text(json.dumps(doc))
     monkeypatch.setattr(ground.settings, "DEPLOYMENTS", copy)
-    yield copy
+    return copy
+
+
+@pytest.fixture
+def env_with_alb(sandbox, alb, tmp_path, monkeypatch):
+    return _env_copy(sandbox, tmp_path, monkeypatch, TG)
 
 
 def test_deploy_succeeds_only_once_the_new_task_is_healthy_in_the_target_group(
@@ -151,3 +156,17 @@ def test_ecs_refuses_an_instance_target_group_and_one_without_a_load_balancer(sa
             assert message in err.value.response["Error"]["Message"]
         finally:
             alb_support.delete(sandbox, made)
+
+
+def test_a_target_group_no_load_balancer_uses_is_refused_before_anything_changes(
+        sandbox, tmp_path, monkeypatch):
+    made = alb_support.create(sandbox, "papyrus-tg-lonely", listener=False)
+    try:
+        _env_copy(sandbox, tmp_path, monkeypatch, "papyrus-tg-lonely")
+        before = revisions(sandbox), service(sandbox)["deployments"][0]["id"]
+        result = run_flow(deploy, env="local", image="latest", skip_preflight=True)
+        assert result["verdict"] == "failed", result
+        assert "'papyrus-tg-lonely' is not used by any load balancer" in result["reason"]
+        assert (revisions(sandbox), service(sandbox)["deployments"][0]["id"]) == before
+    finally:
+        alb_support.delete(sandbox, made)
