@@ -51,8 +51,8 @@ def _env_copy(sandbox, tmp_path, monkeypatch, tg_name: str):
     shutil.copytree(sandbox.settings.folder.parent, copy)
     config = copy / "local" / "config.toml"
     text = config.read_text()
-    config.write_text(text.replace('log_group = "/ecs/papyrus"\n',
-                                   f'log_group = "/ecs/papyrus"\ntarget_group = "{tg_name}"\n', 1))
+    assert 'target_group = ""\n' in text
+    config.write_text(text.replace('target_group = ""\n', f'target_group = "{tg_name}"\n', 1))
     path = copy / "local" / "service-definition.json"
     doc = json.loads(path.read_text())
     prd = json.loads((sandbox.settings.folder.parent / "prd" / "service-definition.json")
