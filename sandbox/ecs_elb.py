@@ -95,16 +95,16 @@ def deregister(account_id: str, region: str, pairs: list[tuple[str, dict]]) -> N
                 backend.deregister_targets(arn, [target])
 
 
-def health(account_id: str, region: str, pairs: list[tuple[str, dict]]) -> tuple[str, str]:
-    """The worst state of a task's targets: ("healthy"|"initial"|"unhealthy"|..., arn)."""
+def health(account_id: str, region: str,
+           pairs: list[tuple[str, dict]]) -> tuple[str, str, str]:
+    """The worst state of a task's targets: (state, target group ARN, description)."""
     backend = _tg_backend(account_id, region)
     order = {"unhealthy": 0, "unused": 1, "draining": 2, "initial": 3, "healthy": 4}
-    worst = ("healthy", "")
+    worst = ("healthy", "", "")
     for arn, target in pairs:
-        tg = backend.target_groups.get(arn)
-        if tg is None:
-            return "unused", arn
-        state = backend.describe_target_health(arn, [target])[0].status
-        if order.get(state, 0) < order[worst[0]]:
-            worst = (state, arn)
+        if arn not in backend.target_groups:
+            return "unused", arn, "Target group not found"
+        status = backend.describe_target_health(arn, [target])[0]
+        if order.get(status.status, 0) < order[worst[0]]:
+            worst = (status.status, arn, status.description or status.reason or "")
     return worst

@@ -255,7 +255,7 @@ class ServiceScheduler:
         return not task._targets or task._target_healthy
 
     def _judge_targets(self, dep: Deployment, task: LocalTask, now: float) -> None:
-        state, arn = ecs_elb.health(self.rt.account_id, self.rt.region, task._targets)
+        state, arn, why = ecs_elb.health(self.rt.account_id, self.rt.region, task._targets)
         if state == "healthy":
             if not task._target_healthy:
                 task._target_healthy = True
@@ -272,7 +272,7 @@ class ServiceScheduler:
             return
         port = task._targets[0][1]["Port"]
         self.event(f"(service {self.name}) (port {port}) is unhealthy in (target-group {arn}) "
-                   "due to (reason Health checks failed).")
+                   f"due to (reason {why}).")
         task._target_healthy = False
         task.request_stop("ServiceSchedulerInitiated", ELB_REASON.format(arn=arn),
                           self.rt.timing.stop_timeout, now)

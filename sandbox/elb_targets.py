@@ -149,17 +149,6 @@ class ElbTargets:
     def backend(self) -> Any:
         return elbv2_backends[self.account_id][self.region]
 
-    def state(self, tg_arn: str, target_id: str, port: int) -> tuple[str, str | None]:
-        """(State, Reason) of one target, as DescribeTargetHealth would answer."""
-        with self.lock:
-            tg = self.backend().target_groups.get(tg_arn)
-            t = self._groups.get(tg_arn, {}).get((target_id, int(port)))
-            if t is None:
-                return "unused", "Target.NotRegistered"
-            if tg is not None and not tg.load_balancer_arns and t.state != "draining":
-                return "unused", "Target.NotInUse"
-            return t.state, t.reason
-
     def healthy_targets(self, tg_arn: str) -> list[tuple[str, int]]:
         with self.lock:
             return [(t.id, t.port) for t in self._groups.get(tg_arn, {}).values()
