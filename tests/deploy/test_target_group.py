@@ -97,6 +97,9 @@ def test_deploy_succeeds_only_once_the_new_task_is_healthy_in_the_target_group(
 
 def test_a_target_that_fails_its_checks_fails_the_verdict_and_rolls_back(
         sandbox, alb, env_with_alb):
+    if not service(sandbox).get("loadBalancers"):  # run on its own: behind the ALB first
+        assert run_flow(deploy, env="local", image="latest",
+                        skip_preflight=True)["verdict"] == "success"
     previous = service(sandbox)["taskDefinition"]
     push_variant(sandbox, "alb-unreachable")
     # The new tasks' targets cannot be reached by the ALB (a task security group that does not
