@@ -243,11 +243,16 @@ class ServiceScheduler:
         if pairs:
             ecs_elb.register(self.rt.account_id, self.rt.region, pairs)
             task._targets, task._targets_since = pairs, now
+            for arn, _ in pairs:  # as ECS reports it in the service's events
+                self.event(f"(service {self.name}) registered 1 targets in (target-group {arn})")
 
     def _deregister_targets(self, task: LocalTask) -> None:
         """…and deregisters it (the target drains) when it stops."""
         if task._targets:
             ecs_elb.deregister(self.rt.account_id, self.rt.region, task._targets)
+            for arn, _ in task._targets:
+                self.event(f"(service {self.name}) deregistered 1 targets in "
+                           f"(target-group {arn})")
             task._targets = []
 
     def _in_service(self, task: LocalTask) -> bool:

@@ -86,6 +86,8 @@ def test_deploy_succeeds_only_once_the_new_task_is_healthy_in_the_target_group(
     assert [(h["target"], h["state"]) for h in recorded] == [
         (f"{target['Id']}:{target['Port']}", "healthy")]
     assert "1 target(s) healthy" in result["reason"]
+    assert f"registered 1 targets in (target-group {alb.tg_arn})" in "\n".join(
+        result["data"]["verdict_detail"]["events"])
     folder = Path(result["evidence"]["folder"])
     [evidence] = [p for p in folder.iterdir() if p.name.endswith("_target_health.json")]
     assert json.loads(evidence.read_text())[0]["state"] == "healthy"
