@@ -76,7 +76,8 @@ def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
         settings = open_run(env)
     except BadInput as e:
         return to_state(result("deploy", env, BAD_INPUT, str(e), started=started))
-    c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3", "kms")
+    c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3", "kms",
+                    "elbv2")
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
@@ -193,10 +194,15 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     summary["deployment_id"] = upd["deployment_id"]
     bundle.set_context(deployment_id=upd["deployment_id"])
     # 5. Wait for a true verdict.
+    # Behind a target group, "running" is not "in service": the new task's target must be
+    # healthy in every target group the service is attached to (tasks.rollout).
     verdict = rollout.wait_for_verdict(c["ecs"], settings, upd["deployment_id"], reg["arn"],
-                                       pinned.digest, timeout, poll, since=started)
+                                       pinned.digest, timeout, poll, since=started,
+                                       elbv2=c["elbv2"])
     summary["verdict_detail"] = verdict
     bundle.write_text("service_events", "\n".join(verdict["events"]))
+    if verdict["target_health"]:
+        bundle.write_json("target_health", verdict["target_health"])
     bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:
         if verdict["outcome"] == "unknown":
@@ -241,7 +247,8 @@ def _plan_now(settings, c, pinned):
         taskDefinition=current["task_definition"])["taskDefinition"]
     running_svc = rollout.describe_service(c["ecs"], settings)
     rendered = taskdef.keep_unowned(running_td, running_svc, taskdef.render_definitions(
-        settings, pinned.uri, c["iam"], c["secretsmanager"], c["ec2"]), settings.container)
+        settings, pinned.uri, c["iam"], c["secretsmanager"], c["ec2"], c["elbv2"]),
+        settings.container)
     plan_id = approvals.checksum_of({"image_digest": pinned.digest,
                                      "base": current["task_definition"],
                                      "task_definition": rendered["task_definition"],
@@ -286,7 +293,7 @@ def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll
     try:
         rb = rollout.roll_back(c["ecs"], settings, previous)
         back = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], previous, None,
-                                        timeout, poll, since=time.time())
+                                        timeout, poll, since=time.time(), elbv2=c["elbv2"])
         summary["rollback"] = {"to": previous, "deployment_id": rb["deployment_id"],
                                "started_by_us": rb["started"], "ok": back["ok"],
                                "reason": back["reason"]}

@@ -43,7 +43,7 @@ def rollback(env: EnvName = "local", to: str | None = None, timeout_seconds: flo
         settings = open_run(env)
     except BadInput as e:
         return to_state(result("rollback", env, BAD_INPUT, str(e), started=started))
-    c = aws_clients(settings, "ecs", "s3", "rds", "kms")
+    c = aws_clients(settings, "ecs", "s3", "rds", "kms", "elbv2")
     bundle = EvidenceBundle.open(settings, flow_name="rollback")
     bundle.set_context(environment=env, requested=to)
     data: dict = {"to": to}
@@ -71,7 +71,7 @@ def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, time
     rb = rollout.roll_back(c["ecs"], settings, target)
     data["deployment_id"], data["started_by_us"] = rb["deployment_id"], rb["started"]
     verdict = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], target, None,
-                                       timeout, poll, since=time.time())
+                                       timeout, poll, since=time.time(), elbv2=c["elbv2"])
     data["verdict_detail"] = verdict
     bundle.write_text("service_events", "\n".join(verdict["events"]))
     bundle.write_text("running_image", rollout.running_image_log(verdict))

@@ -51,6 +51,7 @@ class Settings:
     task_role: str
     execution_role: str
     log_group: str
+    target_group: str
     ecr_repository: str
     db_secret_id: str
     rds_instance: str
@@ -100,6 +101,9 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("ecs", "task_role", "task_role", str, True),
     ("ecs", "execution_role", "execution_role", str, True),
     ("ecs", "log_group", "log_group", str, True),
+    # The ALB target group the service is attached to (service-definition.json's
+    # loadBalancers name it as ${target_group_arn}); empty: no load balancer.
+    ("ecs", "target_group", "target_group", str, False),
     ("ecr", "repository", "ecr_repository", str, True),
     ("ecr", "code_store", "image_code_store", str, False),
     ("db", "secret_id", "db_secret_id", str, True),
