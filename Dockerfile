@@ -31,6 +31,11 @@ COPY flows/ ./flows/
 COPY papyrus_ops/ ./papyrus_ops/
 COPY deployments/ ./deployments/
 COPY prefect.yaml ./
+# The RDS CA bundle the flows verify the database with in prd ([db] ssl_root_cert), pinned by
+# SHA-256 as in the service image (service/tls/).
+COPY service/tls/ /tmp/tls/
+RUN python /tmp/tls/fetch-rds-ca-bundle.py /tmp/tls/rds-global-bundle.sha256 \
+       /etc/ssl/rds/global-bundle.pem && rm -rf /tmp/tls
 # Editable (compat), like the checkout: the CLI and the flows read deployments/<env>/ and
 # service/ from /opt/papyrus-ops.
 RUN pip install -c constraints.txt --config-settings editable_mode=compat -e ./service -e . \

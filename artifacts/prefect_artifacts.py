@@ -174,3 +174,17 @@ def publish_summary(bundle: Any, result: Any) -> None:
                              _sync=True)
     except Exception as err:
         _warn("link", err)
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> None:
+    """One markdown artifact of the current run (e.g. the dry run a paused run waits on);
+    nothing outside a run. Redacted; a failure to publish is a warning, never the run's end."""
+    if _run_ids() is None:
+        return
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(markdown=REDACTOR.redact(markdown), key=artifact_key(key),
+                                 description=REDACTOR.redact(description), _sync=True)
+    except Exception as err:
+        _warn("markdown", err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,6 +38,9 @@ class Outcome:
     verdict: str = FAILED
     reason: str = ""
     error: str | None = None
+    # Told the result dict once it is formed (the deploy's verdict event, ground/events.py),
+    # on the interrupted path too.
+    on_result: Callable[[dict], object] | None = None
 
     @contextlib.contextmanager
     def judged(self, what: str):
@@ -85,8 +89,11 @@ class Outcome:
         the bucket) and the flow's return value."""
         res = bundle.finish("pass" if self.verdict == SUCCESS else "fail", s3=s3, kms=kms,
                             upload=self.verdict != BAD_INPUT)
-        return to_state(result(flow, env, self.verdict, self.reason, error=self.error,
-                               started=started, evidence=evidence_summary(res), data=data))
+        res = result(flow, env, self.verdict, self.reason, error=self.error, started=started,
+                     evidence=evidence_summary(res), data=data)
+        if self.on_result:
+            self.on_result(res)
+        return to_state(res)
 
 
 def open_run(env: str) -> Settings:

@@ -6,8 +6,14 @@ environment keeps it) → render, diff, register → update the service → wait
 CLI insert → (roll back) → evidence.
 
 The image is resolved first (read-only), so a typo is answered at once; nothing changes before
-the gate passes; `plan=True` stops after the diff. Evidence is written whatever happens. The
-result is `ground.result`'s contract; the run ends Failed whenever the deploy did not work.
+the gate passes; `plan=True` stops after the diff and records the passed plan (its checksum:
+digest, base revision, rendered definitions) in the evidence bucket (tasks/approval.py). Where
+the environment requires approval, a UI/API run pauses after the diff (the `deploy-approval`
+artifact) and goes on only when approved and nothing moved since; the CLI binds a deploy to a
+recorded plan of the same checksum instead (`approval="recorded"`). Evidence is written
+whatever happens, and every verdict is a `papyrus.deploy.verdict` event (ground/events.py; the
+alerts key on it). The result is `ground.result`'s contract; the run ends Failed whenever the
+deploy did not work.
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ from prefect import flow, get_run_logger
 
 from artifacts import EvidenceBundle
 from flows.common import DeployFailed, Outcome, aws_clients, deploy_lock, open_run
+from ground import events
 from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
 from ground.settings import EnvName
+from tasks import approval as approvals
 from tasks import ecr, probes, rollout, service_code, taskdef
+from tasks.approval import ApprovalMode
 from tasks.db import read_db_secret
 from tasks.insert_check import insert_cli_row
 from tasks.preflight import run_checks
@@ -32,7 +41,8 @@ from tasks.state import record_deploy
 @flow(name="deploy", flow_run_name=run_name("deploy {env} {image}"), log_prints=True)
 def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
            timeout_seconds: float | None = None, poll_seconds: float | None = None,
-           rollback: bool = True, skip_preflight: bool = False):
+           rollback: bool = True, skip_preflight: bool = False,
+           approval: ApprovalMode = "ui"):
     """Deploy `image` (tag, repo:tag, repo@sha256:…, or full ECR URI) to the environment.
 
     Two requests for the same image are two deploys: the lock makes the second wait until the
@@ -55,17 +65,24 @@ def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
         rollback: On failure, roll back to the task definition that was PRIMARY before.
         skip_preflight: Skip the drift gate (secret vs RDS, SSL, security groups, ECS Exec,
             routes). Only for incident drills: the gate exists to stop a broken deploy.
+        approval: How the change is bound to its plan. "ui": where the environment requires
+            approval (prd), pause after the diff until someone approves or rejects it here
+            (the run's Resume button); elsewhere go straight on. "recorded": only if an
+            earlier `plan` run recorded this very plan. "yes": plan and deploy at once, where
+            no approval is required.
     """
     started = time.time()
     try:
         settings = open_run(env)
     except BadInput as e:
         return to_state(result("deploy", env, BAD_INPUT, str(e), started=started))
-    c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3", "kms")
+    c = aws_clients(settings, "ecs", "ecr", "iam", "secretsmanager", "ec2", "rds", "s3", "kms",
+                    "elbv2")
     bundle = EvidenceBundle.open(settings, flow_name="deploy")
     bundle.set_context(environment=env, requested_image=image, plan=plan)
     data: dict = {"image": image, "plan": plan}
-    outcome = Outcome()
+    # Every verdict from here on (bad input included: the service is known) is an event.
+    outcome = Outcome(on_result=lambda res: events.deploy_verdict(settings, res))
     lease: list = []  # the deploy lease's keeper, once taken (its summary goes in data)
     with outcome.evidence_on_interrupt("deploy", env, bundle, c["s3"], started, data, c["kms"],
                                        lambda: rollout.read_current.fn(c["ecs"], settings)):
@@ -73,6 +90,9 @@ def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
             with outcome.judged("deploy"):
                 # 1. Pin first (read-only): a typo is answered before the gate, the lock
                 # or a change.
+                refusal = approvals.yes_refusal(settings, approval, "plan", "deploy")
+                if refusal:
+                    raise BadInput(refusal)
                 pinned = pin(c["ecr"], image, settings)
                 data["image_digest"] = pinned.digest
                 bundle.set_context(image_digest=pinned.digest, image_uri=pinned.uri)
@@ -85,7 +105,8 @@ def deploy(env: EnvName = "local", *, image: str, plan: bool = False,
                     outcome.reason = _deploy(
                         settings, c, bundle, data, pinned, plan, rollback, skip_preflight,
                         timeout_seconds or settings.deploy_timeout_seconds,
-                        poll_seconds or settings.deploy_poll_seconds, started, held.check)
+                        poll_seconds or settings.deploy_poll_seconds, started, held.check,
+                        approval, image)
         finally:
             data.setdefault("lock_acquired_at", None)
             data["lock_released_at"] = time.time()
@@ -103,7 +124,7 @@ def pin(ecr_client, image: str, settings):
 
 def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bool,
             rollback: bool, skip_preflight: bool, timeout: float, poll: float,
-            started: float, guard) -> str:
+            started: float, guard, approval: str = "ui", image: str = "") -> str:
     """The checklist under the lock; returns the success reason, raises DeployFailed.
     `guard(before=...)` raises once the deploy lease is lost: called before every change."""
     log = get_run_logger()
@@ -120,14 +141,10 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
         if failed:
             raise DeployFailed("preflight failed: " + ", ".join(ch["check"] for ch in failed))
     # 3. Render (the env folder is the whole truth), diff, register.
-    current = rollout.read_current(c["ecs"], settings)
+    current, running_td, running_svc, rendered, plan_id = _plan_now(settings, c, pinned)
     summary["previous_task_definition"] = current["task_definition"]
     summary["previous_deployment_id"] = current["deployment_id"]
-    running_td = c["ecs"].describe_task_definition(
-        taskDefinition=current["task_definition"])["taskDefinition"]
-    running_svc = rollout.describe_service(c["ecs"], settings)
-    rendered = taskdef.keep_unowned(running_td, running_svc, taskdef.render_definitions(
-        settings, pinned.uri, c["iam"], c["secretsmanager"], c["ec2"]), settings.container)
+    summary["plan_checksum"] = plan_id
     desired = rendered["task_definition"]
     summary["kept_from_running"] = rendered["kept"]
     if rendered["kept"]:
@@ -143,7 +160,28 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     log.info("service settings diff (what UpdateService will send):\n%s", service_diff)
     if plan:
         summary["diff"], summary["service_diff"] = diff, service_diff
+        summary["record"] = _record_plan(c["s3"], settings, plan_id, pinned, current, summary)
         return "plan only: nothing changed"
+    # 3b. The approval gate: the change goes ahead only as planned (tasks/approval.py).
+    if approval == "recorded" and approvals.read_record(c["s3"], settings, "deploy",
+                                                        plan_id) is None:
+        base = current["task_definition"].rsplit("/", 1)[-1]
+        raise BadInput(f"no recorded plan of this deploy (plan sha256 {plan_id[:12]}...: digest "
+                       f"{pinned.digest[:19]}..., base {base}): run `papyrus-ops deploy "
+                       f"--env {settings.env} --image {image} --plan` "
+                       "first" + ("" if settings.approval_required else ", or add --yes"))
+    if approvals.pauses(settings, approval):
+        def recheck() -> str:
+            return _plan_now(settings, c, pin(c["ecr"], image, settings))[-1]
+
+        decision = approvals.decide(settings, "deploy", plan_id, _plan_markdown(
+            settings, pinned, current, plan_id, diff, service_diff), "deploy-approval", recheck)
+        summary["approval"] = decision
+        bundle.write_json("deploy_approval", decision)
+        bundle.add_check("approval (Prefect UI)", f"approved, plan {plan_id[:12]} unchanged",
+                         decision["reason"], "pass" if decision["approved"] else "fail")
+        if not decision["approved"]:
+            raise DeployFailed(decision["reason"])
     guard(before="registering the task definition")
     reg = taskdef.register_task_definition(c["ecs"], desired, settings.family,
                                            [current["task_definition"]])
@@ -156,11 +194,16 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     summary["deployment_id"] = upd["deployment_id"]
     bundle.set_context(deployment_id=upd["deployment_id"])
     # 5. Wait for a true verdict.
+    # Behind a target group, "running" is not "in service": the new task's target must be
+    # healthy in every target group the service is attached to (tasks.rollout).
     verdict = rollout.wait_for_verdict(c["ecs"], settings, upd["deployment_id"], reg["arn"],
-                                       pinned.digest, timeout, poll, since=started)
+                                       pinned.digest, timeout, poll, since=started,
+                                       elbv2=c["elbv2"])
     summary["verdict_detail"] = verdict
     rollout.note_service_deployment(bundle, verdict)
     bundle.write_text("service_events", "\n".join(verdict["events"]))
+    if verdict["target_health"]:
+        bundle.write_json("target_health", verdict["target_health"])
     bundle.write_text("running_image", rollout.running_image_log(verdict))
     if not verdict["ok"]:
         if verdict["outcome"] == "unknown":
@@ -197,6 +240,54 @@ def _deploy(settings, c, bundle: EvidenceBundle, summary: dict, pinned, plan: bo
     return verdict["reason"]
 
 
+def _plan_now(settings, c, pinned):
+    """What runs now and what this deploy would send, and the plan's checksum: the pinned
+    digest, the revision it is diffed against and the rendered definitions."""
+    current = rollout.read_current(c["ecs"], settings)
+    running_td = c["ecs"].describe_task_definition(
+        taskDefinition=current["task_definition"])["taskDefinition"]
+    running_svc = rollout.describe_service(c["ecs"], settings)
+    rendered = taskdef.keep_unowned(running_td, running_svc, taskdef.render_definitions(
+        settings, pinned.uri, c["iam"], c["secretsmanager"], c["ec2"], c["elbv2"]),
+        settings.container)
+    plan_id = approvals.checksum_of({"image_digest": pinned.digest,
+                                     "base": current["task_definition"],
+                                     "task_definition": rendered["task_definition"],
+                                     "service": rendered["service"]})
+    return current, running_td, running_svc, rendered, plan_id
+
+
+def _record_plan(s3, settings, plan_id: str, pinned, current, summary) -> dict | None:
+    """A passed plan's record (once per plan checksum); None, with a warning, if not written."""
+    try:
+        return approvals.record_passed(s3, settings, "deploy", plan_id, _flow_run_id(), {
+            "outcome": "passed", "image_digest": pinned.digest, "image_uri": pinned.uri,
+            "base": current["task_definition"], "preflight": summary.get("preflight")})
+    except Exception as e:  # noqa: BLE001 - the plan's own verdict stands
+        get_run_logger().warning("plan passed but not recorded (%s: %s): a deploy bound to it "
+                                 "will not find it", type(e).__name__, e)
+        return None
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id) if flow_run.id else None
+
+
+def _plan_markdown(settings, pinned, current, plan_id: str, diff: str, service_diff: str) -> str:
+    return (f"# deploy {settings.env}: plan passed, waiting for approval\n\n"
+            f"- **image**: `{pinned.uri}`\n- **pinned digest**: `{pinned.digest}`\n"
+            f"- **running now**: `{current['task_definition']}`\n"
+            f"- **plan sha256**: `{plan_id}`\n\n"
+            "Approve (Resume → tick *approve*, give a reason) to register and roll out exactly "
+            "this; leave it unticked to reject: nothing changes. If the digest, the running "
+            "revision or the rendered definitions change before the answer, the deploy "
+            "refuses.\n\n"
+            f"## Task definition diff\n\n```diff\n{diff}\n```\n\n"
+            f"## Service settings diff\n\n```diff\n{service_diff}\n```\n")
+
+
 def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll: float) -> None:
     """Back to `previous`, judged like a deploy. Never raises: the deploy's own failure is the
     verdict's reason; how the rollback went is recorded beside it (data.rollback, evidence)."""
@@ -204,7 +295,7 @@ def _roll_back(settings, c, bundle, summary, previous: str, timeout: float, poll
         since = time.time()
         rb = rollout.roll_back(c["ecs"], settings, previous)
         back = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], previous, None,
-                                        timeout, poll, since=since)
+                                        timeout, poll, since=since, elbv2=c["elbv2"])
         summary["rollback"] = {"to": previous, "deployment_id": rb["deployment_id"],
                                "started_by_us": rb["started"], "ok": back["ok"],
                                "reason": back["reason"],

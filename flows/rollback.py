@@ -44,7 +44,7 @@ def rollback(env: EnvName = "local", to: str | None = None, timeout_seconds: flo
         settings = open_run(env)
     except BadInput as e:
         return to_state(result("rollback", env, BAD_INPUT, str(e), started=started))
-    c = aws_clients(settings, "ecs", "s3", "rds", "kms")
+    c = aws_clients(settings, "ecs", "s3", "rds", "kms", "elbv2")
     bundle = EvidenceBundle.open(settings, flow_name="rollback")
     bundle.set_context(environment=env, requested=to)
     data: dict = {"to": to}
@@ -74,7 +74,7 @@ def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, time
     data["deployment_id"], data["started_by_us"] = rb["deployment_id"], rb["started"]
     data["stopped_service_deployment"] = rb.get("service_deployment")
     verdict = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], target, None,
-                                       timeout, poll, since=since)
+                                       timeout, poll, since=since, elbv2=c["elbv2"])
     data["verdict_detail"] = verdict
     rollout.note_service_deployment(bundle, verdict)
     bundle.write_text("service_events", "\n".join(verdict["events"]))

@@ -45,8 +45,10 @@ def render_template(path: Path, variables: dict[str, Any]) -> dict:
 
 
 def task_definition_vars(s: Settings, image_uri: str, roles: dict[str, str], db_arn: str,
-                         token_arn: str, task_sg: str, subnets: list[str]) -> dict:
-    return {
+                         token_arn: str, task_sg: str, subnets: list[str],
+                         target_group_arn: str | None = None) -> dict:
+    extra = {"target_group_arn": target_group_arn} if target_group_arn else {}
+    return extra | {
         "family": s.family, "container": s.container, "container_port": s.container_port,
         "image": image_uri, "region": s.region, "log_group": s.log_group,
         "task_role_arn": roles[s.task_role], "execution_role_arn": roles[s.execution_role],
@@ -59,9 +61,12 @@ def render_task_definition(settings: Settings, variables: dict) -> dict:
     td = render_template(settings.template_path("task"), variables)
     for c in td.get("containerDefinitions", []):
         if c.get("name") == settings.container and settings.db_ssl_root_cert:
-            env = [e for e in c.get("environment", []) if e["name"] != "PGSSLROOTCERT"]
-            c["environment"] = [*env, {"name": "PGSSLROOTCERT",
-                                       "value": settings.db_ssl_root_cert}]
+            # A CA bundle in the image: the service verifies the server certificate and its
+            # name (libpq reads PGSSLMODE / PGSSLROOTCERT), as the flows do (tasks.db).
+            env = [e for e in c.get("environment", [])
+                   if e["name"] not in ("PGSSLROOTCERT", "PGSSLMODE")]
+            c["environment"] = [*env, {"name": "PGSSLMODE", "value": "verify-full"},
+                                {"name": "PGSSLROOTCERT", "value": settings.db_ssl_root_cert}]
     return td
 
 

@@ -51,6 +51,7 @@ class Settings:
     task_role: str
     execution_role: str
     log_group: str
+    target_group: str
     ecr_repository: str
     db_secret_id: str
     rds_instance: str
@@ -76,6 +77,11 @@ class Settings:
     # A folder of build contexts keyed by image digest (`<store>/<hex>/`): where the code of a
     # pinned image can be read before it runs. Empty: only the running task can say.
     image_code_store: str = ""
+    # Approval between the dry run / plan and the apply (tasks/approval.py): whether a run
+    # started from the UI pauses for a person, how long it waits, how often it looks.
+    approval_required: bool = False
+    approval_timeout_seconds: int = 3600
+    approval_poll_seconds: float = 10.0
 
     def template_path(self, which: str) -> Path:
         return self.folder / (self.task_definition if which == "task" else self.service_definition)
@@ -95,6 +101,9 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("ecs", "task_role", "task_role", str, True),
     ("ecs", "execution_role", "execution_role", str, True),
     ("ecs", "log_group", "log_group", str, True),
+    # The ALB target group the service is attached to (service-definition.json's
+    # loadBalancers name it as ${target_group_arn}); empty: no load balancer.
+    ("ecs", "target_group", "target_group", str, False),
     ("ecr", "repository", "ecr_repository", str, True),
     ("ecr", "code_store", "image_code_store", str, False),
     ("db", "secret_id", "db_secret_id", str, True),
@@ -120,9 +129,14 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     # renewal, and how long a deploy waits for another one's lease before it refuses.
     ("deploy", "lease_ttl_seconds", "lease_ttl_seconds", float, False),
     ("deploy", "lease_wait_seconds", "lease_wait_seconds", float, False),
+    # Approval between stages (tasks/approval.py): prd requires it, the sandbox does not.
+    ("approval", "required", "approval_required", bool, False),
+    ("approval", "timeout_seconds", "approval_timeout_seconds", int, False),
+    ("approval", "poll_seconds", "approval_poll_seconds", float, False),
 ]
-_DEFAULTS = {str: "", list: (), int: 0}
-_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0}
+_DEFAULTS = {str: "", list: (), int: 0, bool: False}
+_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0,
+                   "approval_timeout_seconds": 3600, "approval_poll_seconds": 10.0}
 
 
 def _expand(value: str, where: str) -> str:
@@ -185,7 +199,15 @@ def load_env(env: str) -> Settings:
                 raise ConfigError(f"{where}: expected {typ.__name__}, got {text!r}") from None
         if typ is float and isinstance(val, int) and not isinstance(val, bool):
             val = float(val)
-        if not isinstance(val, typ) or isinstance(val, bool):
+        if typ is bool and isinstance(val, str) and VAR.search(val):
+            text = _expand(val, where).strip().lower()
+            if text not in ("true", "false"):
+                raise ConfigError(f"{where}: expected true or false, got {text!r}")
+            val = text == "true"
+        if typ is bool:
+            if not isinstance(val, bool):
+                raise ConfigError(f"{where}: expected true or false, got {type(val).__name__}")
+        elif not isinstance(val, typ) or isinstance(val, bool):
             raise ConfigError(f"{where}: expected {typ.__name__}, got {type(val).__name__}")
         if typ is str:
             val = _expand(val, where)
@@ -206,6 +228,9 @@ def load_env(env: str) -> Settings:
                for k in ("deploy_poll_seconds", "deploy_timeout_seconds", "lease_ttl_seconds")):
         raise ConfigError(f"{path} [deploy]: timeout_seconds, poll_seconds and "
                           "lease_ttl_seconds must be positive")
+    if values["approval_timeout_seconds"] <= 0 or not (
+            math.isfinite(values["approval_poll_seconds"]) and values["approval_poll_seconds"] > 0):
+        raise ConfigError(f"{path} [approval]: timeout_seconds and poll_seconds must be positive")
     if not (math.isfinite(values["lease_wait_seconds"]) and values["lease_wait_seconds"] >= 0):
         raise ConfigError(f"{path} [deploy] lease_wait_seconds: must be 0 or more")
     if values["env_file"] and not Path(values["env_file"]).is_absolute():

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .json_http import JsonHandler
 
 PATH = "/v4/"
 
@@ -140,20 +141,9 @@ def task_metadata(task: Any) -> dict:
 
 
 def _handler(endpoint: MetadataEndpoint) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            doc = endpoint.document(self.path.rstrip("/") if self.path != PATH else self.path)
-            if doc is None:
-                self.send_error(404)
-                return
-            body = json.dumps(doc).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:  # no request lines on stderr
-            pass
+            self.reply(endpoint.document(self.path.rstrip("/") if self.path != PATH
+                                         else self.path))
 
     return Handler

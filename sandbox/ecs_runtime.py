@@ -42,6 +42,7 @@ from moto.core.responses import ActionResult
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
+from . import ecs_elb
 from .ecs_metadata import MetadataEndpoint
 from .ecs_scheduler import DEFAULT_DEPLOYMENT_CONFIGURATION, ServiceScheduler
 from .ecs_standalone import Standalone
@@ -82,6 +83,7 @@ class RuntimeTiming:
     steady_state_delay: float = 0.3  # "deployment completed" -> "has reached a steady state"
     rollback_min_duration: float = 2.0  # a rollback stays IN_PROGRESS (FAILED visible) this long
     stop_timeout: float = 5.0  # SIGTERM -> SIGKILL
+    elb_reaction_delay: float = 2.0  # target unhealthy -> ECS stops the task
     stopped_task_retention: int = 50  # STOPPED tasks kept per service for describe/list
 
 
@@ -326,6 +328,10 @@ def _create_service(self, cluster_str, service_name, *args, **kwargs):
     if rt is None:
         return _ORIGINALS["create_service"](self, cluster_str, service_name, *args, **kwargs)
     with rt.lock:
+        load_balancers = kwargs.get("load_balancers", args[2] if len(args) > 2 else None)
+        td_str = kwargs.get("task_definition_str", args[1] if len(args) > 1 else None)
+        ecs_elb.validate(self.account_id, self.region_name, load_balancers,
+                         self.describe_task_definition(td_str) if td_str else None)
         svc = _ORIGINALS["create_service"](self, cluster_str, service_name, *args, **kwargs)
         rt.adopt(self, svc)
         return svc
@@ -342,6 +348,12 @@ def _update_service(self, service_properties):
         network = props.get("network_configuration")
         platform = props.get("platform_version")
         cluster = self._get_cluster(props.get("cluster", "default"))
+        load_balancers = props.get("load_balancers")
+        if load_balancers is not None:
+            current = self._get_service(props.get("cluster", "default"),
+                                        props["service"].split("/")[-1])
+            td = self.describe_task_definition(td_str or current.task_definition)
+            ecs_elb.validate(self.account_id, self.region_name, load_balancers, td)
         svc = _ORIGINALS["update_service"](self, props)
         if td_str:
             svc.task_definition = self.describe_task_definition(td_str).arn
@@ -352,7 +364,8 @@ def _update_service(self, service_properties):
         primary = sched.primary
         if (force or svc.task_definition != primary.task_definition
                 or (network is not None and network != primary.network_configuration)
-                or (platform is not None and platform != primary.platform_version)):
+                or (platform is not None and platform != primary.platform_version)
+                or load_balancers is not None):
             sched.start_deployment(time.monotonic())
         sched.project()
         rt.wake()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from moto.core.utils import utcnow
 
+from . import ecs_elb
 from .ecs_tasks import (
     LocalTask,
     TaskStartError,
@@ -42,6 +43,7 @@ DEFAULT_DEPLOYMENT_CONFIGURATION = {
 }
 CB_FAILED_REASON = "ECS deployment circuit breaker: tasks failed to start."
 HEALTH_REASON = "Task failed container health checks"
+ELB_REASON = "Task failed ELB health checks in (target-group {arn})"
 MAX_EVENTS = 100
 
 
@@ -57,6 +59,7 @@ class Deployment:
     launch_type: str
     platform_version: str
     network_configuration: dict | None
+    load_balancers: list = field(default_factory=list)  # the service's, when it started
     status: str = "PRIMARY"
     rollout_state: str = "IN_PROGRESS"
     rollout_state_reason: str = ""
@@ -145,6 +148,7 @@ class ServiceScheduler:
             launch_type=svc.launch_type or "FARGATE",
             platform_version=svc.platform_version or "1.4.0",
             network_configuration=getattr(svc, "network_configuration", None) or None,
+            load_balancers=list(getattr(svc, "load_balancers", None) or []),
         )
         self.deployments.insert(0, dep)
         self.steady_due = None
@@ -168,6 +172,8 @@ class ServiceScheduler:
         target.next_launch = now
         target.not_before = now + self.rt.timing.rollback_min_duration
         self.service.task_definition = target.task_definition
+        # A rollback returns to that deployment's configuration, its load balancers included.
+        self.service.load_balancers = list(target.load_balancers)
         self.event(f"(service {self.name}) rolling back to deployment {target.id}.")
 
     # -- tasks --------------------------------------------------------------------------------
@@ -234,6 +240,54 @@ class ServiceScheduler:
             ids = " ".join(f"(task {t.id})" for t in tasks)
             self.event(f"(service {self.name}) has stopped {len(tasks)} running tasks: {ids}.")
 
+    # -- the target group (sandbox.ecs_elb) ---------------------------------------------------
+    def _register_targets(self, task: LocalTask, now: float) -> None:
+        """ECS registers a task in the service's target groups once it runs."""
+        dep = next((d for d in self.deployments if task in d.tasks), None)
+        pairs = ecs_elb.targets_of(task, dep.load_balancers if dep else [])
+        if pairs:
+            ecs_elb.register(self.rt.account_id, self.rt.region, pairs)
+            task._targets, task._targets_since = pairs, now
+            for arn, _ in pairs:  # as ECS reports it in the service's events
+                self.event(f"(service {self.name}) registered 1 targets in (target-group {arn})")
+
+    def _deregister_targets(self, task: LocalTask) -> None:
+        """…and deregisters it (the target drains) when it stops."""
+        if task._targets:
+            ecs_elb.deregister(self.rt.account_id, self.rt.region, task._targets)
+            for arn, _ in task._targets:
+                self.event(f"(service {self.name}) deregistered 1 targets in "
+                           f"(target-group {arn})")
+            task._targets = []
+
+    def _in_service(self, task: LocalTask) -> bool:
+        """A task behind a target group counts as healthy only when its target is."""
+        return not task._targets or task._target_healthy
+
+    def _judge_targets(self, dep: Deployment, task: LocalTask, now: float) -> None:
+        state, arn, why = ecs_elb.health(self.rt.account_id, self.rt.region, task._targets)
+        if state == "healthy":
+            if not task._target_healthy:
+                task._target_healthy = True
+                dep.cb_failures = dep.relaunch_failures = 0
+            return
+        grace = float(getattr(self.service, "health_check_grace_period_seconds", None) or 0)
+        if state != "unhealthy" or now < task._targets_since + grace:
+            task._unhealthy_since = None
+            return
+        # ECS notices an unhealthy target on its next look, not in the same instant.
+        if task._unhealthy_since is None:
+            task._unhealthy_since = now
+        if now < task._unhealthy_since + self.rt.timing.elb_reaction_delay:
+            return
+        port = task._targets[0][1]["Port"]
+        self.event(f"(service {self.name}) (port {port}) is unhealthy in (target-group {arn}) "
+                   f"due to (reason {why}).")
+        task._target_healthy = False
+        task.request_stop("ServiceSchedulerInitiated", ELB_REASON.format(arn=arn),
+                          self.rt.timing.stop_timeout, now)
+        self._failed(dep, now)
+
     def _failed(self, dep: Deployment, now: float) -> None:
         """A task of `dep` stopped without being asked to."""
         if dep is self.primary and dep.rollout_state == "IN_PROGRESS":
@@ -259,9 +313,16 @@ class ServiceScheduler:
                 stop_was_requested = task._stop_requested
                 if task.reap(now) is not None and not stop_was_requested:
                     self._failed(dep, now)
+                    self._deregister_targets(task)
                     continue
                 if not task.live:
+                    self._deregister_targets(task)
                     continue
+                if task.last_status == "RUNNING" and task._targets:
+                    self._judge_targets(dep, task, now)
+                    if not task.live:
+                        self._deregister_targets(task)
+                        continue
                 if task.last_status == "PENDING" and now >= task._health_deadline:
                     self.event(f"(service {self.name}) (task {task.id}) failed container "
                                "health checks.")
@@ -284,7 +345,9 @@ class ServiceScheduler:
                 if ok:
                     task.mark_running()
                     task._next_probe = now + t.running_health_interval
-                    dep.cb_failures = dep.relaunch_failures = 0
+                    self._register_targets(task, now)
+                    if not task._targets:  # behind a target group: once its target is healthy
+                        dep.cb_failures = dep.relaunch_failures = 0
                 continue
             task._next_probe = now + t.running_health_interval
             task._bad_probes = 0 if ok else task._bad_probes + 1
@@ -318,7 +381,7 @@ class ServiceScheduler:
             self._stop(order[: len(live) - desired], "ServiceSchedulerInitiated", scaling, now)
         if primary.rollout_state == "IN_PROGRESS":
             live = [t for t in primary.tasks if t.live]
-            running = [t for t in live if t.last_status == "RUNNING"]
+            running = [t for t in live if t.last_status == "RUNNING" and self._in_service(t)]
             if len(running) >= desired and len(running) == len(live) and now >= primary.not_before:
                 others = self.deployments[1:]
                 self._stop([t for d in others for t in d.tasks], "ServiceSchedulerInitiated",

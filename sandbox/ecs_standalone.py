@@ -54,6 +54,7 @@ from .ecs_tasks import (
     resolve_image,
     resolve_secret,
 )
+from .json_http import JsonHandler
 
 if TYPE_CHECKING:
     from .ecs_runtime import EcsRuntime
@@ -277,7 +278,7 @@ class Standalone:
 
 
 def _handler(standalone: Standalone) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             doc = None
             if self.path.startswith(CREDENTIALS_PATH):
@@ -288,17 +289,7 @@ def _handler(standalone: Standalone) -> type[BaseHTTPRequestHandler]:
                     standalone.rt._log_error()
                     self.send_error(500)
                     return
-            if doc is None:
-                self.send_error(404)
-                return
-            body = json.dumps({k: v for k, v in doc.items() if not k.startswith("_")}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:  # no request lines on stderr
-            pass
+            self.reply(None if doc is None
+                       else {k: v for k, v in doc.items() if not k.startswith("_")})
 
     return Handler

@@ -346,6 +346,12 @@ class LocalTask:
         self._kill_at: float | None = None
         self._stop_requested = False
         self._log: Path | None = None
+        # Target groups this task is registered in ((arn, target) pairs; sandbox.ecs_elb), and
+        # since when (the service's healthCheckGracePeriodSeconds runs from there).
+        self._targets: list[tuple[str, dict]] = []
+        self._targets_since = 0.0
+        self._target_healthy = False
+        self._unhealthy_since: float | None = None
 
     @property
     def containers(self) -> list[dict]:

@@ -94,6 +94,7 @@ class Sandbox:
     rds_endpoint: str = ""
     _moto: _FaultyMotoServer | None = None
     _runtime: object | None = None
+    elb: object | None = None  # sandbox.elb_targets.ElbTargets: target health, really checked
     cloudtrail: object | None = None  # sandbox.cloudtrail.StoreRegistry once seeded
     evidence_kms_key: str = ""  # the evidence bucket's customer-managed key, once seeded
     evidence_signing_key_arn: str = ""  # the manifest signing key (its alias is in config)
@@ -303,6 +304,9 @@ class Sandbox:
         s3_lock.install()
         rds.install()
         s3_policy.install()
+        from sandbox.elb_targets import ElbTargets
+
+        self.elb = ElbTargets(self.settings.region, seed.ACCOUNT_ID).install()
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
                                    workdir=self.state_dir / "ecs",
                                    hostaddr=self.settings.db_hostaddr or None,
@@ -369,6 +373,9 @@ class Sandbox:
             self._runtime.stop_all()
             self._runtime.uninstall()
             self._runtime = None
+        if self.elb is not None:
+            self.elb.uninstall()
+            self.elb = None
         if self.cloudtrail is not None:
             from sandbox import cloudtrail
 

@@ -52,6 +52,8 @@ class Verdict:
     service_deployment: dict = field(default_factory=dict)
     lifecycle: list[str] = field(default_factory=list)
     source: str = "describe-services"
+    # Behind a target group: each running task's target and its TargetHealth, per group.
+    target_health: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +147,7 @@ def failure_reason(head: str, stopped: list[dict]) -> str:
 @task(name="wait-for-verdict", cache_policy=NO_CACHE)
 def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
                      digest: str | None, timeout: float, poll: float, since: float = 0.0,
-                     clock: Callable[[], float] = time.monotonic) -> dict:
+                     clock: Callable[[], float] = time.monotonic, elbv2=None) -> dict:
     """Poll until a true verdict. `digest=None` skips the image check (used for rollbacks).
     Service events newer than `since` (epoch seconds) are logged as they come.
 
@@ -153,16 +155,20 @@ def wait_for_verdict(ecs, s: Settings, deployment_id: str, task_definition: str,
     never abandons the deploy: ECS carries on whether or not we can see it, so the poll goes on
     until the timeout. When no verdict could be reached, the verdict is `unknown` (not ok),
     with the last error and what ECS last showed — the caller must not assume a rollback is
-    safe then (it would need the same API that just failed)."""
+    safe then (it would need the same API that just failed).
+
+    A service attached to target groups (`loadBalancers`) succeeds only once every running
+    task of ours is `healthy` in each of them (`elbv2.describe_target_health`); a target that
+    is `unhealthy`, `unused` or `draining` is a failed verdict; `initial` is waited for."""
     log = run_logger()
-    start, seen, events, stopped_seen = clock(), set(), [], {}
+    start, seen, events, stopped_seen, health_seen = clock(), set(), [], {}, {}
     sd_state: dict = {"lifecycle": []}  # our service deployment, across polls
     last: Verdict | None = None
     errors: list[str] = []
     while True:
         try:
             verdict = _poll(ecs, s, deployment_id, task_definition, digest, since, seen, events,
-                            stopped_seen, log)
+                            stopped_seen, log, elbv2, health_seen)
             verdict = _with_service_deployment(ecs, s, verdict, task_definition, since,
                                                sd_state, log)
         except (ClientError, BotoCoreError) as e:
@@ -255,8 +261,40 @@ def _with_service_deployment(ecs, s: Settings, verdict: Verdict, task_definition
     return verdict
 
 
+def task_target(t: dict, container: str, port: int) -> dict:
+    """The target ECS registers for a task: its ENI address and the port its container port is
+    reached on (awsvpc: the container port itself; the sandbox's runtime reports its own)."""
+    ip = next((d["value"] for a in t.get("attachments", []) for d in a.get("details", [])
+               if d["name"] == "privateIPv4Address"), None)
+    c = next((c for c in t.get("containers", []) if c["name"] == container), {})
+    ip = ip or next((n["privateIpv4Address"] for n in c.get("networkInterfaces", [])), "")
+    host_port = next((b["hostPort"] for b in c.get("networkBindings", [])
+                      if b.get("containerPort") == port and b.get("hostPort")), port)
+    return {"Id": ip, "Port": host_port}
+
+
+def target_health(elbv2, load_balancers: list[dict], tasks: list[dict]) -> list[dict]:
+    """Each task's target in each target group of the service, with its TargetHealth."""
+    rows = []
+    for lb in load_balancers:
+        arn = lb.get("targetGroupArn")
+        if not arn:
+            continue
+        for t in tasks:
+            target = task_target(t, lb["containerName"], int(lb["containerPort"]))
+            desc = elbv2.describe_target_health(TargetGroupArn=arn, Targets=[target])[
+                "TargetHealthDescriptions"][0]
+            th = desc.get("TargetHealth", {})
+            rows.append({"target_group": arn, "task": t["taskArn"].rsplit("/", 1)[-1],
+                         "target": f"{target['Id']}:{target['Port']}",
+                         "state": th.get("State", ""), "reason": th.get("Reason", ""),
+                         "description": th.get("Description", "")})
+    return rows
+
+
 def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: str | None,
-          since: float, seen: set, events: list, stopped_seen: dict, log) -> Verdict:
+          since: float, seen: set, events: list, stopped_seen: dict, log,
+          elbv2=None, health_seen: dict | None = None) -> Verdict:
     """One look at the service: a Verdict with a reason when one is reached, else without."""
     svc = describe_service(ecs, s)
     for ev in reversed(svc.get("events", [])):
@@ -274,6 +312,21 @@ def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: st
     prim = primary(svc)
     verdict = Verdict(False, "", deployment_id, task_definition, prim["taskDefinition"],
                       (ours or {}).get("rolloutState", "GONE"), stopped, [], events[-10:])
+    lbs = [lb for lb in svc.get("loadBalancers") or [] if lb.get("targetGroupArn")]
+    if lbs and elbv2 is None:
+        verdict.reason = "the service is behind a target group, but no elbv2 client was given"
+        verdict.outcome = "failed"
+        return verdict
+    health: list[dict] = []
+    if lbs:
+        # Our deployment's live tasks as the ALB sees them. Each target's last answer is kept
+        # for the evidence, also once ECS has stopped the task (one that failed its checks).
+        live = [t for t in _tasks(ecs, s, "RUNNING", started_by=deployment_id)
+                if t.get("lastStatus") == "RUNNING"]
+        health = target_health(elbv2, lbs, live)
+        if health_seen is not None:
+            health_seen.update({(h["target_group"], h["task"]): h for h in health})
+    verdict.target_health = list((health_seen or {}).values()) or health
     if ours and ours.get("rolloutState") == "FAILED":
         verdict.reason = failure_reason(
             f"deployment {deployment_id} FAILED: {ours.get('rolloutStateReason', '')}", stopped)
@@ -283,20 +336,35 @@ def _poll(ecs, s: Settings, deployment_id: str, task_definition: str, digest: st
             f"{task_definition.rsplit('/', 1)[-1]}: rolled back", stopped)
     elif (ours is prim and ours.get("rolloutState") == "COMPLETED"
           and ours["runningCount"] == ours["desiredCount"] == svc["desiredCount"]):
-        running = [running_summary(t, s.container) for t in _tasks(ecs, s, "RUNNING")
-                   if t["taskDefinitionArn"] == task_definition
-                   and t.get("lastStatus") == "RUNNING"]
+        ours_running = [t for t in _tasks(ecs, s, "RUNNING")
+                        if t["taskDefinitionArn"] == task_definition
+                        and t.get("lastStatus") == "RUNNING"]
+        running = [running_summary(t, s.container) for t in ours_running]
         # Exactly the pinned digest, for a multi-arch image too: ECS reports the digest the task
         # definition's image resolved to in ECR, for an image index the index's own (not the
         # platform manifest's; aws/amazon-ecs-agent#3576, docs/sandbox.md). A platform
         # manifest's digest here would be an image we did not pin.
         wrong = [r for r in running if digest and r["image_digest"] != digest]
         verdict.running_tasks = running
-        if len(running) == svc["desiredCount"] and not wrong:
+        mine = {r["task"] for r in running}
+        health = [h for h in health if h["task"] in mine]
+        missing = lbs and {h["task"] for h in health} != mine
+        bad = [h for h in health if h["state"] in ("unhealthy", "unused", "draining")]
+        waiting = [h for h in health if h["state"] not in ("healthy", "unhealthy", "unused",
+                                                          "draining")]
+        if bad:
+            h = bad[0]
+            verdict.reason = (f"target {h['target']} of task {h['task']} is {h['state']} in "
+                              f"{h['target_group'].rsplit(':', 1)[-1]}: {h['reason']} "
+                              f"{h['description']}".rstrip())
+        elif waiting or missing:
+            pass  # initial (or not registered yet): the ALB has not judged the new task
+        elif len(running) == svc["desiredCount"] and not wrong:
             verdict.ok, verdict.reason = True, (
                 f"deployment {deployment_id} COMPLETED: {len(running)}/{svc['desiredCount']}"
                 f" running {task_definition.rsplit('/', 1)[-1]}"
-                + (f" on {digest}" if digest else ""))
+                + (f" on {digest}" if digest else "")
+                + (f", {len(health)} target(s) healthy" if health else ""))
         elif wrong:
             verdict.reason = f"running tasks carry another image: {wrong[0]['image_digest']}"
     verdict.outcome = "success" if verdict.ok else ("failed" if verdict.reason else "")

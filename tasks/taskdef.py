@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 
+from botocore.exceptions import ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -31,7 +32,26 @@ _ECS_FILLED = {
 _CONTAINER_DEFAULTS = {"cpu": 0, "mountPoints": [], "volumesFrom": [], "systemControls": []}
 
 
-def template_variables(settings: Settings, image_uri: str, iam, sm, ec2) -> dict:
+def target_group_arn(elbv2, name: str) -> str:
+    """The ARN of the target group the environment names (ValueError when there is none)."""
+    try:
+        groups = elbv2.describe_target_groups(Names=[name])["TargetGroups"]
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("TargetGroupNotFound", "TargetGroupNotFoundException"):
+            raise ValueError(f"target group {name!r} not found") from None
+        raise
+    tg = groups[0]
+    # What ECS would refuse at UpdateService, said before anything is registered or changed.
+    if not tg.get("LoadBalancerArns"):
+        raise ValueError(f"target group {name!r} is not used by any load balancer: ECS refuses "
+                         "to attach it (a listener must forward to it first)")
+    if tg.get("TargetType") != "ip":
+        raise ValueError(f"target group {name!r} has target type {tg.get('TargetType')!r}: "
+                         "Fargate (awsvpc) tasks need 'ip'")
+    return tg["TargetGroupArn"]
+
+
+def template_variables(settings: Settings, image_uri: str, iam, sm, ec2, elbv2=None) -> dict:
     """Everything the templates reference, looked up by name (nothing hard-coded per env)."""
     roles = {n: iam.get_role(RoleName=n)["Role"]["Arn"]
              for n in (settings.task_role, settings.execution_role)}
@@ -49,8 +69,13 @@ def template_variables(settings: Settings, image_uri: str, iam, sm, ec2) -> dict
     subnets = list(settings.subnets) or sorted(
         s["SubnetId"] for s in ec2.describe_subnets(
             Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"])
+    tg_arn = None
+    if settings.target_group:
+        if elbv2 is None:
+            raise ValueError(f"target group {settings.target_group!r}: no elbv2 client given")
+        tg_arn = target_group_arn(elbv2, settings.target_group)
     return task_definition_vars(settings, image_uri, roles, db_arn, token_arn,
-                                groups[0]["GroupId"], subnets)
+                                groups[0]["GroupId"], subnets, tg_arn)
 
 
 def normalise(td: dict) -> dict:
@@ -79,10 +104,10 @@ def normalise(td: dict) -> dict:
     return clean(doc)
 
 
-def render_definitions(settings: Settings, image_uri: str, iam, sm, ec2) -> dict:
+def render_definitions(settings: Settings, image_uri: str, iam, sm, ec2, elbv2=None) -> dict:
     """What a deploy of `image_uri` would send: the task definition and the UpdateService
     parameters, rendered from the environment folder (read-only lookups of ARNs and IDs)."""
-    variables = template_variables(settings, image_uri, iam, sm, ec2)
+    variables = template_variables(settings, image_uri, iam, sm, ec2, elbv2)
     return {"task_definition": render_task_definition(settings, variables),
             "service": service_update_params(render_service_definition(settings, variables))}
 
@@ -202,7 +227,8 @@ def compare_with_running(settings: Settings, c: dict, image_uri: str | None = No
     image_uri = image_uri or running_image(c["ecs"], settings, running_arn)
     running_td = c["ecs"].describe_task_definition(taskDefinition=running_arn)["taskDefinition"]
     sent = keep_unowned(running_td, svc, render_definitions(
-        settings, image_uri, c["iam"], c["secretsmanager"], c["ec2"]), settings.container)
+        settings, image_uri, c["iam"], c["secretsmanager"], c["ec2"], c.get("elbv2")),
+        settings.container)
     label = running_arn.rsplit("/", 1)[-1]
     td_diff = diff_text(running_td, sent["task_definition"], label)
     svc_diff = service_diff_text(svc, sent["service"], settings.service)

@@ -110,3 +110,15 @@ def test_the_deploy_is_a_prefect_deployment_run_on_the_ecs_pool(wf):
     assert "prefect deployment run 'deploy/deploy-prd'" in runs and "--watch" in runs
     assert "papyrus-ops prefect register --env prd" in runs
     assert steps["concurrency"] == {"group": "papyrus-deploy-prd", "cancel-in-progress": False}
+
+
+def test_ci_watches_a_prd_deploy_longer_than_its_approval_can_wait():
+    """A prd deploy from CI pauses for approval: CI must outwait the pause, or it reports a
+    timeout while the run may still be approved and roll out unwatched."""
+    import re
+
+    from ground.settings import load_env
+
+    text = WORKFLOW.read_text()
+    watch = int(re.search(r"--watch-timeout (\d+)", text).group(1))
+    assert load_env("prd").approval_timeout_seconds < watch

@@ -169,3 +169,72 @@ def test_service_pins_are_the_versions_the_suite_tested():
     service, repo = _pins(ROOT / "service/constraints.txt"), _pins(ROOT / "constraints.txt")
     assert {"flask", "gunicorn", "sqlalchemy", "psycopg2-binary"} <= set(service)
     assert {n: v for n, v in service.items() if repo.get(n) != v} == {}
+
+
+# -- the RDS CA bundle (prd: sslmode=verify-full) ---------------------------------------------
+FETCH = "service/tls/fetch-rds-ca-bundle.py"
+BUNDLE = "/etc/ssl/rds/global-bundle.pem"
+
+
+@pytest.mark.parametrize(("path", "src"), [("Dockerfile", "service/tls/"),
+                                           ("service/Dockerfile", "tls/")])
+def test_both_images_fetch_the_pinned_bundle_to_prds_ssl_root_cert_before_dropping_root(
+        path, src):
+    from ground.settings import load_env
+
+    steps = dockerfile(ROOT / path)
+    assert ("COPY", [src, "/tmp/tls/"]) in steps  # noqa: S108 - the build's scratch, removed
+    runs = [i for i, (w, a) in enumerate(steps)
+            if w == "RUN" and "fetch-rds-ca-bundle.py /tmp/tls/rds-global-bundle.sha256" in a[0]]
+    assert runs and BUNDLE in steps[runs[0]][1][0]
+    user_at = next(i for i, (w, _) in enumerate(steps) if w == "USER")
+    assert runs[0] < user_at  # /etc/ssl is root's
+    assert load_env("prd").db_ssl_root_cert == BUNDLE
+    context = ROOT if path == "Dockerfile" else ROOT / "service"
+    assert {f"{src}fetch-rds-ca-bundle.py", f"{src}rds-global-bundle.sha256"} <= \
+        context_files(context)
+
+
+def _fetch(tmp_path, pin: str, url: str):
+    import subprocess
+    import sys
+
+    pin_file = tmp_path / "pin.sha256"
+    pin_file.write_text(f"# comment\n{pin}\n")
+    dest = tmp_path / "ssl" / "bundle.pem"
+    r = subprocess.run([sys.executable, str(ROOT / FETCH), str(pin_file), str(dest), url],
+                       capture_output=True, text=True, timeout=60)
+    return r, dest
+
+
+def test_the_bundle_is_refused_unless_its_sha256_is_the_pinned_one(tmp_path):
+    import hashlib
+    import threading
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    served = tmp_path / "www"
+    served.mkdir()
+    body = b"-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n"
+    (served / "global-bundle.pem").write_bytes(body)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(served), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/global-bundle.pem"
+    try:
+        r, dest = _fetch(tmp_path, "UNPINNED", url)
+        assert r.returncode == 1 and "no SHA-256 pinned" in r.stderr and not dest.exists()
+        r, dest = _fetch(tmp_path, "0" * 64, url)
+        assert r.returncode == 1 and "is not the pinned" in r.stderr and not dest.exists()
+        r, dest = _fetch(tmp_path, hashlib.sha256(body).hexdigest(), url)
+        assert r.returncode == 0, r.stderr
+        assert dest.read_bytes() == body
+    finally:
+        server.shutdown()
+        server.server_close()

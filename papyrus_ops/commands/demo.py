@@ -71,7 +71,8 @@ def main_job_steps(archive_step: str, archive_params: dict) -> list[tuple[str, o
     return [
         ("preflight", preflight, {}),
         ("schema-init (dry run)", schema_init, {}),
-        ("schema-init --apply", schema_init, {"apply": True}),
+        # Bound to the dry run just above: its record in the evidence bucket (tasks/approval.py).
+        ("schema-init --apply", schema_init, {"apply": True, "approval": "recorded"}),
         ("deploy --image latest", deploy, {"image": "latest"}),
         ("monitoring (plan)", monitoring, {}),
         ("monitoring --apply", monitoring, {"apply": True}),

@@ -65,17 +65,32 @@ def register(app) -> None:
         poll: str = typer.Option(None, "--poll", help="Seconds between polls."),
         no_rollback: bool = typer.Option(False, "--no-rollback"),
         skip_preflight: bool = typer.Option(False, "--skip-preflight"),
+        yes: bool = typer.Option(False, "--yes",
+                                 help="Plan and deploy in one go, where the environment "
+                                      "requires no approval. Without it a deploy needs a "
+                                      "recorded `--plan` of the same plan (digest, running "
+                                      "revision, rendered definitions)."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Deploy an image to the environment's ECS service and judge the result."""
         timeout_s = _seconds("--timeout", timeout, 1, 24 * 3600, as_json)
         poll_s = _seconds("--poll", poll, 0.1, 600, as_json)
         settings = prepare(env, as_json, flow="deploy")
+        if yes and plan:
+            fail("--yes goes with a deploy, not with --plan", as_json=as_json, flow="deploy",
+                 env=env)
+        if yes and settings.approval_required:
+            fail(f"environment {env!r} requires approval between the plan and the deploy: "
+                 "--yes is not allowed here; run --plan first", as_json=as_json, flow="deploy",
+                 env=env)
         resolve_or_refuse(settings, image, as_json)
         # Deferred: importing the flow imports Prefect (~1 s); bad input is answered without it.
         from flows.deploy import deploy
 
         res = run_flow(deploy, env=env, image=image, plan=plan, timeout_seconds=timeout_s,
                        poll_seconds=poll_s, rollback=not no_rollback,
-                       skip_preflight=skip_preflight)
+                       skip_preflight=skip_preflight,
+                       # The CLI never pauses (it waits for its own run; nobody watches its
+                       # server): a deploy is bound to a recorded plan, or --yes.
+                       approval="yes" if yes else "recorded")
         answer(res, as_json)

@@ -6,6 +6,8 @@
     papyrus-ops prefect pool --env prd --image <registry>/papyrus-ops@sha256:… --api-url URL
                                           # the ECS pool from deployments/prd/ecs-pool.json
     papyrus-ops prefect register --env prd --api-url URL   # `prefect deploy -n '*/*-prd'`
+                                          # + deployments/<env>/automations.toml
+    papyrus-ops prefect alerts [--env prd] [--api-url URL] # the automations alone
     papyrus-ops prefect down              # stop everything `up` started, by pid
     papyrus-ops prefect cli-server [--stop]   # the server CLI calls share (started by the first)
 
@@ -116,7 +118,53 @@ def _print_registered(result: dict, url: str) -> None:
         crons = "".join(f", cron {s.get('cron')} {s.get('timezone') or ''}".rstrip()
                         for s in d["schedules"] if s.get("cron"))
         typer.echo(f"registered {d['name']} (pool {d['work_pool']}{limit}{crons})")
+    if result.get("automations"):
+        _print_automations(result["automations"])
     typer.echo(f"UI: {url.removesuffix('/api')}/deployments")
+
+
+def _print_automations(done: dict) -> None:
+    if done.get("block"):
+        typer.echo(f"notification block {done['block']['name']}: {done['block']['outcome']}")
+    for a in done["automations"]:
+        typer.echo(f"automation {a['name']!r}: {a['outcome']}")
+    if done.get("skipped"):
+        typer.echo(f"automations: {done['skipped']}")
+
+
+@prefect_app.command("alerts")
+def alerts_cmd(
+    api_url: str = typer.Option(None, "--api-url",
+                                help="Another Prefect API (default: the one `up` started)."),
+    env: str = typer.Option("local", "--env", help="deployments/<env>/automations.toml."),
+    state_dir: Path = StateOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Register only the environment's automations and their notification block (create or
+    update by name; `register` does this too, after the deployments). The webhook URL comes
+    from the variable automations.toml names (PAPYRUS_ALERT_WEBHOOK_URL)."""
+    from ground.settings import ConfigError, load_env
+    from papyrus_ops import prefect_local
+    from papyrus_ops.prefect_local.automations import AutomationsError, register_automations
+
+    try:
+        load_env(env)
+    except ConfigError as e:
+        fail(str(e))
+    try:
+        url = api_url or prefect_local.api_url_of(_state(state_dir))
+    except prefect_local.PrefectLocalError as e:
+        fail(str(e))
+    try:
+        done = register_automations(url, env)
+    except AutomationsError as e:
+        fail(str(e), as_json=as_json, env=env)
+    if done.get("skipped"):  # asked for alerts and none could be made: bad input, nothing made
+        fail(done["skipped"], as_json=as_json, env=env)
+    if as_json:
+        typer.echo(json.dumps(done, indent=2))
+    else:
+        _print_automations(done)
 
 
 @prefect_app.command("register")

@@ -140,15 +140,29 @@ def register(app) -> None:
     def repair_cmd(
         what: str = typer.Argument(..., help="secret | sg | exec", show_default=False),
         env: str = EnvOpt,
-        apply: bool = typer.Option(False, "--apply", help="Make the changes (default: plan)."),
+        apply: bool = typer.Option(False, "--apply",
+                                   help="Make the changes of a plan recorded before "
+                                        "(default: plan, recorded)."),
+        yes: bool = typer.Option(False, "--yes",
+                                 help="With --apply: plan and apply in one go, where the "
+                                      "environment requires no approval."),
         as_json: bool = JsonOpt,
     ) -> None:
         """Guarded repair of one drift: plan first; changes only with --apply."""
         if what not in REPAIR_CHOICES:
             fail(f"unknown repair {what!r}: expected one of {', '.join(REPAIR_CHOICES)}",
                  as_json=as_json, flow="repair", env=env)
-        prepare(env, as_json, flow="repair")
+        settings = prepare(env, as_json, flow="repair")
+        if yes and not apply:
+            fail("--yes goes with --apply", as_json=as_json, flow="repair", env=env)
+        if yes and settings.approval_required:
+            fail(f"environment {env!r} requires approval between the plan and the apply: --yes "
+                 "is not allowed here; run the plan first", as_json=as_json, flow="repair",
+                 env=env)
         from flows.repair import repair  # deferred: imports Prefect
 
-        res = run_flow(repair, env=env, what=what, apply=apply)
+        # The CLI never pauses (it waits for its own run; nobody watches its server): --apply is
+        # bound to a plan recorded earlier, or --yes where the environment allows it.
+        res = run_flow(repair, env=env, what=what, apply=apply,
+                       approval="yes" if yes else "recorded")
         answer(res, as_json, human=print_repair)

@@ -24,7 +24,7 @@ def definitions(settings, image: str | None, as_json: bool, flow: str) -> dict:
     from tasks.taskdef import compare_with_running
 
     clients = {n: aws.client(n, settings.region) for n in ("ecs", "ecr", "iam", "secretsmanager",
-                                                            "ec2")}
+                                                            "ec2", "elbv2")}
     try:
         uri = resolve_image(clients["ecr"], image, settings.ecr_repository,
                             settings.region).uri if image else None

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from ground.settings import ROOT
+from papyrus_ops.prefect_local.automations import AutomationsError, register_automations
 from papyrus_ops.prefect_local.ecs_pool import ECS_POOL, work_pool_exists
 from papyrus_ops.prefect_local.processes import PrefectLocalError, _prefect_exe, base_env
 from papyrus_ops.prefect_local.state import DEFAULT_STATE
@@ -50,8 +51,13 @@ def register(api_url: str, prefect_file: Path = PREFECT_FILE, state: Path = DEFA
     if proc.returncode != 0:
         raise PrefectLocalError(f"prefect deploy -n '*/*-{env}' failed (exit "
                                 f"{proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    # The automations go with the deployments (deployments/<env>/automations.toml).
+    try:
+        automations = register_automations(api_url, env)
+    except AutomationsError as e:
+        raise PrefectLocalError(f"automations not registered: {e}") from None
     return {"work_pool_created": created, "deployments": list_deployments(api_url),
-            "output": proc.stdout}
+            "automations": automations, "output": proc.stdout}
 
 
 def list_deployments(api_url: str) -> list[dict]:

@@ -51,7 +51,7 @@ def stack(sandbox, tmp_path_factory):
                     timings["server"] = time.monotonic() - t0
                     schema = subprocess.Popen(
                         [sys.executable, "-m", "papyrus_ops.cli", "schema-init", "--env",
-                         "local", "--apply", "--json"], cwd=ROOT, text=True,
+                         "local", "--apply", "--yes", "--json"], cwd=ROOT, text=True,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         env=prefect_env({"api_url": info["api_url"], "state": state})
                         | sandbox.env())

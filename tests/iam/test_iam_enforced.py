@@ -196,7 +196,7 @@ def test_deploy_without_ecr_describe_repositories_fails_naming_it(sandbox):
     n = len(sandbox.faults.served())
     with without(sandbox, "flow-run", "ecr:DescribeRepositories"):
         t0 = time.monotonic()
-        out = cli("deploy", "--env", "local", "--image", "latest", "--json")
+        out = cli("deploy", "--env", "local", "--image", "latest", "--yes", "--json")
         took = time.monotonic() - t0
     assert out.returncode == 1, out.stderr  # failed, not bad input: the image is fine
     res = json.loads(out.stdout)

@@ -189,7 +189,7 @@ def test_repair_secret_with_a_dedicated_role_fixes_dbname_and_never_writes_crede
     realism.put_secret(realism.secret_doc() | {"dbname": "papyrus_old"})
     seen = {v["VersionId"] for v in realism.sm.list_secret_version_ids(
         SecretId=sandbox.settings.db_secret_id, IncludeDeprecated=True)["Versions"]}
-    r = invoke("repair", "secret", "--env", "local", "--apply", "--json")
+    r = invoke("repair", "secret", "--env", "local", "--apply", "--yes", "--json")
     assert r.exit_code == 0, r.output[-3000:]
     out = json.loads(r.stdout)
     assert [(a["key"], a["to"]) for a in out["data"]["applied"]] == [("dbname", "papyrus")]

@@ -331,7 +331,7 @@ def _cli_deploy(image: str, prefect_api_url: str | None, home) -> subprocess.Pop
     else:
         env["PAPYRUS_PREFECT_SERVER"] = "temporary"  # Prefect's own, not the checkout's server
     return subprocess.Popen([sys.executable, "-m", "papyrus_ops.cli", "deploy", "--env", "local",
-                             "--image", image, "--skip-preflight", "--json"],
+                             "--image", image, "--skip-preflight", "--yes", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
 

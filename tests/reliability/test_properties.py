@@ -219,7 +219,8 @@ def edited(key: str, value: str) -> str:
 
 
 EDITABLE = ("region", "cluster", "container_port", "timeout_seconds", "poll_seconds", "subnets",
-            "mode", "bucket", "repository", "secret_id", "task_definition")
+            "mode", "bucket", "repository", "secret_id", "task_definition",
+            "required")  # [approval] required: true or false, nothing else
 
 
 @settings(SETTINGS, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -240,6 +241,7 @@ def test_env_loader_settings_or_one_config_error(deployments, key, value):
     assert s.deploy_timeout_seconds > 0 and 0 < s.deploy_poll_seconds < math.inf
     assert all(isinstance(x, str) for x in s.subnets)
     assert (s.folder / s.task_definition).is_file()
+    assert isinstance(s.approval_required, bool) and s.approval_timeout_seconds > 0
 
 
 @settings(SETTINGS, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -144,8 +144,8 @@ def test_broken_script_fails_the_dry_run_and_leaves_nothing(sandbox, fresh_db, t
     text = DEFAULT_SCRIPT.read_text()
     assert "COMMENT ON TABLE skus" in text
     broken.write_text(text.replace("COMMENT ON TABLE skus", "COMMENT ON TABEL skus"))
-    r = invoke("schema-init", "--env", "local", "--apply", "--sql", str(broken),
-            "--database", fresh_db, "--json")
+    r = invoke("schema-init", "--env", "local", "--apply", "--yes", "--sql", str(broken),
+               "--database", fresh_db, "--json")
     assert r.exit_code == 1, r.output
     result = json.loads(r.stdout)
     assert result["verdict"] == "failed" and result["data"]["outcome"] == "failed"
@@ -208,7 +208,7 @@ def test_a_held_schema_lock_is_a_clear_error_not_a_hang(sandbox, fresh_db, capfd
 
 
 def test_apply_on_the_main_db_then_cli_insert_check(sandbox, capfd):
-    r = invoke("schema-init", "--env", "local", "--apply", "--json")
+    r = invoke("schema-init", "--env", "local", "--apply", "--yes", "--json")
     assert r.exit_code == 0, r.output
     applied = json.loads(r.stdout)
     assert applied["data"]["outcome"] in ("applied", "noop")

@@ -28,3 +28,7 @@ ECS_TOKEN = "CANARY-ecs-token-9b7c-PAPYRUS"
 
 def is_canary(value: str | None) -> bool:
     return bool(value) and value.startswith("CANARY-") and value.endswith("-PAPYRUS")
+
+# A secret that reaches a verdict's text (tests/alerts): the event and the notification must
+# carry it redacted. Registered with the process-wide redactor by that test only.
+ALERT_CANARY = "CANARY-alert-c04e71-PAPYRUS"

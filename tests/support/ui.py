@@ -1,7 +1,8 @@
 """The Prefect UI, as an operator uses it, in headless Chromium (Debian's, driven by Playwright;
 never a browser of Playwright's own): open a deploy deployment, Run → Custom run, fill the form,
-submit, follow the run to Completed, open its `deploy-evidence` artifact. Every request must
-stay on 127.0.0.1."""
+submit, follow the run to Completed, open its `deploy-evidence` artifact; or open a Paused run,
+read its approval artifact, answer its Resume form (`approve_in_ui`). Every request must stay on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -122,3 +123,78 @@ def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, poo
         finally:
             browser.close()
     return run, shots, external
+
+
+def approve_in_ui(ui: str, tmp_path: Path, *, flow_run_id: str, artifact_key: str,
+                  evidence_text: str, approve: bool, reason: str) -> tuple[list[Path], list[str]]:
+    """An operator's approval: open the Paused run, read its `artifact_key` artifact (it must
+    show `evidence_text`), then Resume → the form (approve toggle, reason) → Submit. Returns
+    (the screenshots, the URLs the page tried to reach off loopback)."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="needs the playwright package (pip install playwright)")
+    expect = sync_api.expect
+    expect.set_options(timeout=60_000)
+    shots: list[Path] = []
+    external: list[str] = []
+
+    def shot(page, name: str) -> None:
+        page.wait_for_timeout(700)  # let transitions settle
+        path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path))
+        shots.append(path)
+
+    def loopback_only(route) -> None:
+        url = route.request.url
+        if url.startswith((ui, "data:", "blob:")):
+            route.continue_()
+        else:
+            external.append(url)
+            route.abort()
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+            viewport={"width": 1400, "height": 1000})
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.route("**/*", loopback_only)
+            page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
+            expect(page.locator(".state-badge", has_text="Paused").first).to_be_visible()
+            shot(page, "run-paused")
+
+            page.locator("#artifacts").click()
+            card = page.locator("a[href*='/artifacts/artifact/']").filter(
+                has=page.get_by_text(artifact_key, exact=True)).first
+            expect(card).to_be_visible()
+            card.click()
+            expect(page.get_by_text(evidence_text).first).to_be_visible()
+            shot(page, "approval-evidence")
+
+            page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
+            page.get_by_role("button", name="Resume", exact=True).click()
+            form = page.locator(".p-modal__card").filter(has_text="Resume Flow Run")
+            expect(form.get_by_text("Approve")).to_be_visible()
+            toggle = form.get_by_role("switch")
+            if (toggle.get_attribute("aria-checked") == "true") != approve:
+                toggle.click()
+            expect(toggle).to_have_attribute("aria-checked", str(approve).lower())
+            form.locator("textarea").fill(reason)
+            shot(page, "resume-form")
+            form.get_by_role("button", name="Submit").click()
+            expect(page.locator(".state-badge", has_text="Paused")).to_have_count(0)
+            shot(page, "run-resumed")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(tmp_path / "failure.png"))
+                (tmp_path / "failure.txt").write_text(page.url + "\n\n" + page.inner_text("body"))
+            print("failure screenshot:", tmp_path / "failure.png")
+            raise
+        finally:
+            browser.close()
+    return shots, external
