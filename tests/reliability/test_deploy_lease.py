@@ -134,8 +134,11 @@ def test_a_lost_answer_to_the_take_is_recognised_by_its_lease_id_and_released_on
     sb = lease_env
     s = load_env("local")  # with the test's TTL (the session sandbox's settings have the default)
     sb.faults.lose_response("s3", "PutObject", times=1)
+    # Held, not waited for: a take that did not know the lease as its own would wait for it
+    # (2 s, then LeaseBusy) or, after the 3 s TTL, take it over (`took_over` set). No bound on
+    # the time: botocore's resend comes after its own random back-off (once 2.4 s, idle).
     held = lease.take.fn(flow_s3(sb), s, "id-lost-answer", {"host": "here"}, wait_seconds=2)
-    assert held["waited_seconds"] < 2 and held["took_over"] is None
+    assert held["took_over"] is None
     now = current(sb)
     assert now["body"]["lease_id"] == "id-lost-answer" and now["etag"] == held["etag"]
     keeper = lease.Keeper(flow_s3(sb), s, held).start()
