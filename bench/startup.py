@@ -120,7 +120,10 @@ def cold_start(runs: int = 2, before: bool = True) -> dict:
 
 
 def run(sb, prefect_url: str, runs: int = 3, cold_runs: int = 2, before: bool = True) -> dict:
-    data = {"cli_tax": cli_tax(sb, prefect_url, runs=runs),
+    from bench.common import loadavg, utc_now
+
+    data = {"measured": {"at": utc_now(), "load": loadavg()},
+            "cli_tax": cli_tax(sb, prefect_url, runs=runs),
             "cold_start": cold_start(cold_runs, before=before)}
     save("startup", data)
     return data
@@ -174,6 +177,13 @@ def section(d: dict) -> str:
         lines += [f"`{tax['command']}`, {tax['runs']} calls each, interleaved:", "",
                   table(["how", "wall", "flow's own time", "tax (wall − flow)"], rows + first),
                   ""]
+    if d.get("measured"):
+        lines += [f"Measured {d['measured']['at']}, load average {d['measured']['load']}.", ""]
+    if agg:
+        lines += ["What is left of the tax once no server has to start is the same with any "
+                  "API (the reference row): importing Prefect (about 1.3 s on this machine, "
+                  "`python -X importtime`) and the flow engine's calls around the body. The "
+                  "exit no longer adds CPython's teardown (`papyrus_ops/quick_exit.py`).", ""]
     cold = d.get("cold_start") or {}
     if cold.get("rows"):
         rows = [[r["variant"], "yes" if r["ok"] else "NO", r["clone_s"], r["install_s"],
