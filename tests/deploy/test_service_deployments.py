@@ -27,9 +27,16 @@ def schema(sandbox):
 
 @pytest.fixture
 def settled(sandbox):
+    """A settled service before the test, and the same revision again after it: the tests
+    roll out copies (SD_TEST=…) that later tests must not find running."""
     before = service(sandbox)["taskDefinition"]
     wait_until(lambda: stable_on(sandbox, before), 60, what="a settled service")
-    return before
+    yield before
+    if service(sandbox)["taskDefinition"] != before:
+        sandbox.client("ecs").update_service(cluster=sandbox.settings.cluster,
+                                             service=sandbox.settings.service,
+                                             taskDefinition=before)
+    wait_until(lambda: stable_on(sandbox, before), 120, what="the service back on its revision")
 
 
 def _copy_of_running(sb, image: str | None = None, **env) -> str:
