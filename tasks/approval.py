@@ -147,41 +147,48 @@ def checksum_of(obj: Any) -> str:
 
 
 def decide(settings: Settings, what: str, checksum: str, markdown: str, artifact: str,
-           recheck) -> dict[str, Any]:
+           recheck, *, key: str | None = None, nothing: str = "nothing changed",
+           moved_text=None, unreadable=None, unreadable_errors: tuple = (Exception,),
+           title: str | None = None) -> dict[str, Any]:
     """Publish `markdown` as the run's `artifact`, pause for the answer, then `recheck()` (the
     checksum of the same thing read again now). Returns the decision: ``approved`` (True only
     when the change may go ahead), ``outcome`` (approved / rejected / moved / timed_out),
-    ``reason`` (one line), the answer, and the checksums shown and found."""
+    ``reason`` (one line), the answer, and the checksums shown and found. A caller words its
+    own kind: `nothing` (what a refusal leaves undone), `moved_text(now)`, `unreadable(error)`
+    for the `unreadable_errors` a recheck may raise, the pause `key` and artifact `title`."""
     from prefect.exceptions import FlowPauseTimeout
 
     from artifacts.prefect_artifacts import publish_markdown
 
-    publish_markdown(artifact, markdown, f"{what} {settings.env}: {checksum[:12]}, waiting for "
-                                         "approval")
+    publish_markdown(artifact, markdown, title or f"{what} {settings.env}: {checksum[:12]}, "
+                                                 "waiting for approval")
     base: dict[str, Any] = {"asked_at": _now(), "checksum_shown": checksum,
                             "timeout_seconds": settings.approval_timeout_seconds}
     try:
-        answer = wait_for_approval(settings, key=f"{artifact}-{checksum[:12]}")
+        answer = wait_for_approval(settings, key=key or f"{artifact}-{checksum[:12]}")
     except FlowPauseTimeout:
         return {**base, "approved": False, "outcome": "timed_out", "answered_at": None,
                 "reason": f"no approval within {settings.approval_timeout_seconds} s: "
-                          "nothing changed"}
+                          f"{nothing}"}
     given = {"approve": bool(answer.approve), "reason": (answer.reason or "").strip()}
     base |= {"answered_at": _now(), "answer": given}
     if not given["approve"]:
         return {**base, "approved": False, "outcome": "rejected",
-                "reason": f"rejected: {given['reason'] or 'no reason given'}; nothing changed"}
+                "reason": f"rejected: {given['reason'] or 'no reason given'}; {nothing}"}
     try:
         now = recheck()
-    except Exception as e:  # noqa: BLE001 - cannot tell what it is now: not what was approved
-        now, moved = None, REDACTOR.redact(f"could not read it again ({type(e).__name__}: {e})")
+    except unreadable_errors as e:  # cannot tell what it is now: not what was approved
+        now = None
+        moved = unreadable(e) if unreadable else REDACTOR.redact(
+            f"could not read it again ({type(e).__name__}: {e})")
     else:
-        moved = None if now == checksum else (f"{what} moved since the approved plan "
-                                              f"({checksum[:12]}... approved, "
-                                              f"{str(now)[:12]}... now)")
+        moved = None if now == checksum else (
+            moved_text(now) if moved_text else
+            f"{what} moved since the approved plan ({checksum[:12]}... approved, "
+            f"{str(now)[:12]}... now)")
     base["checksum_now"] = now
     if moved:
         return {**base, "approved": False, "outcome": "moved",
-                "reason": f"refused: {moved}; nothing changed"}
+                "reason": f"refused: {moved}; {nothing}"}
     return {**base, "approved": True, "outcome": "approved",
             "reason": f"approved: {given['reason'] or 'no reason given'}"}

@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from artifacts.prefect_artifacts import publish_markdown
 from ground.settings import Settings
 from tasks import approval
 from tasks.approval import MODES, ApprovalMode  # noqa: F401 - the flow's parameter type
@@ -75,46 +73,17 @@ def approval_markdown(settings: Settings, script: Script, dry: dict[str, Any],
 
 def ask(settings: Settings, script: Script, sql_path: str | None, dry: dict[str, Any],
         record: dict[str, Any] | None, evidence_folder: str) -> dict[str, Any]:
-    """Publish the dry run, pause for the answer, then check nothing moved. Returns the
-    decision: ``approved`` (True only when the apply may run), ``outcome`` (approved / rejected /
-    moved / timed_out), ``reason`` (one line), the answer and the checksums."""
-    from prefect.exceptions import FlowPauseTimeout
-
-    publish_markdown("schema-init-approval",
-                     approval_markdown(settings, script, dry, record, evidence_folder),
-                     f"schema-init {settings.env}: sha256 {script.sha256[:12]}, waiting for "
-                     "approval")
-    asked = _now()
-    base = {"asked_at": asked, "checksum_shown": script.sha256, "timeout_seconds":
-            settings.approval_timeout_seconds}
-    try:
-        answer = approval.wait_for_approval(settings, key=f"schema-init-{script.sha256[:12]}")
-    except FlowPauseTimeout:
-        return {**base, "approved": False, "outcome": "timed_out", "answered_at": None,
-                "reason": f"no approval within {settings.approval_timeout_seconds} s: "
-                          "nothing applied"}
-    given = {"approve": bool(answer.approve), "reason": (answer.reason or "").strip()}
-    base |= {"answered_at": _now(), "answer": given}
-    if not given["approve"]:
-        why = given["reason"] or "no reason given"
-        return {**base, "approved": False, "outcome": "rejected",
-                "reason": f"rejected: {why}; nothing applied"}
-    try:
-        now = load_script(sql_path).sha256
-    except ScriptError as e:
-        now = None
-        moved = f"{script.name} is no longer readable ({e})"
-    else:
-        moved = None if now == script.sha256 else (
-            f"{script.name} changed since the approved dry run (sha256 "
-            f"{script.sha256[:12]}... approved, {now[:12]}... now)")
-    base["checksum_now"] = now
-    if moved:
-        return {**base, "approved": False, "outcome": "moved",
-                "reason": f"refused: {moved}; nothing applied"}
-    return {**base, "approved": True, "outcome": "approved",
-            "reason": f"approved: {given['reason'] or 'no reason given'}"}
+    """Publish the dry run, pause for the answer, then check the script did not change
+    (`tasks.approval.decide`, in schema-init's words). Returns its decision."""
+    return approval.decide(
+        settings, "schema-init", script.sha256,
+        approval_markdown(settings, script, dry, record, evidence_folder),
+        "schema-init-approval", lambda: load_script(sql_path).sha256,
+        key=f"schema-init-{script.sha256[:12]}", nothing="nothing applied",
+        title=f"schema-init {settings.env}: sha256 {script.sha256[:12]}, waiting for approval",
+        moved_text=lambda now: (f"{script.name} changed since the approved dry run (sha256 "
+                                f"{script.sha256[:12]}... approved, {now[:12]}... now)"),
+        unreadable=lambda e: f"{script.name} is no longer readable ({e})",
+        unreadable_errors=(ScriptError,))
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
