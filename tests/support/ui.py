@@ -13,16 +13,9 @@ from pathlib import Path
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, pool: str,
-                      image: str, digest: str, run_name: str, wait_terminal, client):
-    """Run `deploy/<deployment>` from the UI's custom-run form with `image`; returns
-    (the finished flow run, the screenshots, the URLs the page tried to reach off loopback)."""
-    import pytest
-
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="needs the playwright package (pip install playwright)")
-    expect = sync_api.expect
-    expect.set_options(timeout=60_000)  # a loaded 2-core machine renders slowly
+def _recorders(ui: str, tmp_path: Path):
+    """(the screenshots, the URLs refused, `shot(page, name)`, the loopback-only route
+    handler): what every UI walk records."""
     shots: list[Path] = []
     external: list[str] = []
 
@@ -39,6 +32,22 @@ def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, poo
         else:
             external.append(url)
             route.abort()
+
+    return shots, external, shot, loopback_only
+
+
+
+def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, pool: str,
+                      image: str, digest: str, run_name: str, wait_terminal, client):
+    """Run `deploy/<deployment>` from the UI's custom-run form with `image`; returns
+    (the finished flow run, the screenshots, the URLs the page tried to reach off loopback)."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="needs the playwright package (pip install playwright)")
+    expect = sync_api.expect
+    expect.set_options(timeout=60_000)  # a loaded 2-core machine renders slowly
+    shots, external, shot, loopback_only = _recorders(ui, tmp_path)
 
     problems: list[str] = []  # HTTP errors, failed requests, console errors: for the report
 
@@ -136,22 +145,7 @@ def approve_in_ui(ui: str, tmp_path: Path, *, flow_run_id: str, artifact_key: st
                                    reason="needs the playwright package (pip install playwright)")
     expect = sync_api.expect
     expect.set_options(timeout=60_000)
-    shots: list[Path] = []
-    external: list[str] = []
-
-    def shot(page, name: str) -> None:
-        page.wait_for_timeout(700)  # let transitions settle
-        path = tmp_path / f"{len(shots) + 1:02d}-{name}.png"
-        page.screenshot(path=str(path))
-        shots.append(path)
-
-    def loopback_only(route) -> None:
-        url = route.request.url
-        if url.startswith((ui, "data:", "blob:")):
-            route.continue_()
-        else:
-            external.append(url)
-            route.abort()
+    shots, external, shot, loopback_only = _recorders(ui, tmp_path)
 
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
