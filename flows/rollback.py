@@ -23,7 +23,7 @@ from ground.result import BAD_INPUT, result, to_state
 from ground.retry import BadInput
 from ground.run_names import run_name
 from ground.settings import EnvName
-from tasks import probes, rollout
+from tasks import blue_green, probes, rollout
 from tasks.state import record_deploy
 
 
@@ -73,8 +73,13 @@ def _roll_back(settings, c, bundle, data: dict, target: str, current: dict, time
     rb = rollout.roll_back(c["ecs"], settings, target)
     data["deployment_id"], data["started_by_us"] = rb["deployment_id"], rb["started"]
     data["stopped_service_deployment"] = rb.get("service_deployment")
+    if rb["started"] and not rb.get("native") and rb["strategy"] == "BLUE_GREEN":
+        # Back to a known-good revision: its blue/green pause asks nobody.
+        data["test_traffic"] = blue_green.continue_unattended(c["ecs"], settings, target, since,
+                                                              timeout, poll)
     verdict = rollout.wait_for_verdict(c["ecs"], settings, rb["deployment_id"], target, None,
-                                       timeout, poll, since=since, elbv2=c["elbv2"])
+                                       timeout + rb["bake_seconds"], poll, since=since,
+                                       elbv2=c["elbv2"])
     data["verdict_detail"] = verdict
     rollout.note_service_deployment(bundle, verdict)
     bundle.write_text("service_events", "\n".join(verdict["events"]))

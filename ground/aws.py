@@ -24,7 +24,8 @@ MAX_ATTEMPTS = int(os.environ.get("PAPYRUS_AWS_MAX_ATTEMPTS", "8"))
 # happened) is still retried. The task that makes the call retries instead, after checking
 # what the first call did (tasks/rollout.update_service, tasks/taskdef.register_task_definition).
 NOT_IDEMPOTENT = {
-    "ecs": ("UpdateService", "RegisterTaskDefinition", "RunTask", "CreateService"),
+    "ecs": ("UpdateService", "RegisterTaskDefinition", "RunTask", "CreateService",
+            "ContinueServiceDeployment"),
 }
 
 

@@ -25,6 +25,9 @@ FLOW_RUN_EXECUTION_ROLE = "papyrus-ops-execution"
 WORKER_ROLE = "papyrus-prefect-worker"
 FLOW_RUN_LOG_GROUP = "/ecs/papyrus-ops"
 FLOW_RUN_REPOSITORY = "papyrus-ops"  # the flow-run image (docs/prefect.md)
+# The role ECS moves listener rules with in a blue/green deployment ([ecs] infrastructure_role;
+# ECS Developer Guide, "Amazon ECS infrastructure IAM role for load balancers").
+INFRASTRUCTURE_ROLE = "papyrusEcsInfrastructureRole"
 PRINCIPALS = ("ci-deploy", "flow-run", "worker", "task", "execution", "flow-run-execution")
 
 
@@ -69,6 +72,7 @@ def variables(settings: Settings, account_id: str, *, rds_security_group_id: str
         "evidence_signing_key_arn": evidence_signing_key_arn
         or f"arn:aws:kms:{settings.region}:{account_id}:key/*",
         "task_role": settings.task_role, "execution_role": settings.execution_role,
+        "infrastructure_role": settings.infrastructure_role or INFRASTRUCTURE_ROLE,
         "flow_run_role": FLOW_RUN_ROLE, "flow_run_execution_role": FLOW_RUN_EXECUTION_ROLE,
         "worker_role": WORKER_ROLE, "ci_role": CI_DEPLOY_ROLE,
         "flow_run_log_group": FLOW_RUN_LOG_GROUP, "github_repo": github_repo,

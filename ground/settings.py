@@ -82,6 +82,18 @@ class Settings:
     approval_required: bool = False
     approval_timeout_seconds: int = 3600
     approval_poll_seconds: float = 10.0
+    # Blue/green (service-definition.json's deploymentConfiguration.strategy BLUE_GREEN): the
+    # second target group, the role ECS uses to move the listener rules, and the load balancer
+    # whose production and test listeners carry the traffic (tasks/blue_green.py).
+    alternate_target_group: str = ""
+    infrastructure_role: str = ""
+    alb_name: str = ""
+    alb_production_port: int = 0
+    alb_test_port: int = 0
+    alb_scheme: str = "https"
+    # Where the load balancer's DNS name is reached from here (the sandbox: 127.0.0.1, its
+    # listeners really listen there); empty: the DNS name itself.
+    alb_hostaddr: str = ""
 
     def template_path(self, which: str) -> Path:
         return self.folder / (self.task_definition if which == "task" else self.service_definition)
@@ -104,6 +116,13 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     # The ALB target group the service is attached to (service-definition.json's
     # loadBalancers name it as ${target_group_arn}); empty: no load balancer.
     ("ecs", "target_group", "target_group", str, False),
+    ("ecs", "alternate_target_group", "alternate_target_group", str, False),
+    ("ecs", "infrastructure_role", "infrastructure_role", str, False),
+    ("alb", "load_balancer", "alb_name", str, False),
+    ("alb", "production_listener_port", "alb_production_port", int, False),
+    ("alb", "test_listener_port", "alb_test_port", int, False),
+    ("alb", "scheme", "alb_scheme", str, False),
+    ("alb", "hostaddr", "alb_hostaddr", str, False),
     ("ecr", "repository", "ecr_repository", str, True),
     ("ecr", "code_store", "image_code_store", str, False),
     ("db", "secret_id", "db_secret_id", str, True),
@@ -135,7 +154,7 @@ _SCHEMA: list[tuple[str, str, str, type, bool]] = [
     ("approval", "poll_seconds", "approval_poll_seconds", float, False),
 ]
 _DEFAULTS = {str: "", list: (), int: 0, bool: False}
-_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0,
+_FIELD_DEFAULTS = {"lease_ttl_seconds": 120.0, "lease_wait_seconds": 600.0, "alb_scheme": "https",
                    "approval_timeout_seconds": 3600, "approval_poll_seconds": 10.0}
 
 
@@ -231,6 +250,19 @@ def load_env(env: str) -> Settings:
     if values["approval_timeout_seconds"] <= 0 or not (
             math.isfinite(values["approval_poll_seconds"]) and values["approval_poll_seconds"] > 0):
         raise ConfigError(f"{path} [approval]: timeout_seconds and poll_seconds must be positive")
+    if values["alb_scheme"] not in ("http", "https"):
+        raise ConfigError(f"{path} [alb] scheme: expected 'http' or 'https'")
+    if values["alternate_target_group"]:
+        missing = [k for k, f in (("[ecs] target_group", "target_group"),
+                                  ("[ecs] infrastructure_role", "infrastructure_role"),
+                                  ("[alb] load_balancer", "alb_name"))
+                   if not values[f]]
+        missing += [k for k, f in (("[alb] production_listener_port", "alb_production_port"),
+                                   ("[alb] test_listener_port", "alb_test_port"))
+                    if not 0 < values[f] <= 65535]
+        if missing:
+            raise ConfigError(f"{path} [ecs] alternate_target_group (blue/green): also needs "
+                              + ", ".join(missing))
     if not (math.isfinite(values["lease_wait_seconds"]) and values["lease_wait_seconds"] >= 0):
         raise ConfigError(f"{path} [deploy] lease_wait_seconds: must be 0 or more")
     if values["env_file"] and not Path(values["env_file"]).is_absolute():

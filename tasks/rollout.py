@@ -274,21 +274,28 @@ def task_target(t: dict, container: str, port: int) -> dict:
 
 
 def target_health(elbv2, load_balancers: list[dict], tasks: list[dict]) -> list[dict]:
-    """Each task's target in each target group of the service, with its TargetHealth."""
+    """Each task's target in each target group of the service, with its TargetHealth. A
+    blue/green attachment (`advancedConfiguration`) has two groups and a task is registered in
+    one of them (the one that did not serve production when its deployment began): there the
+    rows are of the group it is registered in, none while it is registered in neither yet."""
     rows = []
     for lb in load_balancers:
         arn = lb.get("targetGroupArn")
         if not arn:
             continue
+        alt = (lb.get("advancedConfiguration") or {}).get("alternateTargetGroupArn")
         for t in tasks:
             target = task_target(t, lb["containerName"], int(lb["containerPort"]))
-            desc = elbv2.describe_target_health(TargetGroupArn=arn, Targets=[target])[
-                "TargetHealthDescriptions"][0]
-            th = desc.get("TargetHealth", {})
-            rows.append({"target_group": arn, "task": t["taskArn"].rsplit("/", 1)[-1],
-                         "target": f"{target['Id']}:{target['Port']}",
-                         "state": th.get("State", ""), "reason": th.get("Reason", ""),
-                         "description": th.get("Description", "")})
+            for group in (arn, alt) if alt else (arn,):
+                desc = elbv2.describe_target_health(TargetGroupArn=group, Targets=[target])[
+                    "TargetHealthDescriptions"][0]
+                th = desc.get("TargetHealth", {})
+                if alt and th.get("Reason") == "Target.NotRegistered":
+                    continue
+                rows.append({"target_group": group, "task": t["taskArn"].rsplit("/", 1)[-1],
+                             "target": f"{target['Id']}:{target['Port']}",
+                             "state": th.get("State", ""), "reason": th.get("Reason", ""),
+                             "description": th.get("Description", "")})
     return rows
 
 
@@ -381,14 +388,18 @@ def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     other settings stay as they are."""
     svc = describe_service(ecs, s)
     p = primary(svc)
+    dc = svc.get("deploymentConfiguration") or {}
+    # A blue/green service's rollback deployment pauses and bakes like any (the caller's).
+    how = {"strategy": dc.get("strategy") or "ROLLING",
+           "bake_seconds": 60.0 * float(dc.get("bakeTimeInMinutes") or 0)}
     if p["taskDefinition"] == previous_task_definition:
-        return {"deployment_id": p["id"], "started": False}
+        return {"deployment_id": p["id"], "started": False} | how
     native = _stop_service_deployment(ecs, s, previous_task_definition)
     if native:
-        return native
+        return native | how
     resp = ecs.update_service(cluster=s.cluster, service=s.service,
                               taskDefinition=previous_task_definition, forceNewDeployment=True)
-    return {"deployment_id": primary(resp["service"])["id"], "started": True}
+    return {"deployment_id": primary(resp["service"])["id"], "started": True} | how
 
 
 def _stop_service_deployment(ecs, s: Settings, previous: str, wait: float = 30.0,

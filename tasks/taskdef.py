@@ -23,6 +23,7 @@ from ground.render import (
 )
 from ground.retry import transient_only
 from ground.settings import Settings
+from tasks import blue_green
 
 # Keys of a described task definition that ECS adds or that register_task_definition rejects.
 _ECS_FILLED = {
@@ -74,8 +75,26 @@ def template_variables(settings: Settings, image_uri: str, iam, sm, ec2, elbv2=N
         if elbv2 is None:
             raise ValueError(f"target group {settings.target_group!r}: no elbv2 client given")
         tg_arn = target_group_arn(elbv2, settings.target_group)
-    return task_definition_vars(settings, image_uri, roles, db_arn, token_arn,
-                                groups[0]["GroupId"], subnets, tg_arn)
+    variables = task_definition_vars(settings, image_uri, roles, db_arn, token_arn,
+                                     groups[0]["GroupId"], subnets, tg_arn)
+    if settings.alternate_target_group:
+        variables |= blue_green_vars(settings, iam, elbv2, tg_arn)
+    return variables
+
+
+def blue_green_vars(settings: Settings, iam, elbv2, tg_arn: str | None) -> dict:
+    """What a BLUE_GREEN service definition's `advancedConfiguration` names: the alternate
+    target group, the production and test listener rules ECS moves between the two groups,
+    and the infrastructure role ECS moves them with."""
+    alt = target_group_arn(elbv2, settings.alternate_target_group)
+    groups = {a for a in (tg_arn, alt) if a}
+    return {"alternate_target_group_arn": alt,
+            "production_listener_rule_arn": blue_green.listener_rule_arn(
+                elbv2, settings, "production", groups),
+            "test_listener_rule_arn": blue_green.listener_rule_arn(elbv2, settings, "test",
+                                                                   groups),
+            "infrastructure_role_arn": iam.get_role(
+                RoleName=settings.infrastructure_role)["Role"]["Arn"]}
 
 
 def normalise(td: dict) -> dict:
