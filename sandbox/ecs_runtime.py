@@ -42,7 +42,7 @@ from moto.core.responses import ActionResult
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from moto.ecs.responses import EC2ContainerServiceResponse
 
-from . import ecs_elb
+from . import ecs_blue_green, ecs_elb
 from .ecs_metadata import MetadataEndpoint
 from .ecs_scheduler import DEFAULT_DEPLOYMENT_CONFIGURATION, ServiceScheduler
 from .ecs_standalone import Standalone
@@ -349,9 +349,14 @@ def _update_service(self, service_properties):
         platform = props.get("platform_version")
         cluster = self._get_cluster(props.get("cluster", "default"))
         load_balancers = props.get("load_balancers")
+        current = self._get_service(props.get("cluster", "default"),
+                                    props["service"].split("/")[-1])
+        ecs_blue_green.validate(
+            self.account_id, self.region_name,
+            props.get("deployment_configuration") or getattr(
+                current, "deployment_configuration", None),
+            load_balancers if load_balancers is not None else current.load_balancers)
         if load_balancers is not None:
-            current = self._get_service(props.get("cluster", "default"),
-                                        props["service"].split("/")[-1])
             td = self.describe_task_definition(td_str or current.task_definition)
             ecs_elb.validate(self.account_id, self.region_name, load_balancers, td)
         svc = _ORIGINALS["update_service"](self, props)
@@ -452,6 +457,9 @@ def _create_service_response(self):
     if rt is None:
         return _ORIGINALS["response.create_service"](self)
     with rt.lock:
+        ecs_blue_green.validate(self.current_account, self.region,
+                                self._get_param("deploymentConfiguration"),
+                                self._get_param("loadBalancers"))
         result = _ORIGINALS["response.create_service"](self)
         svc = self.ecs_backend._get_service(self._get_param("cluster", "default"),
                                             self._get_param("serviceName"))

@@ -25,6 +25,7 @@ StopServiceDeployment (docs/sandbox.md has the details).
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import secrets
 import time
@@ -74,6 +75,9 @@ class Record:
     updated_at: datetime = field(default_factory=utcnow)
     rollback: dict | None = None
     rollback_dep_id: str = ""
+    bg: Any = None  # sandbox.ecs_blue_green.BlueGreen of a blue/green deployment
+    # The service's when the deployment started (sandbox.ecs_blue_green, on its first tick).
+    deployment_configuration: dict | None = None
 
     def set(self, status: str, reason: str | None = None) -> None:
         if status != self.status or (reason is not None and reason != self.status_reason):
@@ -205,6 +209,9 @@ def _project(self: ServiceScheduler) -> None:
 def _sync(rec: Record) -> None:
     """The record's status from the scheduler's rollout state (under the runtime's lock)."""
     sched = rec.sched
+    if rec.bg is not None:  # a blue/green deployment keeps its own stages
+        rec.bg.sync(rec)
+        return
     if rec.status in ROLLING_BACK:
         back = _dep(sched, rec.rollback_dep_id)
         if back is None or back.rollout_state == "FAILED":
@@ -247,6 +254,10 @@ def stop(rec: Record, stop_type: str) -> None:
     if rec.status in (*ROLLING_BACK, "STOP_REQUESTED"):
         return  # ECS: the stop (or rollback) already requested continues
     sched, now = rec.sched, time.monotonic()
+    if rec.bg is not None:  # blue/green: traffic back to blue, green stopped
+        rec.bg.start_rollback(USER_ROLLBACK_REASON, now)
+        sched.project()
+        return
     dep = _dep(sched, rec.dep_id)
     to = next((d for _, dep_id in rec.sources if (d := _dep(sched, dep_id)) is not None), None)
     if dep is None or to is None or dep is not sched.primary:
@@ -301,8 +312,9 @@ def describe(rec: Record) -> dict:
         "createdAt": rec.created_at, "updatedAt": rec.updated_at,
         "sourceServiceRevisions": [_summary(rec, r, d) for r, d in rec.sources],
         "targetServiceRevision": _summary(rec, rec.target, rec.dep_id),
-        "status": rec.status, "deploymentConfiguration": dict(
-            getattr(svc, "deployment_configuration", None) or {}),
+        "status": rec.status, "deploymentConfiguration": copy.deepcopy(
+            rec.deployment_configuration if rec.deployment_configuration is not None
+            else dict(getattr(svc, "deployment_configuration", None) or {})),
         "deploymentCircuitBreaker": {
             "status": ("DISABLED" if not enabled else
                        "TRIGGERED" if rec.rollback and rec.rollback["reason"]
@@ -310,6 +322,8 @@ def describe(rec: Record) -> dict:
             "failureCount": dep.failed_tasks if dep is not None else 0,
             "threshold": sched.threshold(svc.desired_count or 0)},
     }
+    if rec.bg is not None and rec.bg.hooks:
+        out["lifecycleHookDetails"] = rec.bg.hook_details()
     for key, value in (("statusReason", rec.status_reason), ("startedAt", rec.started_at),
                        ("finishedAt", rec.finished_at), ("stoppedAt", rec.stopped_at),
                        ("lifecycleStage", rec.lifecycle_stage), ("rollback", rec.rollback)):

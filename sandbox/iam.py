@@ -46,7 +46,8 @@ _JSON_SERVICES = {"ecs", "ecr", "secretsmanager", "cloudtrail", "events", "logs"
 
 _ECS_ARN_PARAMS = {"DescribeServiceDeployments": "serviceDeploymentArns",
                    "DescribeServiceRevisions": "serviceRevisionArns",
-                   "StopServiceDeployment": "serviceDeploymentArn"}
+                   "StopServiceDeployment": "serviceDeploymentArn",
+                   "ContinueServiceDeployment": "serviceDeploymentArn"}
 
 
 def _s3_action(method: str, action: str, query: dict) -> str:

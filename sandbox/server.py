@@ -95,6 +95,7 @@ class Sandbox:
     _moto: _FaultyMotoServer | None = None
     _runtime: object | None = None
     elb: object | None = None  # sandbox.elb_targets.ElbTargets: target health, really checked
+    listeners: object | None = None  # sandbox.elb_listeners.ElbListeners: 127.0.0.1:<Port>
     cloudtrail: object | None = None  # sandbox.cloudtrail.StoreRegistry once seeded
     evidence_kms_key: str = ""  # the evidence bucket's customer-managed key, once seeded
     evidence_signing_key_arn: str = ""  # the manifest signing key (its alias is in config)
@@ -294,19 +295,23 @@ class Sandbox:
         check on CreateTopic (sandbox.sns); ECR's image-index rules (sandbox.ecr); KMS
         Sign/Verify of digests (sandbox.kms); Object Lock retention (sandbox.s3_lock); RDS
         parameters and events (sandbox.rds)."""
-        from sandbox import ecr, ecs_service_deployments, kms, rds, s3_lock, sns
+        from sandbox import ecr, ecs_blue_green, ecs_service_deployments, kms, rds, s3_lock, sns
         from sandbox.ecs_runtime import EcsRuntime, RuntimeTiming
 
         ecs_service_deployments.install()
+        ecs_blue_green.install()
         sns.install()
         ecr.install()
         kms.install()
         s3_lock.install()
         rds.install()
         s3_policy.install()
+        from sandbox.elb_listeners import ElbListeners
         from sandbox.elb_targets import ElbTargets
 
         self.elb = ElbTargets(self.settings.region, seed.ACCOUNT_ID).install()
+        # Listeners serve HTTP on 127.0.0.1:<Port>, routing to the healthy targets above.
+        self.listeners = ElbListeners(self.settings.region, seed.ACCOUNT_ID, self.elb).install()
         self._runtime = EcsRuntime(self.settings.region, seed.ACCOUNT_ID,
                                    workdir=self.state_dir / "ecs",
                                    hostaddr=self.settings.db_hostaddr or None,
@@ -373,6 +378,9 @@ class Sandbox:
             self._runtime.stop_all()
             self._runtime.uninstall()
             self._runtime = None
+        if self.listeners is not None:
+            self.listeners.uninstall()
+            self.listeners = None
         if self.elb is not None:
             self.elb.uninstall()
             self.elb = None
@@ -381,8 +389,9 @@ class Sandbox:
 
             cloudtrail.uninstall()
             self.cloudtrail = None
-        from sandbox import ecr, ecs_service_deployments, kms, rds, s3_lock, sns
+        from sandbox import ecr, ecs_blue_green, ecs_service_deployments, kms, rds, s3_lock, sns
 
+        ecs_blue_green.uninstall()
         ecs_service_deployments.uninstall()
         sns.uninstall()
         ecr.uninstall()
