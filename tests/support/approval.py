@@ -87,8 +87,11 @@ def artifact(flow_run_id, key: str, api: str | None = None) -> str:
     return str(arts[0].data) if arts else ""
 
 
-def resume(flow_run_id, approve: bool, reason: str) -> None:
-    """What the Resume form sends: the run input, validated against the run's Approval model."""
+def resume(flow_run_id, approve: bool, reason: str, api: str | None = None) -> None:
+    """What the Resume form sends: the run input, validated against the run's Approval model
+    (on the API at `api`, else this process's)."""
     from prefect.flow_runs import resume_flow_run
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    resume_flow_run(flow_run_id, run_input={"approve": approve, "reason": reason})
+    with temporary_settings({PREFECT_API_URL: api} if api else {}):
+        resume_flow_run(flow_run_id, run_input={"approve": approve, "reason": reason})
