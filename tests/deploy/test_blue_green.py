@@ -123,3 +123,41 @@ def test_rejected_at_the_pause_rolls_back_and_production_never_served_it(
     assert not prod.served(digest), "production served a rejected revision"
     assert wait_until(lambda: service(sandbox)["taskDefinition"] == before, 60)
     assert not alb_support.image_behind(bg_env.alb.test_port).endswith(digest)
+
+
+def test_a_probe_failure_after_the_shift_rolls_back_through_an_unattended_blue_green_deploy(
+        sandbox, bg_env, monkeypatch):
+    """Production already shifted when the task probes fail (injected: the probes of the new
+    tasks, not the test listener's): the rollback is a new deployment of the old revision, and
+    its own pause is continued without asking anyone."""
+    import flows.deploy
+
+    def broken(*_a, **_k):
+        raise RuntimeError("injected probe failure")
+
+    digest = push_variant(sandbox, "bg-late-fail")
+    before = service(sandbox)["taskDefinition"]
+    monkeypatch.setattr(flows.deploy, "_probe", broken)
+    result = run_flow(deploy, env="local", image="bg-late-fail", skip_preflight=True)
+    assert result["verdict"] == "failed", result
+    assert result["reason"] == "probe failed: injected probe failure", result["reason"]
+    rb = result["data"]["rollback"]
+    assert rb["ok"] is True and rb["started_by_us"] is True, rb
+    assert service(sandbox)["taskDefinition"] == before
+    assert not alb_support.image_behind(bg_env.alb.prod_port).endswith(digest)
+
+
+def test_the_rollback_command_on_a_blue_green_service_continues_its_pause(sandbox, bg_env):
+    from flows.rollback import rollback
+
+    push_variant(sandbox, "bg-then-back")
+    before = service(sandbox)["taskDefinition"]
+    shipped = run_flow(deploy, env="local", image="bg-then-back", skip_preflight=True)
+    assert shipped["verdict"] == "success", shipped
+    result = run_flow(rollback, env="local")
+    assert result["verdict"] == "success", result
+    assert result["data"]["test_traffic"]["paused"] is True  # continued, nobody asked
+    assert service(sandbox)["taskDefinition"] == before
+    old = sandbox.client("ecs").describe_task_definition(taskDefinition=before)[
+        "taskDefinition"]["containerDefinitions"][0]["image"]
+    assert alb_support.image_behind(bg_env.alb.prod_port) == old
