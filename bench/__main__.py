@@ -18,7 +18,9 @@ import time
 from bench import common
 from bench.common import OUT, ROOT, TMP, log
 
-BENCHES = ("verdict", "archive", "service", "overhead", "bad_input", "startup")
+BENCHES = ("verdict", "archive", "service", "overhead", "bad_input", "startup", "blue_green")
+# Benchmarks that rewrite only their own section of docs/benchmarks.md (report.update_in_place).
+IN_PLACE = ("startup", "blue_green")
 
 
 def _setup() -> None:
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             prefect = common.PrefectServer(TMP / "prefect-server").start()
             os.environ.update(prefect.env())
             log(f"prefect server at {prefect.url} ({time.monotonic() - t:.1f}s)")
-        if {"verdict", "archive", "overhead", "bad_input", "startup"} & set(selected):
+        if {"verdict", "archive", "overhead", "bad_input", "startup",
+                "blue_green"} & set(selected):
             t = time.monotonic()
             sb = common.start_sandbox(TMP / "sandbox")
             log(f"sandbox up at {sb.endpoint} ({time.monotonic() - t:.1f}s)")
@@ -142,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
             kw = {"runs": 1, "cold_runs": 1, "before": False} if a.quick else {}
             timed("startup", lambda: startup.run(sb, prefect.url, **kw))
+        if "blue_green" in selected:
+            from bench import blue_green
+
+            timed("blue_green", lambda: blue_green.run(sb=sb, runs=1 if a.quick else 3))
         if sb is not None:
             sb.stop()
             sb = None
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         # Also after a failure: the benchmarks that finished keep their machine record.
         _save_meta(meta, [n for n in selected if any(t.startswith(n) for t in timings)],
                    timings, t_all)
-    if selected != ("startup",):
+    if set(selected) - set(IN_PLACE):
         path = report.write(quick=a.quick)
     else:
         path = report.OUT / "benchmarks-quick.md" if a.quick else report.DOC
@@ -180,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import startup
 
         path = startup.update_doc(common.load("startup") or {}, path)
+    if "blue_green" in selected:
+        from bench import blue_green
+
+        path = blue_green.update_doc(common.load("blue_green") or {}, path)
     log(f"all done in {meta['seconds']}s; wrote {path}")
     return 0
 

@@ -195,29 +195,8 @@ def section(d: dict) -> str:
 
 
 def update_doc(d: dict, doc: Path) -> Path:
-    """Replace §6 and the goal rows of § 6 in `doc`, leaving every other section as it is
-    (their raw results may not be on this machine)."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n## Goals\n\n"
-    lines = [ln for ln in text.splitlines() if not ln.startswith("| 6 |")]
-    from bench.fmt import table
+    """Replace §6 and its goal rows in `doc`, leaving every other section as it is (their raw
+    results may not be on this machine)."""
+    from bench.report import update_in_place
 
-    new_rows = table(["§"], [[" | ".join(map(str, r))] for r in goal_rows(d)]).splitlines()[2:]
-    # The goals table ends at its first blank line after the header.
-    try:
-        start = next(i for i, ln in enumerate(lines) if ln.startswith("| § |"))
-        end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-        lines[end:end] = new_rows
-    except StopIteration:
-        pass
-    text = "\n".join(lines) + "\n"
-    sec = section(d)
-    if SECTION in text:
-        head, rest = text.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        text = head + sec + (rest[nxt + 1:] if nxt >= 0 else "")
-    else:
-        marker = "\n## Findings"
-        i = text.find(marker)
-        text = text[:i + 1] + sec + "\n" + text[i + 1:] if i >= 0 else text + "\n" + sec
-    doc.write_text(text)
-    return doc
+    return update_in_place(doc, "6", SECTION, section(d), goal_rows(d))
