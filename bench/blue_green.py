@@ -113,6 +113,7 @@ def one_run(sb, kind: str, index: int, poll: float) -> dict:
             "waiter_says": "success" if waiter.returncode == 0 else
                            f"failure/timeout (rc {waiter.returncode})",
             "waiter_right": (waiter.returncode == 0) is expected_ok,
+            "waiter_stderr": waiter.stderr,
         }
         log(f"blue/green {kind}: {watcher.status} at +{row['final_after_update_s']}s; ours "
             f"{row['ours_latency_s']}s ({'right' if row['ours_right'] else 'WRONG'}); waiter "

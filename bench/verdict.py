@@ -81,7 +81,12 @@ class Waiter(threading.Thread):
         s = sb.settings
         self.cmd = [aws_cli(), "ecs", "wait", "services-stable", "--cluster", s.cluster,
                     "--services", s.service]
-        self.env = clean_env(sb.env())
+        # awscli keeps assumed-role credentials in ~/.aws/cli/cache, keyed by role and session
+        # name, for an hour: the same names in a newer sandbox would reuse keys it never
+        # issued (InvalidClientTokenId). A HOME of this sandbox's own keeps them apart.
+        home = sb.state_dir / "awscli-home"
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = clean_env(sb.env()) | {"HOME": str(home)}
         self.returncode: int | None = None
         self.ended_at: float | None = None
         self.stderr = ""
