@@ -212,6 +212,8 @@ def test_the_pause_serves_green_on_test_blue_on_production_then_continue_succeed
         assert by_status["PRIMARY"]["rolloutState"] == "IN_PROGRESS"
         assert svc["deploymentConfiguration"]["strategy"] == "BLUE_GREEN"
         assert svc["deploymentConfiguration"]["bakeTimeInMinutes"] == 2
+        assert svc["deploymentConfiguration"]["lifecycleHooks"][0]["targetType"] == "PAUSE"
+        assert hook["hookId"].startswith("ecs-pause-")
         # A hook id this deployment does not have: ECS's InvalidParameterException.
         with pytest.raises(ClientError) as e:
             ecs.continue_service_deployment(serviceDeploymentArn=arn, hookId="no-such-hook",
@@ -400,6 +402,12 @@ def test_listeners_route_by_rule_and_weight_and_answer_as_the_alb(sandbox):
         assert seen["host"] == "papyrus.example" and seen["xff"] == "127.0.0.1"
         assert alb_support.get(made.prod_port, "/api/fixed")[:2] == (418, "teapot")
         assert alb_support.get(made.prod_port, "/other")[0] == 503
+        # ModifyRule takes effect for the next request: /api/* now goes to empty blue.
+        api_rule = next(r["RuleArn"] for r in elbv2.describe_rules(
+            ListenerArn=made.prod_listener)["Rules"] if r["Priority"] == "10")
+        elbv2.modify_rule(RuleArn=api_rule, Actions=[
+            {"Type": "forward", "TargetGroupArn": made.blue_tg}])
+        assert alb_support.get(made.prod_port, "/api/x")[0] == 503
         # ModifyListener takes effect for the next request.
         elbv2.modify_listener(ListenerArn=made.prod_listener, DefaultActions=[
             {"Type": "forward", "TargetGroupArn": made.green_tg}])
