@@ -38,8 +38,8 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,7 +307,10 @@ class BlueGreen:
         # DeploymentLifecycleHookTimeoutConfiguration defaults: 1440 minutes, then ROLLBACK.
         minutes = float(timeout.get("timeoutInMinutes") or 1440)
         seconds = minutes * self.spm
-        hook = Hook(hook_id=f"ecs-pause-{secrets.token_urlsafe(32)}", stage=self.stage,
+        # AWS's ids are "ecs-pause-" and a mixed-case token with "_" (Developer Guide, "Pause
+        # hooks for Amazon ECS service deployments"); the sandbox's stay lowercase, dashes and
+        # digits until the deploy flow's Prefect pause key accepts AWS's form (docs/sandbox.md).
+        hook = Hook(hook_id=f"ecs-pause-{uuid.uuid4()}", stage=self.stage,
                     timeout_action=timeout.get("action") or "ROLLBACK",
                     deadline=now + seconds,
                     expires_at=utcnow() + dt.timedelta(seconds=seconds))
