@@ -156,6 +156,14 @@ def validate(account_id: str, region: str, conf: dict | None,
         if bad or not hook.get("lifecycleStages"):
             raise InvalidParameterException(
                 f"Invalid lifecycleStages {bad or '[]'} for a lifecycle hook.")
+        timeout = hook.get("timeoutConfiguration") or {}
+        minutes = timeout.get("timeoutInMinutes")
+        if minutes is not None and not 1 <= int(minutes) <= 20160:
+            raise InvalidParameterException(
+                "timeoutInMinutes must be between 1 and 20160.")
+        if timeout.get("action") not in (None, "CONTINUE", "ROLLBACK"):
+            raise InvalidParameterException(
+                "timeoutConfiguration.action must be CONTINUE or ROLLBACK.")
     lbs = [lb for lb in load_balancers or [] if lb.get("targetGroupArn")]
     if not lbs:
         raise InvalidParameterException(
@@ -296,9 +304,13 @@ class BlueGreen:
 
     def _pause(self, conf: dict, now: float) -> None:
         timeout = conf.get("timeoutConfiguration") or {}
-        minutes = float(timeout.get("timeoutInMinutes") or 60 * 24)  # ECS: a day at most
+        # DeploymentLifecycleHookTimeoutConfiguration defaults: 1440 minutes, then ROLLBACK.
+        minutes = float(timeout.get("timeoutInMinutes") or 1440)
         seconds = minutes * self.spm
-        hook = Hook(hook_id=str(uuid.uuid4()), stage=self.stage,
+        # AWS's ids are "ecs-pause-" and a mixed-case token with "_" (Developer Guide, "Pause
+        # hooks for Amazon ECS service deployments"); the sandbox's stay lowercase, dashes and
+        # digits until the deploy flow's Prefect pause key accepts AWS's form (docs/sandbox.md).
+        hook = Hook(hook_id=f"ecs-pause-{uuid.uuid4()}", stage=self.stage,
                     timeout_action=timeout.get("action") or "ROLLBACK",
                     deadline=now + seconds,
                     expires_at=utcnow() + dt.timedelta(seconds=seconds))
@@ -406,9 +418,12 @@ class BlueGreen:
         if hook is None:
             raise InvalidParameterException(
                 f"The lifecycle hook {hook_id} does not exist for this service deployment.")
-        if hook.status != "AWAITING_ACTION" or not self.active:
+        # Developer Guide, "Continuing service deployments": the hook must be AWAITING_ACTION
+        # and the deployment IN_PROGRESS.
+        if hook.status != "AWAITING_ACTION" or self.status != "IN_PROGRESS":
             raise InvalidParameterException(
-                f"The lifecycle hook {hook_id} is {hook.status}, not AWAITING_ACTION.")
+                f"The lifecycle hook {hook_id} is {hook.status}, not AWAITING_ACTION, or the "
+                f"service deployment is {self.status}, not IN_PROGRESS.")
         self.pending.remove(hook)
         if action == "ROLLBACK":
             hook.status = "FAILED"
@@ -489,10 +504,12 @@ def find_bg(rec: Any) -> BlueGreen | None:
 def _continue_service_deployment(self) -> ActionResult:
     arn = self._get_param("serviceDeploymentArn") or ""
     hook_id = self._get_param("hookId") or ""
-    action = self._get_param("action") or ""
+    # API Reference, ContinueServiceDeployment: "If no value is specified, the default action
+    # is CONTINUE."
+    action = self._get_param("action") or "CONTINUE"
     if action not in ("CONTINUE", "ROLLBACK"):
         raise InvalidParameterException(
-            f"action {action or '(none)'} is not valid: use CONTINUE or ROLLBACK.")
+            f"action {action} is not valid: use CONTINUE or ROLLBACK.")
     rt = sd._runtime(self)
     with rt.lock if rt else sd._NoLock():
         rec = sd._find(self, arn)

@@ -19,7 +19,8 @@ breaker's rollback does); on a finished one it is a ConflictException. AWS: ECS 
 Guide, "View service history using Amazon ECS service deployments", "Amazon ECS service
 revisions", "Stopping Amazon ECS service deployments"; ECS API Reference,
 ListServiceDeployments, DescribeServiceDeployments, DescribeServiceRevisions,
-StopServiceDeployment (docs/sandbox.md has the details).
+StopServiceDeployment (docs/sandbox.md has the details). A blue/green deployment's status,
+lifecycle stages, hooks and rollback come from sandbox.ecs_blue_green (`Record.bg`).
 """
 
 from __future__ import annotations

@@ -220,12 +220,19 @@ def _handler_for(listeners: ElbListeners) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
             return  # no request lines on the sandbox's stderr
 
+        def _close_after(self) -> None:
+            # One request per connection: a kept-alive connection would outlive a
+            # DeleteListener (the server stops accepting, not serving open connections).
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+
         def _reply(self, status: int, body: bytes, ctype: str = "text/html") -> None:
             self.send_response(status)
             self.send_header("Server", "awselb/2.0")
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
+            self._close_after()
             if self.command != "HEAD":
                 self.wfile.write(body)
 
@@ -270,7 +277,7 @@ def _handler_for(listeners: ElbListeners) -> type[BaseHTTPRequestHandler]:
                 if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
+            self._close_after()
             if self.command != "HEAD":
                 self.wfile.write(data)
 

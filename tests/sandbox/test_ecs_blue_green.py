@@ -36,8 +36,9 @@ def _pause(stage: str = "POST_TEST_TRAFFIC_SHIFT", minutes: int = 60,
              "timeoutConfiguration": {"timeoutInMinutes": minutes, "action": action}}]
 
 
-def _register(sb, image_label: str) -> str:
-    """A task definition of FAMILY: the seeded one, PAPYRUS_IMAGE set to `image_label`."""
+def _register(sb, image_label: str, image: str | None = None) -> str:
+    """A task definition of FAMILY: the seeded one, PAPYRUS_IMAGE set to `image_label`
+    (optionally another `image`)."""
     ecs = sb.client("ecs")
     td = ecs.describe_task_definition(taskDefinition=sb.seeded.task_definition_arn)[
         "taskDefinition"]
@@ -45,6 +46,8 @@ def _register(sb, image_label: str) -> str:
             "requiresCompatibilities", "cpu", "memory", "runtimePlatform")
     new = {k: td[k] for k in keep if k in td}
     c = new["containerDefinitions"][0]
+    if image:
+        c["image"] = image
     c["environment"] = [e for e in c.get("environment", []) if e["name"] != "PAPYRUS_IMAGE"]
     c["environment"].append({"name": "PAPYRUS_IMAGE", "value": image_label})
     return ecs.register_task_definition(family=FAMILY, **new)["taskDefinition"][
@@ -125,12 +128,12 @@ class Recorder:
         self._thread.join(timeout=10)
 
 
-def _deploy(sb, bg, label: str, **conf) -> tuple[str, str]:
+def _deploy(sb, bg, label: str, image: str | None = None, **conf) -> tuple[str, str]:
     """UpdateService to a new revision labelled `label`; (its task definition, the service
     deployment's ARN)."""
     made, tds = bg
     wait_until(lambda: _settled(sb), 60, what="the blue/green service settled")
-    td = _register(sb, label)
+    td = _register(sb, label, image)
     tds.append(td)
     ecs = sb.client("ecs")
     ecs.update_service(cluster=sb.settings.cluster, service=SERVICE, taskDefinition=td,
@@ -209,6 +212,8 @@ def test_the_pause_serves_green_on_test_blue_on_production_then_continue_succeed
         assert by_status["PRIMARY"]["rolloutState"] == "IN_PROGRESS"
         assert svc["deploymentConfiguration"]["strategy"] == "BLUE_GREEN"
         assert svc["deploymentConfiguration"]["bakeTimeInMinutes"] == 2
+        assert svc["deploymentConfiguration"]["lifecycleHooks"][0]["targetType"] == "PAUSE"
+        assert hook["hookId"].startswith("ecs-pause-")
         # A hook id this deployment does not have: ECS's InvalidParameterException.
         with pytest.raises(ClientError) as e:
             ecs.continue_service_deployment(serviceDeploymentArn=arn, hookId="no-such-hook",
@@ -302,6 +307,23 @@ def test_a_hook_that_times_out_takes_its_action(sandbox, bg):
     assert alb_support.image_behind(made.prod_port) == blue
 
 
+def test_green_tasks_that_fail_trip_the_circuit_breaker_and_roll_back(sandbox, bg):
+    made, _ = bg
+    blue = _current_label(sandbox, bg)
+    missing = f"{sandbox.seeded.image_uri.split('@')[0]}:no-such"
+    stages: set = set()
+    with Recorder(made.prod_port) as prod:
+        _, arn = _deploy(sandbox, bg, "bg-broken", image=missing)
+        done = wait_until(_watch(sandbox, arn, stages,
+                                 lambda d: d["status"] == "ROLLBACK_SUCCESSFUL"),
+                          60, what="ROLLBACK_SUCCESSFUL after the circuit breaker")
+    assert done["deploymentCircuitBreaker"]["status"] == "TRIGGERED"
+    assert "circuit breaker" in done["rollback"]["reason"]
+    assert ("IN_PROGRESS", "SCALE_UP") in stages, stages
+    assert set(prod.seen) == {blue}  # production never left blue, never went without it
+    assert alb_support.image_behind(made.test_port) == blue
+
+
 def test_blue_green_configurations_ecs_refuses(sandbox, bg):
     made, tds = bg
     ecs = sandbox.client("ecs")
@@ -380,6 +402,12 @@ def test_listeners_route_by_rule_and_weight_and_answer_as_the_alb(sandbox):
         assert seen["host"] == "papyrus.example" and seen["xff"] == "127.0.0.1"
         assert alb_support.get(made.prod_port, "/api/fixed")[:2] == (418, "teapot")
         assert alb_support.get(made.prod_port, "/other")[0] == 503
+        # ModifyRule takes effect for the next request: /api/* now goes to empty blue.
+        api_rule = next(r["RuleArn"] for r in elbv2.describe_rules(
+            ListenerArn=made.prod_listener)["Rules"] if r["Priority"] == "10")
+        elbv2.modify_rule(RuleArn=api_rule, Actions=[
+            {"Type": "forward", "TargetGroupArn": made.blue_tg}])
+        assert alb_support.get(made.prod_port, "/api/x")[0] == 503
         # ModifyListener takes effect for the next request.
         elbv2.modify_listener(ListenerArn=made.prod_listener, DefaultActions=[
             {"Type": "forward", "TargetGroupArn": made.green_tg}])

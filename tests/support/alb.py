@@ -30,6 +30,7 @@ class Alb:
     tg_arn: str
     lb_arn: str
     listener_arn: str | None
+    listener_port: int | None = None  # served on 127.0.0.1 (sandbox.elb_listeners)
 
 
 def free_listener_port() -> int:
@@ -56,13 +57,13 @@ def create(sb, name: str, port: int = 5000, target_type: str = "ip",
     lb = elbv2.create_load_balancer(Name=f"{name}-lb", Subnets=sb.seeded.subnets,
                                     Scheme="internal", Type="application")[
         "LoadBalancers"][0]["LoadBalancerArn"]
-    arn = None
+    arn = listener_port = None
     if listener:
-        arn = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP",
-                                    Port=free_listener_port(),
+        listener_port = free_listener_port()
+        arn = elbv2.create_listener(LoadBalancerArn=lb, Protocol="HTTP", Port=listener_port,
                                     DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}])[
             "Listeners"][0]["ListenerArn"]
-    return Alb(tg, lb, arn)
+    return Alb(tg, lb, arn, listener_port)
 
 
 def delete(sb, alb: Alb) -> None:
