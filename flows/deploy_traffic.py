@@ -6,6 +6,8 @@ go on (ContinueServiceDeployment CONTINUE) or back (ROLLBACK: production never s
 
 from __future__ import annotations
 
+import re
+
 from flows.common import DeployFailed
 from tasks import approval as approvals
 from tasks import blue_green, probes, rollout, service_code
@@ -81,12 +83,18 @@ def _ask_for_traffic(settings, c, summary, paused: dict, pinned) -> dict:
                 "to it; leave it unticked to roll back: production never serves it.\n")
     return approvals.decide(
         settings, "production traffic", shown, markdown, "deploy-traffic-approval", state_now,
-        key=f"deploy-traffic-{paused['hook_id'][:16]}",
+        key=_pause_key(paused["hook_id"]),
         nothing="rolled back, production never served it",
         moved_text=lambda _now: "the deployment no longer waits at its hook (ECS acted on its "
                                 "timeout, or someone else answered)",
         title=f"deploy {settings.env}: test traffic on {pinned.digest[:19]}..., waiting for "
               "approval")
+
+
+def _pause_key(hook_id: str) -> str:
+    """Prefect's pause keys take lowercase letters, digits and dashes; AWS's hook ids are
+    mixed-case tokens with underscores (`ecs-pause-e7tK9G_WRJ...`)."""
+    return "deploy-traffic-" + re.sub(r"[^a-z0-9-]+", "-", hook_id.lower())[-40:]
 
 
 def _undo_at_hook(settings, c, bundle, summary, paused: dict, previous: str,
