@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 
 from sandbox.ecs_blue_green import SECONDS_PER_MINUTE_ENV
 from tests.support import alb as alb_support
+from tests.support.blue_green import Recorder
 from tests.support.waiting import wait_until
 
 SERVICE = "papyrus-bg"
@@ -103,29 +104,6 @@ def bg(sandbox):
             os.environ.pop(SECONDS_PER_MINUTE_ENV, None)
         else:
             os.environ[SECONDS_PER_MINUTE_ENV] = saved
-
-
-class Recorder:
-    """Polls a listener for the whole deployment and keeps every image that answered."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.seen: list[str | None] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            with contextlib.suppress(OSError):
-                self.seen.append(alb_support.image_behind(self.port))
-
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def _deploy(sb, bg, label: str, image: str | None = None, **conf) -> tuple[str, str]:
