@@ -40,8 +40,11 @@ class BlueGreenEnv:
     name: str
 
 
-def settled(sb) -> dict | None:
-    svc = service(sb)
+def settled(sb, name: str | None = None) -> dict | None:
+    """The service (`name`, default the environment's) when it has one COMPLETED deployment
+    running its desired count; else None."""
+    svc = service(sb) if name is None else sb.client("ecs").describe_services(
+        cluster=sb.settings.cluster, services=[name])["services"][0]
     deps = svc["deployments"]
     ok = (len(deps) == 1 and deps[0].get("rolloutState") == "COMPLETED"
           and svc["runningCount"] == svc["desiredCount"])
@@ -113,10 +116,10 @@ def blue_green_env(sb, root: Path, name: str = "papyrus-bgd") -> Iterator[BlueGr
         # Back as it was: rolling, no load balancer (then Terraform destroys the ALB).
         with contextlib.suppress(ClientError):
             wait_until(lambda: settled(sb), 120, what="the service settled before restoring")
-            rolling = {k: v for k, v in before["deploymentConfiguration"].items()
-                       if k not in ("bakeTimeInMinutes", "lifecycleHooks")}
+            # Exactly the configuration it had (no `strategy` key if it had none: a later
+            # deploy would otherwise find one its env folder does not declare).
             ecs.update_service(cluster=s.cluster, service=s.service, loadBalancers=[],
-                               deploymentConfiguration=rolling | {"strategy": "ROLLING"},
+                               deploymentConfiguration=before["deploymentConfiguration"],
                                healthCheckGracePeriodSeconds=before.get(
                                    "healthCheckGracePeriodSeconds", 0))
             wait_until(lambda: settled(sb), 120, what="the service rolling again")
