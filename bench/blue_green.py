@@ -63,10 +63,11 @@ def one_run(sb, kind: str, index: int, poll: float) -> dict:
     from tasks import blue_green
     from tasks.rollout import wait_for_verdict
     from tests.support.blue_green import settled
+    from tests.support.waiting import wait_until
 
     s = sb.settings
     ecs, sm = sb.client("ecs"), sb.client("secretsmanager")
-    svc = _wait(lambda: settled(sb), 120)
+    svc = wait_until(lambda: settled(sb), 120, what="the blue/green service settled")
     td = _register_revision(ecs, s.family, f"bg-{kind}-{index}")
     good_secret = None
     if kind == "crash":
@@ -124,15 +125,6 @@ def one_run(sb, kind: str, index: int, poll: float) -> dict:
             sm.put_secret_value(SecretId=s.db_secret_id, SecretString=good_secret)
         sb.runtime.timing.failure_threshold = 3
     return row
-
-
-def _wait(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the blue/green service did not settle")
-        time.sleep(0.2)
-    return value
 
 
 def run(runs: int = 3, sb=None) -> dict:

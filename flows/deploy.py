@@ -341,9 +341,7 @@ def _probe(settings, c, bundle, summary, task_definition: str, digest: str) -> N
         records.append(e.record)
         raise
     finally:
-        bundle.write_text("papyrus_psql_insert_app", "\n".join(
-            f"GET {r['url']} -> {r['status']} in {r['latency_ms']} ms\n  {r['body']}"
-            for r in records if r))
+        bundle.write_text("papyrus_psql_insert_app", probes.records_log(records))
     secret = read_db_secret(c["secretsmanager"], settings.db_secret_id)
     cli = insert_cli_row(secret, settings)
     bundle.write_text("papyrus_psql_insert_cli", cli["log"])

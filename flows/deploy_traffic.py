@@ -138,9 +138,7 @@ def _probe_test_listener(settings, c, bundle, summary, url: str, digest: str) ->
         records.append(e.record)
         raise
     finally:
-        bundle.write_text("test_listener_probes", "\n".join(
-            f"GET {r['url']} -> {r['status']} in {r['latency_ms']} ms\n  {r['body']}"
-            for r in records if r))
+        bundle.write_text("test_listener_probes", probes.records_log(records))
         summary["test_listener"] = {
             "url": url, "healthz": records[0]["status"] if records else None,
             "dbcheck": records[1]["body"] if len(records) > 1 else None,

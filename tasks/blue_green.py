@@ -35,7 +35,8 @@ PAUSED = "AWAITING_ACTION"
 
 
 def strategy(service_params: dict) -> str:
-    """The deployment strategy the rendered service definition declares (ROLLING by default)."""
+    """The deployment strategy a rendered service definition (or a described service)
+    declares: ROLLING by default."""
     return (service_params.get("deploymentConfiguration") or {}).get("strategy") or "ROLLING"
 
 

@@ -69,6 +69,12 @@ def _retry_if_nothing_happened(task, task_run, state) -> bool:
     return False
 
 
+def records_log(records: list[dict | None]) -> str:
+    """The probe records as evidence: one `GET url -> status in ms` line and the body each."""
+    return "\n".join(f"GET {r['url']} -> {r['status']} in {r['latency_ms']} ms\n  {r['body']}"
+                     for r in records if r)
+
+
 class ProbeFailed(RuntimeError):
     def __init__(self, message: str, status: int | None = None, record: dict | None = None):
         super().__init__(message)

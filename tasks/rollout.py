@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from ground.logs import run_logger
 from ground.retry import BadInput, transient_only
 from ground.settings import Settings
+from tasks import blue_green
 from tasks import service_deployments as sdeps
 from tasks.state import read_last_deploy
 
@@ -388,10 +389,8 @@ def roll_back(ecs, s: Settings, previous_task_definition: str) -> dict:
     other settings stay as they are."""
     svc = describe_service(ecs, s)
     p = primary(svc)
-    dc = svc.get("deploymentConfiguration") or {}
     # A blue/green service's rollback deployment pauses and bakes like any (the caller's).
-    how = {"strategy": dc.get("strategy") or "ROLLING",
-           "bake_seconds": 60.0 * float(dc.get("bakeTimeInMinutes") or 0)}
+    how = {"strategy": blue_green.strategy(svc), "bake_seconds": blue_green.bake_seconds(svc)}
     if p["taskDefinition"] == previous_task_definition:
         return {"deployment_id": p["id"], "started": False} | how
     native = _stop_service_deployment(ecs, s, previous_task_definition)

@@ -37,6 +37,15 @@ def bg_env(bg, monkeypatch):
     return bg
 
 
+def _deploy_past_its_plan(tag: str):
+    """A prd-like deploy of `tag` in the background, its plan approved through the API: (the
+    background run, the flow run)."""
+    run = Background(run_flow, flow_fn=deploy, env="local", image=tag, skip_preflight=True)
+    plan = paused_run(lambda p: p.get("image") == tag, timeout=120, background=run)
+    resume(plan.id, approve=True, reason="plan looks right")
+    return run, plan
+
+
 def _stages(result: dict) -> list[str]:
     return result["data"]["verdict_detail"]["lifecycle"]
 
@@ -74,11 +83,7 @@ def test_a_probe_failure_behind_the_test_listener_rolls_back_without_asking(
     digest = push_service_copy(sandbox, "bg-no-dbcheck", tmp_path, without_dbcheck)
     before = service(sandbox)["taskDefinition"]
     with Recorder(bg_env.alb.prod_port) as prod:
-        run = Background(run_flow, flow_fn=deploy, env="local", image="bg-no-dbcheck",
-                         skip_preflight=True)
-        plan = paused_run(lambda p: p.get("image") == "bg-no-dbcheck", timeout=120,
-                          background=run)
-        resume(plan.id, approve=True, reason="plan looks right")
+        run, plan = _deploy_past_its_plan("bg-no-dbcheck")
         result = run.result(timeout=240)
     assert result["verdict"] == "failed", result
     reason = result["reason"]
@@ -100,11 +105,7 @@ def test_rejected_at_the_pause_rolls_back_and_production_never_served_it(
     digest = push_variant(sandbox, "bg-reject")
     before = service(sandbox)["taskDefinition"]
     with Recorder(bg_env.alb.prod_port) as prod:
-        run = Background(run_flow, flow_fn=deploy, env="local", image="bg-reject",
-                         skip_preflight=True)
-        plan = paused_run(lambda p: p.get("image") == "bg-reject", timeout=120,
-                          background=run)
-        resume(plan.id, approve=True, reason="plan looks right")
+        run, plan = _deploy_past_its_plan("bg-reject")
         # The second pause: the new revision behind the test listener, the old in production.
         shown = wait_until(lambda: artifact(plan.id, "deploy-traffic-approval"), 120,
                            what="the traffic approval artifact")

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from sandbox.ecs_blue_green import SECONDS_PER_MINUTE_ENV
 from tests.support import alb as alb_support
-from tests.support.blue_green import Recorder
+from tests.support.blue_green import Recorder, settled
 from tests.support.waiting import wait_until
 
 SERVICE = "papyrus-bg"
@@ -61,11 +61,7 @@ def _svc(sb) -> dict:
 
 
 def _settled(sb) -> dict | None:
-    svc = _svc(sb)
-    deps = svc["deployments"]
-    ok = (len(deps) == 1 and deps[0].get("rolloutState") == "COMPLETED"
-          and svc["runningCount"] == svc["desiredCount"])
-    return svc if ok else None
+    return settled(sb, SERVICE)
 
 
 @pytest.fixture(scope="module")
