@@ -28,10 +28,15 @@ def prefect_env(stack: dict) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(sandbox, tmp_path_factory):
+def stack(sandbox, tmp_root):
     """`papyrus-ops prefect up --register --ecs`; the schema is applied (CLI, recorded on the same
     server) as soon as the server answers, while the worker starts and deployments register."""
-    out = tmp_path_factory.mktemp("e2e-prefect")
+    # In the session's own tmp root, not pytest's: the stack's PostgreSQL runs as `postgres` and
+    # must traverse every parent, and any other pytest session on the machine resets
+    # /tmp/pytest-of-<user> to 0700 when it starts (seen: PANIC "pg_control: Permission denied"
+    # mid-suite, and every later e2e call a 500).
+    out = tmp_root / "e2e-prefect"
+    out.mkdir()
     env_file = out / "sandbox.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in sandbox.env().items()))
     state = out / "prefect"
