@@ -25,9 +25,14 @@ endif
 demo: $(STAMP)
 	$(VENV)/bin/papyrus-ops demo
 
+# Two workers, each a whole session with its own sandbox and Prefect server; a test file (and
+# tests/e2e, tests/reliability whole) stays on one worker (tests/support/workers.py).
+# TEST_WORKERS=0 runs it in one process, as before.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Debian's Chromium for the Prefect UI test (it skips, saying why, where none can be had).
 browser:

@@ -32,6 +32,13 @@ os.environ.update({
 })
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    from tests.support.workers import assign_groups
+
+    assign_groups(config, items)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_cli_server():
     yield
