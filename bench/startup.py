@@ -3,7 +3,7 @@
 A. `papyrus-ops preflight --env local --json` on the bench's sandbox (a clean one: every check
    passes), as a person or CI runs it, each call a new process. The tax of a call is its wall
    time minus the flow's own time (the result's `seconds`: from the flow body's start to its
-   result) — imports, the Prefect API, the flow engine, the exit. Three ways, interleaved:
+   result) — imports, the Prefect API, the flow engine, the exit. Four ways, interleaved:
    * before: no PREFECT_API_URL and `PAPYRUS_PREFECT_SERVER=temporary` — Prefect's temporary
      server for every call (what every call paid until now); a first call beforehand creates
      its database, so the figures are of later calls;
