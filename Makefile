@@ -10,16 +10,26 @@ STAMP := $(VENV)/.installed
 # against pip's 60 s here; docs/benchmarks.md "cold start"). NO_UV=1 uses pip.
 UV_VERSION := 0.13.9
 
-$(STAMP): pyproject.toml service/pyproject.toml constraints.txt
+# Bytecode is compiled at install, for the dependencies and for this checkout's own packages:
+# pip does it by default, uv only when asked. Without it, and with PYTHONDONTWRITEBYTECODE set
+# (this machine's shells, CI images, our Dockerfile), Python never writes a .pyc, so every CLI
+# call compiled Prefect, boto3 and the flows from source again — about 3 s of each call's
+# Prefect tax on 2 busy cores (docs/benchmarks.md §6). A .pyc older than its source is ignored,
+# so an edited file is only compiled in memory as before. The Makefile is a prerequisite: a
+# change to this recipe changes what an existing venv should hold.
+PKGS := ground artifacts sandbox tasks flows papyrus_ops bench service/papyrus
+
+$(STAMP): pyproject.toml service/pyproject.toml constraints.txt Makefile
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 ifeq ($(NO_UV),)
 	test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -c constraints.txt \
-		-C editable_mode=compat -e ./service -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(VENV)/bin/python \
+		-c constraints.txt -C editable_mode=compat -e ./service -e '.[dev]'
 else
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt \
 		--config-settings editable_mode=compat -e ./service -e '.[dev]'
 endif
+	$(VENV)/bin/python -m compileall -q -j0 $(PKGS) >/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -3,14 +3,19 @@
 A. `papyrus-ops preflight --env local --json` on the bench's sandbox (a clean one: every check
    passes), as a person or CI runs it, each call a new process. The tax of a call is its wall
    time minus the flow's own time (the result's `seconds`: from the flow body's start to its
-   result) — imports, the Prefect API, the flow engine, the exit. Three ways, interleaved:
+   result) — imports, the Prefect API, the flow engine, the exit. Four ways, interleaved:
    * before: no PREFECT_API_URL and `PAPYRUS_PREFECT_SERVER=temporary` — Prefect's temporary
      server for every call (what every call paid until now); a first call beforehand creates
      its database, so the figures are of later calls;
    * after: no PREFECT_API_URL — the checkout's resident server; its first call (which starts
      it) reported apart, then the later calls;
    * reference: PREFECT_API_URL of a server already up (what `papyrus-ops prefect up` or
-     Prefect Cloud gives).
+     Prefect Cloud gives);
+   * before the cuts: the resident server as "after", with the start-up cuts of issue #19's
+     point 2 undone in that child only (`_BEFORE_CUTS`): no `.pyc` for the dependencies or the
+     checkout when PYTHONDONTWRITEBYTECODE is set (as uv installed them before `make` asked for
+     bytecode, so every call compiled them again), FastAPI imported to store the flow run's
+     parameters, and the resident server's health check through an httpx client.
 B. Cold start: `git clone` of this checkout's HEAD into a temporary folder, then `make demo`
    there (the venv, the install and the README's main job) with an empty package cache
    (`UV_CACHE_DIR` new, `PIP_NO_CACHE_DIR=1`), and `NO_UV=1 make demo` (pip) as the before
@@ -20,6 +25,7 @@ B. Cold start: `git clone` of this checkout's HEAD into a temporary folder, then
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -27,9 +33,40 @@ from pathlib import Path
 
 from bench.common import PY, ROOT, TMP, clean_env, log, run_child, save, stats
 
+# The "before the cuts" child: the CLI with the old behaviour put back before it runs.
+_BEFORE_CUTS = r"""
+import os, sys
+if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+    # No .pyc under the checkout (its .venv included), as before `make` compiled them: the
+    # loader's cache path raises NotImplementedError, so it compiles the source (and, with
+    # PYTHONDONTWRITEBYTECODE, writes nothing). The standard library keeps its own .pyc.
+    import _frozen_importlib_external as _bx
+    _root, _cache = sys.argv[1], _bx.cache_from_source
+    def _no_pyc(path, *a, **k):
+        if str(path).startswith(_root):
+            raise NotImplementedError
+        return _cache(path, *a, **k)
+    _bx.cache_from_source = _no_pyc
+import contextlib
+from papyrus_ops import cli, runner
+from papyrus_ops.prefect_local import resident
+runner._plain_parameters = lambda flow_fn: contextlib.nullcontext()  # Prefect encodes (FastAPI)
+def _healthy(api_url):
+    import httpx
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+resident._healthy = _healthy
+sys.argv = ["papyrus-ops", *sys.argv[2:]]
+cli.main()
+"""
 
-def _preflight(env: dict) -> dict:
-    cmd = [str(Path(PY).parent / "papyrus-ops"), "preflight", "--env", "local", "--json"]
+
+def _preflight(env: dict, before_cuts: bool = False) -> dict:
+    args = ["preflight", "--env", "local", "--json"]
+    cmd = ([PY, "-c", _BEFORE_CUTS, str(ROOT), *args] if before_cuts
+           else [str(Path(PY).parent / "papyrus-ops"), *args])
     r = run_child(cmd, env=env, timeout=600)
     try:
         res = json.loads(r.stdout[r.stdout.index("{"):])
@@ -52,8 +89,10 @@ def cli_tax(sb, prefect_url: str, runs: int = 3) -> dict:
                    "PREFECT_HOME": str(TMP / "cli-temporary-home")},
         "after": {**base, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
         "reference": {**base, "PREFECT_API_URL": prefect_url},
+        "before_cuts": {**base, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
     }
-    data: dict = {"command": "papyrus-ops preflight --env local --json", "runs": runs}
+    data: dict = {"command": "papyrus-ops preflight --env local --json", "runs": runs,
+                  "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))}
     try:
         data["before_first"] = _preflight(envs["before"])
         data["after_first"] = _preflight(envs["after"])
@@ -62,7 +101,7 @@ def cli_tax(sb, prefect_url: str, runs: int = 3) -> dict:
         rows: dict[str, list] = {k: [] for k in envs}
         for i in range(runs):
             for name, env in envs.items():
-                rows[name].append(_preflight(env))
+                rows[name].append(_preflight(env, before_cuts=name == "before_cuts"))
                 log(f"cli tax {name} {i + 1}/{runs}: {rows[name][-1]}")
         data["rows"] = rows
         data["agg"] = {name: {k: stats(r[k] for r in rs) for k in ("seconds", "flow_s", "tax_s")}
@@ -144,7 +183,9 @@ def goal_rows(d: dict) -> list[list]:
         rows.append(["6", f"the CLI's Prefect tax on a later call ≤ {TAX_GOAL_S:.0f} s",
                      f"{st(tax, 2, 's')} (resident server); before (a temporary server per "
                      f"call) {st(agg['before']['tax_s'], 1, 's')}; with an API already up "
-                     f"{st(agg['reference']['tax_s'], 2, 's')}",
+                     f"{st(agg['reference']['tax_s'], 2, 's')}"
+                     + (f"; before the start-up cuts {st(agg['before_cuts']['tax_s'], 2, 's')}"
+                        if agg.get("before_cuts") else ""),
                      met(med(tax) is not None and tax["max"] <= TAX_GOAL_S)])
     cold = d.get("cold_start") or {}
     total = (cold.get("agg") or {}).get("total_s")
@@ -166,7 +207,9 @@ def section(d: dict) -> str:
     if agg:
         names = {"before": "before: Prefect's temporary server per call",
                  "after": "after: the checkout's resident server (later calls)",
-                 "reference": "reference: PREFECT_API_URL of a server already up"}
+                 "reference": "reference: PREFECT_API_URL of a server already up",
+                 "before_cuts": "before the cuts: resident server, no .pyc, FastAPI, httpx "
+                                "health check"}
         rows = [[names[k], st(agg[k]["seconds"], 2, "s"), st(agg[k]["flow_s"], 2, "s"),
                  st(agg[k]["tax_s"], 2, "s")] for k in names if k in agg]
         first = [["first call, temporary server (creates its database)",
@@ -174,16 +217,28 @@ def section(d: dict) -> str:
                   tax["before_first"]["tax_s"]],
                  ["first call, resident server (starts it)", tax["after_first"]["seconds"],
                   tax["after_first"]["flow_s"], tax["after_first"]["tax_s"]]]
-        lines += [f"`{tax['command']}`, {tax['runs']} calls each, interleaved:", "",
+        pyc = ("set, as in this machine's shells" if tax.get("dont_write_bytecode")
+               else "not set (Python writes the .pyc itself, so the bytecode cut changes "
+               "nothing here)")
+        lines += [f"`{tax['command']}`, {tax['runs']} calls each, interleaved; "
+                  f"PYTHONDONTWRITEBYTECODE {pyc}:", "",
                   table(["how", "wall", "flow's own time", "tax (wall − flow)"], rows + first),
                   ""]
     if d.get("measured"):
         lines += [f"Measured {d['measured']['at']}, load average {d['measured']['load']}.", ""]
     if agg:
         lines += ["What is left of the tax once no server has to start is the same with any "
-                  "API (the reference row): importing Prefect (about 1.3 s on this machine, "
-                  "`python -X importtime`) and the flow engine's calls around the body. The "
-                  "exit no longer adds CPython's teardown (`papyrus_ops/quick_exit.py`).", ""]
+                  "API (the reference row): importing Prefect itself (its settings, client "
+                  "and context modules build their pydantic models at import; `python -X "
+                  "importtime`) and the flow engine's calls around the body. The cuts: the "
+                  "venv and the checkout are compiled to bytecode at install (uv, unlike pip, "
+                  "does not by default, and with PYTHONDONTWRITEBYTECODE no call ever wrote a "
+                  "`.pyc`, so each compiled Prefect, boto3 and the flows again); a flow run's "
+                  "plain parameters are stored without importing FastAPI (Prefect's "
+                  "`serialize_parameters`); the resident server's health check uses the "
+                  "standard library instead of an httpx client (an SSL context from certifi "
+                  "for an http:// URL). The exit no longer adds CPython's teardown "
+                  "(`papyrus_ops/quick_exit.py`).", ""]
     cold = d.get("cold_start") or {}
     if cold.get("rows"):
         rows = [[r["variant"], "yes" if r["ok"] else "NO", r["clone_s"], r["install_s"],

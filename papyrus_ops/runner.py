@@ -78,12 +78,54 @@ def run_flow(flow_fn, **params: Any) -> dict[str, Any]:
         updates = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         if api_url:
             updates[PREFECT_API_URL] = api_url
-        with temporary_settings(updates=updates):
+        with temporary_settings(updates=updates), _plain_parameters(flow_fn):
             try:
                 state = flow_fn(**params, return_state=True)
             except Exception as e:  # noqa: BLE001 - parameter validation and the like
                 return contract.crashed(name, params.get("env", ""), f"{type(e).__name__}: {e}")
     return contract.from_state(state, name, params.get("env", ""))
+
+
+def _plain(value: Any) -> bool:
+    """JSON as it is: a value FastAPI's `jsonable_encoder` gives back unchanged (or as an equal
+    copy). Exact types only: a str Enum, a tuple or a Path is encoded differently, and keys
+    starting with `_sa` are dropped by it (its `sqlalchemy_safe`)."""
+    t = type(value)
+    if value is None or t in (str, int, float, bool):
+        return True
+    if t is list:
+        return all(_plain(v) for v in value)
+    if t is dict:
+        return all(type(k) is str and not k.startswith("_sa") and _plain(v)
+                   for k, v in value.items())
+    return False
+
+
+@contextlib.contextmanager
+def _plain_parameters(flow_fn):
+    """While the CLI runs `flow_fn`: its parameters go to the API as they are when they are
+    plain JSON (every CLI command's are: strings, numbers, booleans, None).
+
+    Prefect stores a flow run's parameters through `Flow.serialize_parameters`, which imports
+    `fastapi.encoders` — all of FastAPI and Starlette, 0.25 s of each call's tax on 2 busy cores
+    (docs/benchmarks.md §6) — to encode them, and for plain JSON that encoder returns what it
+    was given. Anything else still goes through Prefect's own method, so what the API stores is
+    the same either way. Set on the flow object for this run only, then removed."""
+    prefect_own = getattr(flow_fn, "serialize_parameters", None)
+    if prefect_own is None or "serialize_parameters" in vars(flow_fn):
+        yield
+        return
+
+    def serialize(parameters: dict[str, Any]) -> dict[str, Any]:
+        if all(_plain(v) for v in parameters.values()):
+            return dict(parameters)
+        return prefect_own(parameters)
+
+    flow_fn.serialize_parameters = serialize
+    try:
+        yield
+    finally:
+        del flow_fn.serialize_parameters
 
 
 @contextlib.contextmanager

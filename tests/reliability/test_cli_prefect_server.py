@@ -96,6 +96,38 @@ def test_an_api_given_or_prefects_own_mode_asked_for_uses_no_resident_server(mon
     assert not resident.enabled()
 
 
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False), (None, False)])
+def test_the_health_check_is_a_200_from_the_servers_health_route(status, healthy):
+    """A server answering anything but 200 on /health, or not answering (a closed port, a
+    connection dropped without a reply), is replaced by the next call (`using`)."""
+    import http.server
+    import threading
+
+    paths: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server hook's name
+            paths.append(self.path)
+            if status is None:
+                self.close_connection = True
+                return
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        assert resident._healthy(f"http://127.0.0.1:{srv.server_port}/api") is healthy
+        assert paths == ["/api/health"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert resident._healthy(f"http://127.0.0.1:{srv.server_port}/api") is False
+
+
 def _cmdline_has(proc: Path, *words: str) -> bool:
     try:
         argv = (proc / "cmdline").read_bytes().split(b"\0")
