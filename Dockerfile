@@ -38,7 +38,10 @@ RUN python /tmp/tls/fetch-rds-ca-bundle.py /tmp/tls/rds-global-bundle.sha256 \
        /etc/ssl/rds/global-bundle.pem && rm -rf /tmp/tls
 # Editable (compat), like the checkout: the CLI and the flows read deployments/<env>/ and
 # service/ from /opt/papyrus-ops.
+# pip compiles the dependencies' bytecode; the editable checkout's own packages are compiled
+# here, since PYTHONDONTWRITEBYTECODE keeps Python from caching them at each flow run's start.
 RUN pip install -c constraints.txt --config-settings editable_mode=compat -e ./service -e . \
+    && python -m compileall -q ground artifacts tasks flows papyrus_ops service/papyrus \
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin papyrus \
     && mkdir -p /tmp/evidence && chown 10001 /tmp/evidence
