@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 
 # uv installs the same pinned set as pip would, about ten times faster (a fresh cache: 5 s
 # against pip's 60 s here; docs/benchmarks.md "cold start"). NO_UV=1 uses pip.
+# --compile-bytecode: uv, unlike pip, writes no .pyc by default, and with
+# PYTHONDONTWRITEBYTECODE=1 (the images', and this machine's, environment) Python never writes
+# them either, so every process compiled Prefect, botocore, pydantic… from source again
+# (`import prefect` 2.7 s of CPU instead of ~0.9 s; docs/benchmarks.md §2 Findings).
 UV_VERSION := 0.13.9
 
 $(STAMP): pyproject.toml service/pyproject.toml constraints.txt
@@ -15,7 +19,7 @@ $(STAMP): pyproject.toml service/pyproject.toml constraints.txt
 ifeq ($(NO_UV),)
 	test -x $(VENV)/bin/uv || $(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install -q --python $(VENV)/bin/python -c constraints.txt \
-		-C editable_mode=compat -e ./service -e '.[dev]'
+		--compile-bytecode -C editable_mode=compat -e ./service -e '.[dev]'
 else
 	$(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt \
 		--config-settings editable_mode=compat -e ./service -e '.[dev]'
