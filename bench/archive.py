@@ -140,7 +140,10 @@ def cli_pipeline(sb, since: str, until: str, tag: str, timeout: float = 1800) ->
 
     out_path = TMP / f"cli-{tag}.jsonl.gz"
     reports = {k: TMP / f"time-cli-{tag}-{k}.txt" for k in ("aws", "jq", "gzip")}
-    env = clean_env(sb.env())
+    # A HOME of this run's own: awscli caches the flow-run profile's assumed-role credentials
+    # in ~/.aws/cli/cache for an hour, and credentials from an earlier sandbox (another moto)
+    # are refused by this one (InvalidClientTokenId: the pipeline archives 0 events).
+    env = clean_env({**sb.env(), "HOME": str(TMP / "cli-home")})
     t0 = time.monotonic()
     with open(out_path, "wb") as out_f:
         aws = subprocess.Popen(timed([aws_cli(), "cloudtrail", "lookup-events", "--start-time",

@@ -5,7 +5,8 @@
 The same task bodies the `cloudtrail_archive` flow runs (`resolve_papyrus_names`,
 `prepare_archive`, then `archive_slice` for every slice, oldest first), called as `.fn` so no
 Prefect engine or API is involved; progress reporting is off (log_every huge). The sandbox is
-reached through AWS_ENDPOINT_URL like everything else. Prints one JSON line.
+reached through AWS_ENDPOINT_URL like everything else. Prints one JSON line, then exits the
+way `papyrus-ops` does (`papyrus_ops/quick_exit.py`: no CPython teardown after the answer).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
+# First, as in papyrus_ops.cli: its exit handler must run after every other one.
+from papyrus_ops import quick_exit
 
 
 def _hwm_mb() -> float:
@@ -26,8 +30,9 @@ def _hwm_mb() -> float:
 
 def _apply_before(settings, resolve_papyrus_names):
     """Undo, in this process only, the benchmark-driven changes to tasks/cloudtrail/, so the
-    archive as it was before them is measured in the same run (the third part, one-day
-    slices, is `--slice-hours 24`):
+    archive as it was before them is measured in the same run (one-day slices are
+    `--slice-hours 24`; botocore's datetimes for EventTime and the interpreter's teardown at
+    exit are kept by `main` when `--before`):
     1. no prefetch: pages are fetched on the writing thread, one after the other;
     2. gzip level 6 instead of 1 for the two work files.
     Returns the filter names."""
@@ -38,6 +43,14 @@ def _apply_before(settings, resolve_papyrus_names):
 
     tc.prefetch_pages = inline
     tc.archive_slice_core.__kwdefaults__["compresslevel"] = 6
+    # 3. the prefilter scanning every line for every name, not only the shortest covering ones
+    full_init = tc.PapyrusFilter.__init__
+
+    def every_needle(self, names):
+        full_init(self, names)
+        self._needles = tuple(sorted({n.lower() for n in (*names.names, *names.secrets)}))
+
+    tc.PapyrusFilter.__init__ = every_needle
     from ground.aws import client
 
     return resolve_papyrus_names.fn(settings, client("ec2", settings.region))
@@ -71,7 +84,7 @@ def main() -> None:
     else:
         names = resolve_papyrus_names.fn(settings, client("ec2", settings.region))
     cp = prepare_archive.fn(a.work, "local", window, names, a.slice_hours * 3600, resume=False)
-    ct = client("cloudtrail", settings.region)
+    ct = client("cloudtrail", settings.region, raw_timestamps=not a.before)
     hwm_setup = _hwm_mb()
     t_first = time.monotonic()
     t_first_wall = time.time()
@@ -91,7 +104,9 @@ def main() -> None:
         "total_s": round(t_end - t_start, 3),
         "before": a.before,
         "hwm_mb": {"after_import": hwm_import, "after_setup": hwm_setup, "end": _hwm_mb()},
-    }))
+    }), flush=True)
+    if not a.before:
+        quick_exit.exit_with(0)
 
 
 if __name__ == "__main__":

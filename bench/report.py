@@ -336,10 +336,12 @@ def section_archive(d: dict) -> str:
                                                    f"{cli['aws_rc']}).")]
         lines.append("")
     if any(e.get("before") for e in d["sizes"].values()):
-        lines.append("¹ The archive as it was before the benchmark-driven change (see "
+        lines.append("¹ The archive as it was before the benchmark-driven changes (see "
                      "Findings), restored in the child process only (`bench/archive_child.py "
                      "--before --slice-hours 24`): no prefetch thread, gzip level 6, one-day "
-                     "slices. Interleaved with the other tools in every round.")
+                     "slices, botocore's datetimes for EventTime, the prefilter scanning for "
+                     "every name, CPython's teardown at exit. Interleaved with the other tools "
+                     "in every round.")
         lines.append("")
     lines.append("1M events was not run: at the rates above it would take ~10× the 100k "
                  "time per tool (well over the bench's 20 minutes on 2 shared cores); the "

@@ -161,7 +161,10 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
     names = resolve_papyrus_names(settings, client("ec2", settings.region), extra_names)
     work = WorkDir.for_env(settings.evidence_root, env)
     passes = plan_passes(settings.region, global_sources)
-    cloudtrail = {p["region"]: client("cloudtrail", p["region"]) for p in passes}
+    # EventTime as sent (epoch seconds): the archive converts each one itself, and botocore's
+    # datetime in the local zone cost ~10% of the archive's CPU (docs/benchmarks.md §2).
+    cloudtrail = {p["region"]: client("cloudtrail", p["region"], raw_timestamps=True)
+                  for p in passes}
     prior = tail_ids(state, window.since) if window.previous_until else []
     with work.lock():
         cp = prepare_archive(str(work.root), env, window, names, slice_hours * 3600,

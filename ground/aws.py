@@ -10,6 +10,7 @@ import os
 from functools import lru_cache
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 # Adaptive mode adds client-side rate limiting on throttling on top of standard retries.
@@ -55,14 +56,31 @@ def guard_not_idempotent(c) -> None:
                                      unique_id=f"papyrus-never-resend-{op}")
 
 
+def _as_sent(value):
+    return value
+
+
 @lru_cache(maxsize=64)
-def _cached(service: str, region: str, endpoint: str | None):
+def _cached(service: str, region: str, endpoint: str | None, raw_timestamps: bool = False):
     # The endpoint is part of the key so a sandbox restarted on another port gets new clients.
-    c = boto3.session.Session().client(service, region_name=region, config=client_config())
+    core = botocore.session.get_session()
+    if raw_timestamps:
+        # What awscli does: the parser factory belongs to the session, so only this client's
+        # timestamps stay as sent (JSON protocols: epoch seconds) instead of becoming datetimes
+        # in the local zone (dateutil's tzlocal, pure Python, per value).
+        core.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_as_sent)
+    c = boto3.session.Session(botocore_session=core).client(
+        service, region_name=region, config=client_config())
     guard_not_idempotent(c)
     return c
 
 
-def client(service: str, region: str):
-    """A (cached, thread-safe) boto3 client for `service` in `region`."""
-    return _cached(service, region, os.environ.get("AWS_ENDPOINT_URL"))
+def client(service: str, region: str, *, raw_timestamps: bool = False):
+    """A (cached, thread-safe) boto3 client for `service` in `region`.
+
+    raw_timestamps: timestamps in responses are left as the service sent them (epoch seconds
+    for CloudTrail's JSON protocol) — for a caller that converts them itself and handles
+    many (the CloudTrail archive: `tasks.cloudtrail.window.epoch` / `fmt` take both forms).
+    """
+    return _cached(service, region, os.environ.get("AWS_ENDPOINT_URL"), raw_timestamps)

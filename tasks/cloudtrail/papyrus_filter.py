@@ -149,7 +149,12 @@ class PapyrusFilter:
     def __init__(self, names: PapyrusNames):
         self.names = names
         self._pattern = _compile(tuple(names.names), tuple(names.secrets))
-        self._needles = tuple(sorted({n.lower() for n in (*names.names, *names.secrets)}))
+        needles = {n.lower() for n in (*names.names, *names.secrets)}
+        # A needle holding another one adds nothing to "any needle is in the text" (if it is
+        # there, so is the shorter one): ``papyrus`` stands for every ``papyrus-…`` name, so
+        # the prefilter scans each line 3 times instead of 17.
+        self._needles = tuple(sorted(n for n in needles
+                                     if not any(m != n and m in n for m in needles)))
 
     def _search(self, text: str) -> bool:
         # Substring prefilter (C speed), then the token-boundary regex.

@@ -19,21 +19,30 @@ ENVELOPE = ("EventId", "EventName", "EventTime", "EventSource", "Username", "Rea
             "AccessKeyId", "Resources")
 
 
-def event_record(event: Mapping[str, Any]) -> dict[str, Any]:
-    """One archived line: the API envelope (EventTime as ISO-8601 UTC) plus the CloudTrail
-    document parsed (kept as a string only if it is not valid JSON)."""
+def _envelope(event: Mapping[str, Any]) -> dict[str, Any]:
     rec: dict[str, Any] = {}
     for key in ENVELOPE:
         if key in event and event[key] is not None:
             rec[key] = event[key]
     t = event["EventTime"]
     rec["EventTime"] = fmt(t if isinstance(t, dt.datetime) and t.tzinfo else epoch(t))
+    return rec
+
+
+def _parsed(raw: Any) -> Any:
+    try:
+        return json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return raw
+
+
+def event_record(event: Mapping[str, Any]) -> dict[str, Any]:
+    """One archived line: the API envelope (EventTime as ISO-8601 UTC) plus the CloudTrail
+    document parsed (kept as a string only if it is not valid JSON)."""
+    rec = _envelope(event)
     raw = event.get("CloudTrailEvent")
     if raw is not None:
-        try:
-            rec["CloudTrailEvent"] = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            rec["CloudTrailEvent"] = raw
+        rec["CloudTrailEvent"] = _parsed(raw)
     return rec
 
 
@@ -44,14 +53,18 @@ def dumps_line(record: Mapping[str, Any]) -> bytes:
 def event_line(event: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """(`event_record(event)`, its NDJSON line). The CloudTrail document is spliced in as AWS
     sent it (it is compact JSON already, and was just parsed, so it is valid) instead of being
-    re-encoded: the line holds AWS's bytes and costs half the CPU."""
-    rec = event_record(event)
+    re-encoded: the line holds AWS's bytes and costs half the CPU. The envelope is built and
+    encoded once (it is the line's head, and the record without its document)."""
+    rec = _envelope(event)
     raw = event.get("CloudTrailEvent")
-    doc = rec.get("CloudTrailEvent")
+    if raw is None:
+        return rec, dumps_line(rec).decode()
+    doc = _parsed(raw)
     if isinstance(raw, str) and isinstance(doc, dict) and "\n" not in raw and "\r" not in raw:
-        envelope = {k: v for k, v in rec.items() if k != "CloudTrailEvent"}
-        head = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        head = json.dumps(rec, separators=(",", ":"), ensure_ascii=False)
+        rec["CloudTrailEvent"] = doc
         return rec, f'{head[:-1]},"CloudTrailEvent":{raw.strip()}}}\n'
+    rec["CloudTrailEvent"] = doc
     return rec, dumps_line(rec).decode()
 
 

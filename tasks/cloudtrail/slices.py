@@ -152,6 +152,12 @@ def archive_slice_core(
 
     try:
         for events, more in pages():
+            # A page's lines go to each file in one write: one zlib call per page instead of
+            # one per line (and zlib lets go of the GIL while it compresses, so the prefetch
+            # thread parses the next page meanwhile). Nothing is claimed before the checkpoint
+            # below, so a page cut short is lost the same way a partial member always was.
+            page_e: list[bytes] = []
+            page_p: list[bytes] = []
             for ev in events:
                 t = epoch(ev["EventTime"])
                 eid = ev["EventId"]
@@ -176,17 +182,21 @@ def archive_slice_core(
                 if redact is not None:
                     text = redact(text)
                 line = text.encode()
-                events_w.write(line)
+                page_e.append(line)
                 counts["events"] += 1
                 pending["events"] += 1
                 if papyrus.check(rec, text):
-                    papyrus_w.write(line)
+                    page_p.append(line)
                     counts["papyrus"] += 1
                     pending["papyrus"] += 1
                 first = t if first is None or t < first else first
                 last = t if last is None or t > last else last
                 slice_first = t if slice_first is None or t < slice_first else slice_first
                 slice_last = t if slice_last is None or t > slice_last else slice_last
+            if page_e:
+                events_w.write(b"".join(page_e))
+            if page_p:
+                papyrus_w.write(b"".join(page_p))
             counts["pages"] += 1
             _bump(totals, "pages", 1)
             if more and counts["pages"] % max(1, checkpoint_every) == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import threading
 import time
 import zlib
@@ -233,3 +234,22 @@ def test_prefetch_pages_stops_the_producer_when_the_consumer_stops():
     time.sleep(0.5)
     # At most `depth` pages (plus the one being put) beyond what was consumed, then it exits.
     assert len(produced) <= 3 + 1 + 2 + 1
+
+
+def test_event_time_as_sent_or_as_a_datetime_gives_the_same_line():
+    """The flow's client leaves EventTime as sent (epoch seconds, `raw_timestamps`); botocore's
+    default is a datetime in the local zone. Both give the same archived line, and the line
+    is the record."""
+    from dateutil.tz import tzlocal
+
+    from tasks.cloudtrail.records import event_line
+
+    for api in history(30).lookup(max_results=30)["Events"]:
+        assert isinstance(api["EventTime"], int | float)
+        as_datetime = {**api, "EventTime": dt.datetime.fromtimestamp(api["EventTime"],
+                                                                     tzlocal())}
+        rec, line = event_line(api)
+        assert event_line(as_datetime) == (rec, line)
+        assert json.loads(line) == rec == event_record(api)
+        assert rec["EventTime"] == dt.datetime.fromtimestamp(
+            api["EventTime"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

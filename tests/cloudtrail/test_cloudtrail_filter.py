@@ -139,3 +139,16 @@ def test_fast_path_gives_the_same_answer(chunks, field):
     text = json.dumps(r, separators=(",", ":"), ensure_ascii=False)
     assert FLT.check(r, text) == FLT(r)
     assert FLT.check(r, json.dumps(r)) == FLT(r)
+
+
+def test_prefilter_needles_are_the_shortest_covering_set():
+    """A name holding another name is dropped from the substring prefilter (its presence
+    implies the shorter one's); the rule itself still tells them apart."""
+    flt = PapyrusFilter(PapyrusNames(("papyrus", "papyrus-task", "x-papyrus-y", "sg-1"),
+                                     ("papyrus/prd/db",)))
+    assert flt._needles == ("papyrus", "sg-1")
+    only_long = rec({"taskDefinition": "arn:aws:ecs:eu-west-1:1:task-definition/papyrus-task:3"})
+    assert flt.check(only_long, json.dumps(only_long)) and flt.matches(only_long) == [
+        "papyrus-task"]
+    neither = rec({"group": "sg-10"}, username="someone")
+    assert not flt.check(neither, json.dumps(neither)) and not flt(neither)

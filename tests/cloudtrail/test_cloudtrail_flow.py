@@ -216,7 +216,7 @@ def test_client_side_limit_holds_the_real_rate(ct_env, monkeypatch):
     ct_env.seed(250, days=2)
     ct_env.store.set_rate_limit(2.0, burst=2)
     sent: list[float] = []  # when botocore sends each LookupEvents (the flow's own client)
-    hook = client("cloudtrail", ct_env.settings.region).meta.events
+    hook = client("cloudtrail", ct_env.settings.region, raw_timestamps=True).meta.events
     record = lambda **_: sent.append(time.monotonic())  # noqa: E731
     hook.register("before-send.cloudtrail.LookupEvents", record)
     try:

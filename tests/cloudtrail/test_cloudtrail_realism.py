@@ -10,6 +10,7 @@ The flows run for real (moto + the LookupEvents stand-in, per-region stores, a P
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -170,3 +171,24 @@ def _epoch(iso: str) -> float:
     from tasks.cloudtrail.window import epoch
 
     return epoch(iso)
+
+
+def test_raw_timestamps_client_leaves_event_time_as_sent(ct_env):
+    """`ground.aws.client(..., raw_timestamps=True)` (the archive's): EventTime stays the
+    epoch seconds on the wire, the same instant the default client parses into a datetime;
+    other clients of the process keep botocore's datetimes."""
+    from ground.aws import client
+
+    ct_env.seed(5, days=1)
+    region = ct_env.settings.region
+    raw, parsed = client("cloudtrail", region, raw_timestamps=True), client("cloudtrail", region)
+    assert raw is not parsed and raw is client("cloudtrail", region, raw_timestamps=True)
+    a = raw.lookup_events(MaxResults=5)["Events"]
+    b = parsed.lookup_events(MaxResults=5)["Events"]
+    assert [e["EventId"] for e in a] == [e["EventId"] for e in b] and len(a) == 5
+    for x, y in zip(a, b, strict=True):
+        assert isinstance(x["EventTime"], int | float)
+        assert isinstance(y["EventTime"], dt.datetime)
+        assert x["EventTime"] == y["EventTime"].timestamp()
+    s3_time = client("s3", region).list_buckets()["Buckets"][0]["CreationDate"]
+    assert isinstance(s3_time, dt.datetime)
