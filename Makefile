@@ -16,7 +16,9 @@ UV_VERSION := 0.13.9
 # call compiled Prefect, boto3 and the flows from source again — about 3 s of each call's
 # Prefect tax on 2 busy cores (docs/benchmarks.md §6; `import prefect` 2.7 s of CPU instead
 # of ~0.9 s, §2 Findings). A .pyc older than its source is ignored,
-# so an edited file is only compiled in memory as before. The Makefile is a prerequisite: a
+# so an edited file is only compiled in memory as before. compileall also covers site-packages:
+# uv compiles only what it installs, and a venv made before this recipe must gain its .pyc too
+# (where they are already there it only compares timestamps). The Makefile is a prerequisite: a
 # change to this recipe changes what an existing venv should hold.
 PKGS := ground artifacts sandbox tasks flows papyrus_ops bench service/papyrus
 
@@ -31,6 +33,9 @@ else
 		--config-settings editable_mode=compat -e ./service -e '.[dev]'
 endif
 	$(VENV)/bin/python -m compileall -q -j0 $(PKGS) >/dev/null
+	@# Failures ignored here, as pip and uv do: some packages ship files for newer Pythons only.
+	$(VENV)/bin/python -m compileall -q -j0 \
+		"$$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true
 	touch $(STAMP)
 
 demo: $(STAMP)
