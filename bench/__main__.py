@@ -1,9 +1,10 @@
-"""`python -m bench [all|verdict|archive|service|overhead|bad_input|startup|report] [options]`.
+"""`python -m bench [all|verdict|archive|service|overhead|bad_input|startup|blue_green|suite|report]`.
 
 `make bench` runs everything (about 20 minutes on 2 cores) and writes docs/benchmarks.md; one
 name runs that benchmark only and regenerates the report from it and the earlier results in
 bench/out/results/. `--quick` is for developing the harness: tiny sizes, results and report
-under bench/out/ only (docs/benchmarks.md untouched).
+under bench/out/ only (docs/benchmarks.md untouched). `suite` (three fresh-clone `make test`
+runs) runs only when named.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from bench import common
 from bench.common import OUT, ROOT, TMP, log
 
 BENCHES = ("verdict", "archive", "service", "overhead", "bad_input", "startup", "blue_green")
+# Run only by name: three fresh-clone `make test` runs, about an hour on 2 cores.
+BY_NAME = ("suite",)
 # Benchmarks that rewrite only their own section of docs/benchmarks.md (report.update_in_place).
-IN_PLACE = ("startup", "blue_green")
+IN_PLACE = ("startup", "blue_green", "suite")
 
 
 def _setup() -> None:
@@ -56,7 +59,7 @@ def _save_meta(meta: dict, done: list[str], timings: dict, t_all: float) -> None
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", nargs="?", default="all", choices=("all", *BENCHES, "report"))
+    p.add_argument("what", nargs="?", default="all", choices=("all", *BENCHES, *BY_NAME, "report"))
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes for developing the harness; report under bench/out/")
     p.add_argument("--no-wait", action="store_true",
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds to wait at most for a quiet machine (default 900)")
     p.add_argument("--load-threshold", type=float, default=2.5)
     p.add_argument("--no-demo", action="store_true", help="overhead: skip `papyrus-ops demo`")
+    p.add_argument("--suite-variants", default="now,serial,before",
+                   help="suite: which of now,serial,before to run (default all three)")
     p.add_argument("--no-variants", action="store_true",
                    help="service: skip the proposed-change variants")
     a = p.parse_args(argv)
@@ -149,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import blue_green
 
             timed("blue_green", lambda: blue_green.run(sb=sb, runs=1 if a.quick else 3))
+        if "suite" in selected:
+            from bench import suite
+
+            timed("suite", lambda: suite.run(tuple(a.suite_variants.split(","))))
         if sb is not None:
             sb.stop()
             sb = None
@@ -191,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import blue_green
 
         path = blue_green.update_doc(common.load("blue_green") or {}, path)
+    if "suite" in selected:
+        from bench import suite
+
+        path = suite.update_doc(common.load("suite") or {}, path)
     log(f"all done in {meta['seconds']}s; wrote {path}")
     return 0
 

@@ -1,0 +1,164 @@
+"""8. The test suite as CI runs it: `make test` on a fresh clone of this checkout's HEAD.
+
+Each variant clones HEAD into a temporary folder, builds the venv there (`make .venv/.installed`,
+this machine's package cache warm, timed apart as "setup") and runs `make test` (ruff, then
+pytest), exactly what `.ci/run` does. The pytest wall time is the one pytest prints itself
+("N passed … in S s"); "whole" is the `make test` command. Variants, one after the other in one
+run (each takes the machine alone; the load average is recorded around each):
+* now: `make test` — two pytest-xdist workers, each a whole session with its own sandbox and
+  Prefect server (tests/support/workers.py), the venv compiled to bytecode at install;
+* one process: `make test TEST_WORKERS=0` — the same suite in a single pytest process;
+* before: one process and no `.pyc` in the clone (its venv's and its packages' `__pycache__`
+  removed after the install): the suite as it ran before issue #19's start-up cuts, when uv
+  wrote no bytecode and PYTHONDONTWRITEBYTECODE (set in this machine's shells) kept Python from
+  writing any, so every subprocess — each CLI call, Prefect server, flow run and service task —
+  compiled Prefect, boto3, moto and Flask from source again.
+
+`python -m bench suite [--variants now,serial,before]`; rewrites only §8 of the report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from bench.common import ROOT, TMP, loadavg, log, save, utc_now
+
+VARIANTS = {
+    "now": {"name": "now: 2 workers, bytecode", "make": ["TEST_WORKERS=2"], "pyc": True},
+    "serial": {"name": "one process, bytecode", "make": ["TEST_WORKERS=0"], "pyc": True},
+    "before": {"name": "before: one process, no bytecode", "make": ["TEST_WORKERS=0"],
+               "pyc": False},
+}
+_SUMMARY = re.compile(r"=+ (?P<counts>.*?) in (?P<s>[\d.]+)s")
+_COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
+
+
+def _shell_env() -> dict[str, str]:
+    """A shell as CI has it: nothing of a bench's or a developer's sandbox, Prefect or venv."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "PAPYRUS_", "PREFECT_")) and k != "VIRTUAL_ENV"}
+
+
+def _drop_bytecode(clone: Path) -> int:
+    gone = 0
+    for cache in clone.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
+        gone += 1
+    return gone
+
+
+def parse_summary(text: str) -> dict:
+    """pytest's last summary line: its counts and the wall time it reports."""
+    found = None
+    for m in _SUMMARY.finditer(text):
+        found = m
+    if found is None:
+        return {}
+    counts = {kind.rstrip("s") if kind.startswith("error") else kind: int(n)
+              for n, kind in _COUNT.findall(found["counts"])}
+    return {"pytest_s": float(found["s"]), "counts": counts}
+
+
+def run_variant(key: str, keep_log: Path) -> dict:
+    v = VARIANTS[key]
+    where = TMP / f"suite-{key}"
+    shutil.rmtree(where, ignore_errors=True)
+    env = _shell_env()
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True, env=env)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, env=env,
+                            capture_output=True, text=True).stdout.strip()
+    t0 = time.monotonic()
+    setup = subprocess.run(["make", ".venv/.installed"], cwd=where, env=env,
+                           capture_output=True, text=True)
+    setup_s = time.monotonic() - t0
+    out = {"variant": key, "name": v["name"], "commit": commit, "setup_s": round(setup_s, 1),
+           "load_start": loadavg(), "at": utc_now()}
+    if setup.returncode != 0:
+        out.update(ok=False, tail=(setup.stdout + setup.stderr)[-1500:])
+        return out
+    if not v["pyc"]:
+        out["pycache_removed"] = _drop_bytecode(where)
+    t1 = time.monotonic()
+    test = subprocess.run(["make", "test", *v["make"]], cwd=where, env=env,
+                          capture_output=True, text=True)
+    out["whole_s"] = round(time.monotonic() - t1, 1)
+    out["load_end"] = loadavg()
+    text = test.stdout + test.stderr
+    keep_log.write_text(text)
+    out.update(parse_summary(text), rc=test.returncode, ok=test.returncode == 0,
+               log=str(keep_log))
+    if not out["ok"]:
+        out["tail"] = text[-2000:]
+    shutil.rmtree(where, ignore_errors=True)
+    return out
+
+
+def run(variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
+    logs = TMP / "suite-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for key in variants:
+        log(f"suite {key}: cloning and running make test (load {loadavg()})")
+        rows.append(run_variant(key, logs / f"{key}.log"))
+        r = rows[-1]
+        log(f"suite {key}: ok={r['ok']} pytest {r.get('pytest_s')} s, whole {r.get('whole_s')} s"
+            f", counts {r.get('counts')}, load {r.get('load_end')}")
+    data = {"measured": {"at": utc_now(), "load": loadavg(),
+                         "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))},
+            "rows": rows}
+    save("suite", data)
+    return data
+
+
+# -- docs/benchmarks.md: §8 and its goal row, in place ------------------------------------------
+SUITE_GOAL_S = 360.0
+SECTION = "## 8. The suite: `make test` on a fresh clone"
+
+
+def _mmss(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    m, s = divmod(round(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def goal_rows(d: dict) -> list[list]:
+    rows = d.get("rows") or []
+    now = [r for r in rows if r["variant"] == "now" and r.get("pytest_s")]
+    if not now:
+        return []
+    others = "; ".join(f"{r['name']} {_mmss(r.get('pytest_s'))}" for r in rows
+                       if r["variant"] != "now" and r.get("pytest_s"))
+    best = min(r["pytest_s"] for r in now)
+    return [["8", f"pytest wall ≤ {_mmss(SUITE_GOAL_S)} on 2 cores (fresh clone)",
+             f"{_mmss(best)} ({now[0]['name']})" + (f"; {others}" if others else ""),
+             "**met**" if best <= SUITE_GOAL_S and all(r["ok"] for r in now) else "**missed**"]]
+
+
+def section(d: dict) -> str:
+    from bench.fmt import table
+
+    lines = [SECTION, "", __doc__.split("\n\n", 1)[1].split("\n`python -m bench")[0].strip(), ""]
+    rows = [[r["name"], r.get("commit", ""), "yes" if r.get("ok") else "NO", r["setup_s"],
+             _mmss(r.get("pytest_s")), _mmss(r.get("whole_s")),
+             ", ".join(f"{n} {k}" for k, n in (r.get("counts") or {}).items()),
+             f"{r['load_start']} → {r.get('load_end')}"] for r in d.get("rows") or []]
+    if rows:
+        lines += [table(["variant", "commit", "green", "setup s", "pytest", "make test",
+                         "tests", "load average (1, 5, 15 min) start → end"], rows), ""]
+    if d.get("measured"):
+        pyc = "set" if d["measured"].get("dont_write_bytecode") else "not set"
+        lines += [f"Measured, finished {d['measured']['at']}; PYTHONDONTWRITEBYTECODE {pyc} in "
+                  "the shell that ran it.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def update_doc(d: dict, doc: Path) -> Path:
+    from bench.report import update_in_place
+
+    return update_in_place(doc, "8", SECTION, section(d), goal_rows(d))
