@@ -48,7 +48,7 @@ TEST_WORKERS ?= 2
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Debian's Chromium for the Prefect UI test (it skips, saying why, where none can be had).
 browser:

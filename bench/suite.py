@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import ROOT, TMP, loadavg, log, save, utc_now
+from bench.common import ROOT, TMP, load, loadavg, log, save, utc_now
 
 VARIANTS = {
     "now": {"name": "now: 2 workers, bytecode", "make": ["TEST_WORKERS=2"], "pyc": True},
@@ -108,6 +108,9 @@ def run(variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
         r = rows[-1]
         log(f"suite {key}: ok={r['ok']} pytest {r.get('pytest_s')} s, whole {r.get('whole_s')} s"
             f", counts {r.get('counts')}, load {r.get('load_end')}")
+    # A variant not run this time keeps its latest row (each row says when and on which commit).
+    earlier = [r for r in (load("suite") or {}).get("rows", []) if r["variant"] not in variants]
+    rows = sorted(rows + earlier, key=lambda r: list(VARIANTS).index(r["variant"]))
     data = {"measured": {"at": utc_now(), "load": loadavg(),
                          "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))},
             "rows": rows}
@@ -144,12 +147,13 @@ def section(d: dict) -> str:
     from bench.fmt import table
 
     lines = [SECTION, "", __doc__.split("\n\n", 1)[1].split("\n`python -m bench")[0].strip(), ""]
-    rows = [[r["name"], r.get("commit", ""), "yes" if r.get("ok") else "NO", r["setup_s"],
+    rows = [[r["name"], r.get("commit", ""), r.get("at", ""), "yes" if r.get("ok") else "NO",
+             r["setup_s"],
              _mmss(r.get("pytest_s")), _mmss(r.get("whole_s")),
              ", ".join(f"{n} {k}" for k, n in (r.get("counts") or {}).items()),
              f"{r['load_start']} → {r.get('load_end')}"] for r in d.get("rows") or []]
     if rows:
-        lines += [table(["variant", "commit", "green", "setup s", "pytest", "make test",
+        lines += [table(["variant", "commit", "started", "green", "setup s", "pytest", "make test",
                          "tests", "load average (1, 5, 15 min) start → end"], rows), ""]
     if d.get("measured"):
         pyc = "set" if d["measured"].get("dont_write_bytecode") else "not set"

@@ -32,11 +32,16 @@ os.environ.update({
 })
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    from tests.support.workers import assign_groups
+    from tests.support.workers import order_items
 
-    assign_groups(config, items)
+    order_items(config, items)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from tests.support.workers import make_scheduler
+
+    return make_scheduler(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,4 @@
-"""How `make test` splits the suite over pytest-xdist workers (`-n 2 --dist loadgroup`).
+"""How `make test` splits the suite over pytest-xdist workers (`-n 2 --dist loadfile`).
 
 Every worker is a whole session of its own: its own tmp root, Prefect server and sandbox
 (tests/conftest.py makes them per process), so workers share nothing but the machine. What must
@@ -8,33 +8,46 @@ stay on one worker is what shares session state on purpose:
   matrix wrote — in that worker's sandbox, so the matrix runs in one;
 - tests/e2e: one `papyrus-ops prefect up --ecs` stack per session (tests/e2e/conftest.py), which
   would otherwise start once on each worker.
-The two long groups go first (`--no-loadscope-reorder` keeps this order), so neither is what a
-worker starts last while the other idles. Without xdist nothing changes.
+xdist's `loadfile` keeps only files together, and its `loadgroup` marks do nothing with pytest 9
+(xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads), so `make_scheduler` gives
+xdist a loadfile scheduler whose unit is the group below. The two long groups go first
+(`order_items`, in the workers, where the items are collected; `--no-loadscope-reorder` keeps
+that order), so neither is what a worker starts last while the other idles. Without xdist
+nothing changes.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-# Directories that are one group each, longest first.
+# Folders that are one unit each, longest first.
 WHOLE = ("tests/e2e", "tests/reliability")
 
 
-def group_of(path: Path) -> str:
-    rel = Path(path).resolve().relative_to(ROOT).as_posix()
+def group_of(nodeid: str) -> str:
+    """The unit a test goes with: its folder for WHOLE, else its file."""
+    path = nodeid.split("::", 1)[0]
     for folder in WHOLE:
-        if rel.startswith(folder + "/"):
+        if path.startswith(folder + "/"):
             return folder
-    return rel
+    return path
 
 
-def assign_groups(config, items) -> None:
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
-    rank = {folder: i for i, folder in enumerate(WHOLE)}
-    items.sort(key=lambda item: rank.get(group_of(item.path), len(WHOLE)))  # stable
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(item.path)))
+def _rank(item) -> int:
+    group = group_of(item.nodeid)
+    return WHOLE.index(group) if group in WHOLE else len(WHOLE)
+
+
+def order_items(config, items) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker
+        items.sort(key=_rank)  # stable: inside a group, pytest's own order
+
+
+def make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class GroupScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
