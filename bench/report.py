@@ -551,6 +551,13 @@ def section_bad_input(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _section_no(row: str) -> float:
+    try:
+        return float(row.split("|")[1].strip())
+    except (IndexError, ValueError):
+        return float("inf")
+
+
 def update_in_place(doc: Path, number: str, heading: str, section_text: str,
                     goal_rows: list[list]) -> Path:
     """Replace section `heading` (its text `section_text`) and the goal rows of § `number` in
@@ -564,7 +571,11 @@ def update_in_place(doc: Path, number: str, heading: str, section_text: str,
     try:
         start = next(i for i, ln in enumerate(lines) if ln.startswith("| § |"))
         end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-        lines[end:end] = new_rows
+        # In § order: before the first row of a later section.
+        later = [i for i in range(start + 2, end)
+                 if _section_no(lines[i]) > _section_no(f"| {number} |")]
+        at = later[0] if later else end
+        lines[at:at] = new_rows
     except StopIteration:
         pass
     text = "\n".join(lines) + "\n"
