@@ -245,6 +245,13 @@ def run_child(cmd: Sequence[str], env: dict | None = None, timeout: float = 900,
                        chunks["err"].decode(errors="replace"))
 
 
+def fresh_shell_env(extra: dict | None = None) -> dict:
+    """A new shell as a person or CI has it, for a fresh clone's `make`: `clean_env(extra)`
+    without anything of the bench's sandbox, Prefect or venv."""
+    return {k: v for k, v in clean_env(extra).items()
+            if not k.startswith(("AWS_", "PAPYRUS_", "PREFECT_")) and k != "VIRTUAL_ENV"}
+
+
 def clean_env(extra: dict | None = None, base: dict | None = None) -> dict:
     """The environment for children: `base` (default: this process's) without any real AWS
     identity, telemetry off, then `extra`."""

@@ -31,7 +31,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import PY, ROOT, TMP, clean_env, log, run_child, save, stats
+from bench.common import PY, ROOT, TMP, clean_env, fresh_shell_env, log, run_child, save, stats
 
 # The "before the cuts" child: the CLI with the old behaviour put back before it runs.
 _BEFORE_CUTS = r"""
@@ -118,11 +118,8 @@ def _cold(tag: str, before: bool) -> dict:
     shutil.rmtree(where, ignore_errors=True)
     cache = TMP / f"uv-cache-{tag}"
     shutil.rmtree(cache, ignore_errors=True)
-    env = clean_env({"UV_CACHE_DIR": str(cache), "PIP_NO_CACHE_DIR": "1",
-                     **({"NO_UV": "1"} if before else {})})
-    # As a fresh shell has it: nothing of the bench's sandbox, Prefect or venv.
-    env = {k: v for k, v in env.items()
-           if not k.startswith(("AWS_", "PAPYRUS_", "PREFECT_")) and k != "VIRTUAL_ENV"}
+    env = fresh_shell_env({"UV_CACHE_DIR": str(cache), "PIP_NO_CACHE_DIR": "1",
+                           **({"NO_UV": "1"} if before else {})})
     t0 = time.monotonic()
     subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True, env=env)
     t_clone = time.monotonic() - t0

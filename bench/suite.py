@@ -26,7 +26,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import ROOT, TMP, load, loadavg, log, save, utc_now
+from bench.common import ROOT, TMP, fresh_shell_env, load, loadavg, log, save, utc_now
 
 VARIANTS = {
     "now": {"name": "now: 2 workers, bytecode", "make": ["TEST_WORKERS=2"], "pyc": True},
@@ -36,12 +36,6 @@ VARIANTS = {
 }
 _SUMMARY = re.compile(r"=+ (?P<counts>.*?) in (?P<s>[\d.]+)s")
 _COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
-
-
-def _shell_env() -> dict[str, str]:
-    """A shell as CI has it: nothing of a bench's or a developer's sandbox, Prefect or venv."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "PAPYRUS_", "PREFECT_")) and k != "VIRTUAL_ENV"}
 
 
 def _drop_bytecode(clone: Path) -> int:
@@ -68,7 +62,7 @@ def run_variant(key: str, keep_log: Path) -> dict:
     v = VARIANTS[key]
     where = TMP / f"suite-{key}"
     shutil.rmtree(where, ignore_errors=True)
-    env = _shell_env()
+    env = fresh_shell_env()
     subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True, env=env)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, env=env,
                             capture_output=True, text=True).stdout.strip()
