@@ -140,10 +140,11 @@ def cli_pipeline(sb, since: str, until: str, tag: str, timeout: float = 1800) ->
 
     out_path = TMP / f"cli-{tag}.jsonl.gz"
     reports = {k: TMP / f"time-cli-{tag}-{k}.txt" for k in ("aws", "jq", "gzip")}
-    # A HOME of this run's own: awscli caches the flow-run profile's assumed-role credentials
-    # in ~/.aws/cli/cache for an hour, and credentials from an earlier sandbox (another moto)
-    # are refused by this one (InvalidClientTokenId: the pipeline archives 0 events).
-    env = clean_env({**sb.env(), "HOME": str(TMP / "cli-home")})
+    # A HOME of this sandbox's own (as bench/verdict.py): awscli caches the flow-run profile's
+    # assumed-role credentials in ~/.aws/cli/cache for an hour, and credentials from an earlier
+    # sandbox (another moto, an earlier bench run) are refused by this one (403: the pipeline
+    # archives 0 events).
+    env = clean_env({**sb.env(), "HOME": str(sb.state_dir / "awscli-home")})
     t0 = time.monotonic()
     with open(out_path, "wb") as out_f:
         aws = subprocess.Popen(timed([aws_cli(), "cloudtrail", "lookup-events", "--start-time",
@@ -215,6 +216,9 @@ def run(sizes=(10_000, 100_000), runs=(3, 2), rate_events=3000, rate_runs=2,
                 log(f"archive {n}: ours-core {rows_core[-1]['seconds']}s "
                     f"{rows_core[-1]['maxrss_mb']} MB ({rows_core[-1]['events']} events)")
                 rows_cli.append(cli_pipeline(sb, since, until, f"{n}-{i}"))
+                if rows_cli[-1]["events"] != n:  # a refused call is not a fast pipeline
+                    raise RuntimeError(f"the CLI pipeline archived {rows_cli[-1]['events']} of "
+                                       f"{n} events: {rows_cli[-1]['aws_stderr']}")
                 log(f"archive {n}: cli {rows_cli[-1]['seconds']}s {rows_cli[-1]['maxrss_mb']} MB "
                     f"(aws {rows_cli[-1]['aws_maxrss_mb']}, jq {rows_cli[-1]['jq_maxrss_mb']}; "
                     f"{rows_cli[-1]['events']} events)")

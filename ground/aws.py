@@ -7,7 +7,9 @@ per-service `AWS_ENDPOINT_URL_<SERVICE>`) variables, which is how the sandbox is
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
+from typing import Any
 
 import boto3
 import botocore.session
@@ -60,10 +62,33 @@ def _as_sent(value):
     return value
 
 
+_LOADERS: dict[str | None, Any] = {}
+_LOADERS_LOCK = threading.Lock()
+
+
+def botocore_session(session_vars: dict | None = None) -> botocore.session.Session:
+    """A new botocore session (its own profile, credentials and config, read now) that shares
+    this process's data loader with every other one.
+
+    The loader reads botocore's JSON files — endpoints.json and each service's model, paginators
+    and waiters — and caches them per instance, so every new session read and decoded them all
+    again: about 40 ms for the endpoints alone, and more than the request itself for a client
+    made once per call (docs/benchmarks.md §6, §8). The files never change while a process runs;
+    what a session resolves from its environment (profile, credentials, region) stays its own."""
+    core = botocore.session.get_session(session_vars)
+    data_path = core.get_config_variable("data_path")
+    with _LOADERS_LOCK:
+        loader = _LOADERS.get(data_path)
+        if loader is None:
+            loader = _LOADERS[data_path] = core.get_component("data_loader")
+    core.register_component("data_loader", loader)
+    return core
+
+
 @lru_cache(maxsize=64)
 def _cached(service: str, region: str, endpoint: str | None, raw_timestamps: bool = False):
     # The endpoint is part of the key so a sandbox restarted on another port gets new clients.
-    core = botocore.session.get_session()
+    core = botocore_session()
     if raw_timestamps:
         # What awscli does: the parser factory belongs to the session, so only this client's
         # timestamps stay as sent (JSON protocols: epoch seconds) instead of becoming datetimes

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
-import botocore.session
 from botocore.config import Config
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
 from ground import iam as iam_files
+from ground.aws import botocore_session
 from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
@@ -115,7 +115,7 @@ class Sandbox:
         if self._admin_session is None or self._admin_session[0] != self._admin:
             # Its own botocore session, blind to AWS_PROFILE / AWS_CONFIG_FILE (which point at
             # the flow-run role once `env()` is applied) and to a shell's keys.
-            isolated = botocore.session.get_session({
+            isolated = botocore_session({
                 "profile": (None, None, None, None),
                 "config_file": (None, None, os.devnull, None),
                 "credentials_file": (None, None, os.devnull, None)})
@@ -165,7 +165,7 @@ class Sandbox:
         session = boto3.session.Session(
             aws_access_key_id=self._operator["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self._operator["AWS_SECRET_ACCESS_KEY"],
-            botocore_session=botocore.session.get_session({
+            botocore_session=botocore_session({
                 "profile": (None, None, None, None),
                 "config_file": (None, None, os.devnull, None),
                 "credentials_file": (None, None, os.devnull, None)}))

@@ -38,6 +38,7 @@ def pytest_collection_modifyitems(config, items):
     order_items(config, items)
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: `-p no:xdist` must still run the suite
 def pytest_xdist_make_scheduler(config, log):
     from tests.support.workers import make_scheduler
 
