@@ -3,6 +3,7 @@ whole, tests/e2e and tests/reliability each stay whole, and the long groups are 
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 from tests.support.workers import group_of, make_scheduler, order_items
@@ -16,6 +17,20 @@ def test_a_file_is_one_unit_and_two_folders_are_one_unit_each():
     assert group_of("tests/e2e/test_ecs_worker.py::test_a") == "tests/e2e"
     assert group_of("tests/reliability/test_deploy_lease.py::test_b[1]") == "tests/reliability"
     assert group_of("tests/e2e_other/test_x.py::t") == "tests/e2e_other/test_x.py"
+    # a reliability file that feeds nothing to the canary sweep is a unit of its own
+    assert group_of("tests/reliability/test_cli_prefect_server.py::test_c") \
+        == "tests/reliability/test_cli_prefect_server.py"
+
+
+def test_the_files_on_their_own_exist_and_leave_the_sweep_alone():
+    from pathlib import Path
+
+    from tests.support.workers import ON_THEIR_OWN
+
+    root = Path(__file__).resolve().parents[1]
+    for path in ON_THEIR_OWN:
+        text = (root / path).read_text()
+        assert "capture_dir" not in text and not re.search(r"\bsb\b", text), path
 
 
 class _Config:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.canaries import SESSION_CANARIES
 from tests.support.sweep import sweep
+from tests.support.workers import ON_THEIR_OWN
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,6 +45,18 @@ def canary_sweep(request, sandbox, prefect_server, capture_dir):
     full = set(HERE.glob("test_*.py")) <= ran
     report = sweep(sandbox, SESSION_CANARIES, capture_dir, full=full)
     assert report["hits"] == [], f"canary sweep: {len(report['hits'])} hits: {report['hits']}"
+
+
+@pytest.fixture(autouse=True)
+def sweep_free_guard(request):
+    """A file that runs apart from the matrix (tests/support/workers.ON_THEIR_OWN, maybe on
+    another xdist worker) must not write what the sweep searches: the sweep of the worker that
+    runs the matrix would never see it."""
+    path = Path(request.node.path).resolve().relative_to(HERE.parents[1]).as_posix()
+    used = {"sb", "capture_dir"} & set(request.fixturenames)
+    if path in ON_THEIR_OWN and used:
+        pytest.fail(f"{path} uses {sorted(used)}: it feeds the canary sweep, so it must stay "
+                    "with the matrix (remove it from tests/support/workers.ON_THEIR_OWN)")
 
 
 @pytest.fixture
