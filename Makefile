@@ -41,10 +41,11 @@ endif
 demo: $(STAMP)
 	$(VENV)/bin/papyrus-ops demo
 
-# Two workers, each a whole session with its own sandbox and Prefect server; a test file (and
-# tests/e2e, tests/reliability whole) stays on one worker (tests/support/workers.py).
-# TEST_WORKERS=0 runs it in one process, as before.
-TEST_WORKERS ?= 2
+# Four workers, each a whole session with its own sandbox and Prefect server; a test file (and
+# tests/e2e, tests/reliability whole) stays on one worker (tests/support/workers.py). Four on 2
+# cores, because much of the suite waits (ECS rollouts, health checks, a browser): 11:41 against
+# two workers' 14:29 on a fresh clone (docs/benchmarks.md §8). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check .

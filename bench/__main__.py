@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-threshold", type=float, default=2.5)
     p.add_argument("--no-demo", action="store_true", help="overhead: skip `papyrus-ops demo`")
     p.add_argument("--suite-variants", default="now,serial,before",
-                   help="suite: which of now,serial,before to run (default all three)")
+                   help="suite: which of now,serial,before,two to run (default all)")
+    p.add_argument("--suite-runs", type=int, default=1,
+                   help="suite: runs of each variant, one after the other (the goal: median)")
     p.add_argument("--no-variants", action="store_true",
                    help="service: skip the proposed-change variants")
     a = p.parse_args(argv)
@@ -157,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if "suite" in selected:
             from bench import suite
 
-            timed("suite", lambda: suite.run(tuple(a.suite_variants.split(","))))
+            timed("suite", lambda: suite.run(tuple(a.suite_variants.split(",")),
+                                                  runs=a.suite_runs))
         if sb is not None:
             sb.stop()
             sb = None

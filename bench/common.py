@@ -98,6 +98,31 @@ def wait_for_quiet(threshold: float = 2.5, step: float = 60, max_wait: float = 9
             "quiet": seen[-1][1][0] <= threshold}
 
 
+def _cpu_busy(interval: float) -> float:
+    """The machine's busy fraction (all cores, from /proc/stat) over `interval` seconds."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]  # idle + iowait
+        return sum(v) - idle, sum(v)
+
+    b0, t0 = sample()
+    time.sleep(interval)
+    b1, t1 = sample()
+    return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def settle(busy: float = 0.15, interval: float = 0.5, max_wait: float = 30) -> float:
+    """Wait until the machine is quiet (below `busy` of its cores over `interval`), so one
+    measured call does not run beside what the one before left behind (a temporary Prefect
+    server shutting down, a server still writing the last run's events). Returns the seconds
+    waited; after `max_wait` it goes ahead anyway."""
+    t = time.monotonic()
+    while _cpu_busy(interval) > busy and time.monotonic() - t < max_wait:
+        pass
+    return round(time.monotonic() - t, 2)
+
+
 def _cmd_version(cmd: Sequence[str], pattern: str = r"(\d+(?:\.\d+)+\S*)") -> str | None:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)

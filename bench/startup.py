@@ -3,7 +3,10 @@
 A. `papyrus-ops preflight --env local --json` on the bench's sandbox (a clean one: every check
    passes), as a person or CI runs it, each call a new process. The tax of a call is its wall
    time minus the flow's own time (the result's `seconds`: from the flow body's start to its
-   result) — imports, the Prefect API, the flow engine, the exit. Four ways, interleaved:
+   result) — imports, the Prefect API, the flow engine, the exit. Four ways, interleaved, each
+   call started on a quiet machine (`bench.common.settle`: under 15% busy over half a second,
+   so a call does not share the cores with what the previous variant left running, such as
+   a temporary server shutting down):
    * before: no PREFECT_API_URL and `PAPYRUS_PREFECT_SERVER=temporary` — Prefect's temporary
      server for every call (what every call paid until now); a first call beforehand creates
      its database, so the figures are of later calls;
@@ -31,7 +34,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import PY, ROOT, TMP, clean_env, fresh_shell_env, log, run_child, save, stats
+from bench.common import (
+    PY,
+    ROOT,
+    TMP,
+    clean_env,
+    fresh_shell_env,
+    log,
+    run_child,
+    save,
+    settle,
+    stats,
+)
 
 # The "before the cuts" child: the CLI with the old behaviour put back before it runs.
 _BEFORE_CUTS = r"""
@@ -101,7 +115,9 @@ def cli_tax(sb, prefect_url: str, runs: int = 3) -> dict:
         rows: dict[str, list] = {k: [] for k in envs}
         for i in range(runs):
             for name, env in envs.items():
+                waited = settle()
                 rows[name].append(_preflight(env, before_cuts=name == "before_cuts"))
+                rows[name][-1]["settled_s"] = waited
                 log(f"cli tax {name} {i + 1}/{runs}: {rows[name][-1]}")
         data["rows"] = rows
         data["agg"] = {name: {k: stats(r[k] for r in rs) for k in ("seconds", "flow_s", "tax_s")}
@@ -234,7 +250,9 @@ def section(d: dict) -> str:
                   "plain parameters are stored without importing FastAPI (Prefect's "
                   "`serialize_parameters`); the resident server's health check uses the "
                   "standard library instead of an httpx client (an SSL context from certifi "
-                  "for an http:// URL). The exit no longer adds CPython's teardown "
+                  "for an http:// URL); every botocore session of a process shares one data "
+                  "loader (`ground.aws.botocore_session`), so endpoints.json and the service "
+                  "models are read and decoded once, not once per client. The exit no longer adds CPython's teardown "
                   "(`papyrus_ops/quick_exit.py`).", ""]
     cold = d.get("cold_start") or {}
     if cold.get("rows"):

@@ -5,8 +5,10 @@ this machine's package cache warm, timed apart as "setup") and runs `make test` 
 pytest), exactly what `.ci/run` does. The pytest wall time is the one pytest prints itself
 ("N passed … in S s"); "whole" is the `make test` command. Variants, one after the other in one
 run (each takes the machine alone; the load average is recorded around each):
-* now: `make test` — two pytest-xdist workers, each a whole session with its own sandbox and
+* now: `make test` — four pytest-xdist workers on the 2 cores (much of the suite waits on
+  rollouts, health checks and a browser), each a whole session with its own sandbox and
   Prefect server (tests/support/workers.py), the venv compiled to bytecode at install;
+* 2 workers: `make test TEST_WORKERS=2` — what `make test` ran before;
 * one process: `make test TEST_WORKERS=0` — the same suite in a single pytest process;
 * before: one process and no `.pyc` in the clone (its venv's and its packages' `__pycache__`
   removed after the install): the suite as it ran before issue #19's start-up cuts, when uv
@@ -14,7 +16,8 @@ run (each takes the machine alone; the load average is recorded around each):
   writing any, so every subprocess — each CLI call, Prefect server, flow run and service task —
   compiled Prefect, boto3, moto and Flask from source again.
 
-`python -m bench suite [--variants now,serial,before]`; rewrites only §8 of the report.
+`python -m bench suite [--suite-variants now,two,serial,before] [--suite-runs N]`; rewrites only
+§8 of the report.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -29,7 +33,8 @@ from pathlib import Path
 from bench.common import ROOT, TMP, fresh_shell_env, load, loadavg, log, save, utc_now
 
 VARIANTS = {
-    "now": {"name": "now: 2 workers, bytecode", "make": ["TEST_WORKERS=2"], "pyc": True},
+    "now": {"name": "now: 4 workers, bytecode", "make": ["TEST_WORKERS=4"], "pyc": True},
+    "two": {"name": "2 workers, bytecode", "make": ["TEST_WORKERS=2"], "pyc": True},
     "serial": {"name": "one process, bytecode", "make": ["TEST_WORKERS=0"], "pyc": True},
     "before": {"name": "before: one process, no bytecode", "make": ["TEST_WORKERS=0"],
                "pyc": False},
@@ -92,16 +97,17 @@ def run_variant(key: str, keep_log: Path) -> dict:
     return out
 
 
-def run(variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
+def run(variants: tuple[str, ...] = tuple(VARIANTS), runs: int = 1) -> dict:
     logs = TMP / "suite-logs"
     logs.mkdir(parents=True, exist_ok=True)
     rows = []
     for key in variants:
-        log(f"suite {key}: cloning and running make test (load {loadavg()})")
-        rows.append(run_variant(key, logs / f"{key}.log"))
-        r = rows[-1]
-        log(f"suite {key}: ok={r['ok']} pytest {r.get('pytest_s')} s, whole {r.get('whole_s')} s"
-            f", counts {r.get('counts')}, load {r.get('load_end')}")
+        for i in range(runs):
+            log(f"suite {key} {i + 1}/{runs}: cloning and running make test (load {loadavg()})")
+            rows.append(run_variant(key, logs / f"{key}-{i + 1}.log"))
+            r = rows[-1]
+            log(f"suite {key}: ok={r['ok']} pytest {r.get('pytest_s')} s, whole "
+                f"{r.get('whole_s')} s, counts {r.get('counts')}, load {r.get('load_end')}")
     # A variant not run this time keeps its latest row (each row says when and on which commit).
     earlier = [r for r in (load("suite") or {}).get("rows", []) if r["variant"] not in variants]
     rows = sorted(rows + earlier, key=lambda r: list(VARIANTS).index(r["variant"]))
@@ -131,10 +137,12 @@ def goal_rows(d: dict) -> list[list]:
         return []
     others = "; ".join(f"{r['name']} {_mmss(r.get('pytest_s'))}" for r in rows
                        if r["variant"] != "now" and r.get("pytest_s"))
-    best = min(r["pytest_s"] for r in now)
-    return [["8", f"pytest wall ≤ {_mmss(SUITE_GOAL_S)} on 2 cores (fresh clone)",
-             f"{_mmss(best)} ({now[0]['name']})" + (f"; {others}" if others else ""),
-             "**met**" if best <= SUITE_GOAL_S and all(r["ok"] for r in now) else "**missed**"]]
+    times = sorted(r["pytest_s"] for r in now)
+    median = statistics.median(times)
+    spread = f" ({_mmss(times[0])}–{_mmss(times[-1])}, {len(times)} runs)" if len(times) > 1 else ""
+    return [["8", f"pytest wall ≤ {_mmss(SUITE_GOAL_S)} on 2 cores (fresh clone; median)",
+             f"{_mmss(median)}{spread} ({now[0]['name']})" + (f"; {others}" if others else ""),
+             "**met**" if median <= SUITE_GOAL_S and all(r["ok"] for r in now) else "**missed**"]]
 
 
 def section(d: dict) -> str:

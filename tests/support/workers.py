@@ -1,4 +1,4 @@
-"""How `make test` splits the suite over pytest-xdist workers (`-n 2 --dist loadfile`).
+"""How `make test` splits the suite over pytest-xdist workers (`-n 4 --dist loadfile`).
 
 Every worker is a whole session of its own: its own tmp root, Prefect server and sandbox
 (tests/conftest.py makes them per process), so workers share nothing but the machine. What must
