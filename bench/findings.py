@@ -143,7 +143,10 @@ def _archive(a):
         "(f) `event_line` builds and encodes the envelope once, and a page's lines reach "
         "each gzip file in one write (one zlib call per page; zlib releases the GIL while the "
         "prefetch thread parses the next page); (g) the child exits like "
-        "`papyrus-ops` (`papyrus_ops/quick_exit.py`). Not done: the EC2 client of "
+        "`papyrus-ops` (`papyrus_ops/quick_exit.py`); (h) every botocore session of a "
+        "process shares one data loader (`ground.aws.botocore_session`): each new session "
+        "had read and decoded endpoints.json and its service's model again, for the EC2, "
+        "CloudTrail and S3 clients alike. Not done: the EC2 client of "
         "`resolve_papyrus_names` is still built (0.3–0.5 s of CPU here, on top of the "
         "+24 MB above): the sandbox's security group ids are random, so no configuration can "
         "carry them, and ids remembered from an earlier run would miss a re-created group.")
@@ -157,7 +160,10 @@ def _archive(a):
             "request, against ~0.5 s for `aws`; the loop itself "
             f"({num(c_lo['archive_s'])} s) is faster than the whole CLI pipeline. Closing "
             "that would mean a Prefect-free archive process, which nobody would run: the "
-            "nightly job is a flow.")
+            "nightly job is a flow. Nor would fetching two slices at once: it would win here "
+            "only because the sandbox answers at once and the bench turns the rate limit "
+            "off, while LookupEvents allows 2 requests/s per region, which one stream of "
+            "requests already fills (the rate-limited row below).")
     lines.append("")
     rl = a.get("rate_limited")
     if rl:

@@ -92,11 +92,13 @@ def _at(hours_ago: float) -> str:
 def test_the_incremental_archive_does_not_advance_while_its_upload_is_pending(
         sb, monkeypatch, no_archive_state):
     s3, s = sb.client("s3"), sb.settings
+    # Once: `_at` reads the clock, and a slow run crosses a minute between two calls.
+    three_hours_ago, two_hours_ago = _at(3), _at(2)
     params = {"env": "local", "incremental": True, "days": 1, "max_rps": 100,
               "settle_minutes": 0, "overlap_minutes": 0}
     _bucket_down(sb, monkeypatch)
     try:
-        first = cloudtrail_archive(**params, until=_at(3))
+        first = cloudtrail_archive(**params, until=three_hours_ago)
     finally:
         sb.faults.clear()
         aws._cached.cache_clear()
@@ -106,15 +108,15 @@ def test_the_incremental_archive_does_not_advance_while_its_upload_is_pending(
     with pytest.raises(ClientError):
         s3.get_object(Bucket=s.evidence_bucket, Key=no_archive_state)
 
-    refused = cloudtrail_archive(**params, until=_at(2), return_state=True)
+    refused = cloudtrail_archive(**params, until=two_hours_ago, return_state=True)
     assert refused.is_failed()
     assert "upload is pending" in refused.message and "upload-pending --env local" in \
         refused.message, refused.message
 
     upload_pending(s.evidence_root, lambda region=None: s3)
     assert_evidence_complete(sb, first["evidence"]["folder"])
-    after = cloudtrail_archive(**params, until=_at(2))
+    after = cloudtrail_archive(**params, until=two_hours_ago)
     assert after["verdict"] == "success" and not after["evidence"]["upload_pending"], after
     state = json.loads(s3.get_object(Bucket=s.evidence_bucket, Key=no_archive_state)["Body"]
                        .read())
-    assert state["covered_until"] == _at(2)
+    assert state["covered_until"] == two_hours_ago
