@@ -145,6 +145,37 @@ def goal_rows(d: dict) -> list[list]:
              "**met**" if median <= SUITE_GOAL_S and all(r["ok"] for r in now) else "**missed**"]]
 
 
+# Measured apart (2026-12-02, fresh clones, idle but for the sampler): every process's CPU time
+# sampled from /proc every 0.2 s during `make test`, and pytest's --durations=0.
+WHERE_IT_GOES = """\
+Where the time goes (fresh clones at a670c75 and 7285ce8, idle, `--durations=0`, every
+process's CPU time sampled from /proc; the sampler's own load included):
+* **Two workers** (14:29 of pytest, 894 s of CPU for `make test`): the cores were busy about
+  half the time (894 s of CPU in 2 × 869 s). The tests wait — ECS rollouts and deregistration
+  delays, health checks, circuit breakers, a browser rendering the Prefect UI — so **four
+  workers** (11:40, 1,043 s of CPU, every worker busy to the end: 2,670 s of test time over
+  4 × 700 s) fill the cores. Each extra worker adds a session: a sandbox, a PostgreSQL and a
+  Prefect server. With `stress-ng --cpu 2` beside it, four workers took 15:27 (two: 20:02); one test
+  failed there, the clock one below, fixed since.
+* **The CPU, by process** (four workers): pytest workers (the tests, the in-process sandbox —
+  moto, the ECS runtime, the ALB — and the flows they run) 405 s; the Prefect servers (one per
+  worker, the e2e stack's) 364 s — their SQLite queries, the task-run recorder, the API's
+  request handling, all driven by the flow runs the tests make, not idle (an idle server
+  costs 1.8% of a core); the CLI subprocesses 161 s (116 calls, about 1.4 s each, mostly
+  imports); service tasks (gunicorn, 203 of them) 94 s; Chromium 86 s; flow runs in the e2e
+  pools' processes and other Python 150 s.
+* So 6:00 on 2 cores needs the CPU below ~650 s as well as full cores: a third less work for
+  the same coverage. What would take it there, not done: flow runs and CLI calls that do not
+  import Prefect afresh (a pre-imported interpreter that forks per call: about 1 s of CPU per
+  call), the Prefect servers on the session's PostgreSQL instead of SQLite (their largest
+  share), one browser for the UI tests instead of one per test.
+* Found on the way: every new botocore session read and decoded endpoints.json and its
+  service's model again (`ground.aws.botocore_session` now shares one loader per process);
+  two tests that failed only on a slow machine (a minute boundary crossed between two clock
+  reads; a stopped task's target already draining when the verdict looked), first seen with
+  four workers."""
+
+
 def section(d: dict) -> str:
     from bench.fmt import table
 
@@ -161,6 +192,7 @@ def section(d: dict) -> str:
         pyc = "set" if d["measured"].get("dont_write_bytecode") else "not set"
         lines += [f"Measured, finished {d['measured']['at']}; PYTHONDONTWRITEBYTECODE {pyc} in "
                   "the shell that ran it.", ""]
+    lines += [WHERE_IT_GOES, ""]
     return "\n".join(lines) + "\n"
 
 
