@@ -148,7 +148,7 @@ def goal_rows(d: dict) -> list[list]:
 # Measured apart (2026-12-02, fresh clones, idle but for the sampler): every process's CPU time
 # sampled from /proc every 0.2 s during `make test`, and pytest's --durations=0.
 WHERE_IT_GOES = """\
-Where the time goes (fresh clones at a670c75 and 7285ce8, idle, `--durations=0`, every
+Where the time goes (fresh clones at a670c75 and ebbf442, idle, `--durations=0`, every
 process's CPU time sampled from /proc; the sampler's own load included):
 * **Two workers** (14:29 of pytest, 894 s of CPU for `make test`): the cores were busy about
   half the time (894 s of CPU in 2 × 869 s). The tests wait — ECS rollouts and deregistration
