@@ -22,7 +22,7 @@ from bench.common import OUT, ROOT, TMP, log
 BENCHES = ("verdict", "archive", "service", "overhead", "bad_input", "startup", "blue_green")
 # Run only by name: three fresh-clone `make test` runs, about an hour on 2 cores.
 BY_NAME = ("suite",)
-# Benchmarks that rewrite only their own section of docs/benchmarks.md (report.update_in_place).
+# Benchmarks that rewrite only their own section of docs/benchmarks.md (bench.in_place).
 IN_PLACE = ("startup", "blue_green", "suite")
 
 

@@ -213,6 +213,6 @@ def section(d: dict) -> str:
 
 
 def update_doc(d: dict, doc):
-    from bench.report import update_in_place
+    from bench.in_place import update_in_place
 
     return update_in_place(doc, "7", SECTION, section(d), goal_rows(d))

@@ -252,7 +252,8 @@ def section(d: dict) -> str:
                   "standard library instead of an httpx client (an SSL context from certifi "
                   "for an http:// URL); every botocore session of a process shares one data "
                   "loader (`ground.aws.botocore_session`), so endpoints.json and the service "
-                  "models are read and decoded once, not once per client. The exit no longer adds CPython's teardown "
+                  "models are read and decoded once, not once per client. The exit no longer "
+                  "adds CPython's teardown "
                   "(`papyrus_ops/quick_exit.py`).", ""]
     cold = d.get("cold_start") or {}
     if cold.get("rows"):
@@ -267,6 +268,6 @@ def section(d: dict) -> str:
 def update_doc(d: dict, doc: Path) -> Path:
     """Replace §6 and its goal rows in `doc`, leaving every other section as it is (their raw
     results may not be on this machine)."""
-    from bench.report import update_in_place
+    from bench.in_place import update_in_place
 
     return update_in_place(doc, "6", SECTION, section(d), goal_rows(d))

@@ -155,8 +155,8 @@ process's CPU time sampled from /proc; the sampler's own load included):
   delays, health checks, circuit breakers, a browser rendering the Prefect UI — so **four
   workers** (11:40, 1,043 s of CPU, every worker busy to the end: 2,670 s of test time over
   4 × 700 s) fill the cores. Each extra worker adds a session: a sandbox, a PostgreSQL and a
-  Prefect server. With `stress-ng --cpu 2` beside it, four workers took 15:27 (two: 20:02); one test
-  failed there, the clock one below, fixed since.
+  Prefect server. With `stress-ng --cpu 2` beside it, four workers took 15:58 at 3a1ab82,
+  green (two workers, last session: 20:02).
 * **The CPU, by process** (four workers): pytest workers (the tests, the in-process sandbox —
   moto, the ECS runtime, the ALB — and the flows they run) 405 s; the Prefect servers (one per
   worker, the e2e stack's) 364 s — their SQLite queries, the task-run recorder, the API's
@@ -197,6 +197,6 @@ def section(d: dict) -> str:
 
 
 def update_doc(d: dict, doc: Path) -> Path:
-    from bench.report import update_in_place
+    from bench.in_place import update_in_place
 
     return update_in_place(doc, "8", SECTION, section(d), goal_rows(d))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import threading
 from functools import lru_cache
-from typing import Any
 
 import boto3
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 
@@ -62,7 +62,7 @@ def _as_sent(value):
     return value
 
 
-_LOADERS: dict[str | None, Any] = {}
+_LOADERS: dict[str | None, botocore.loaders.Loader] = {}
 _LOADERS_LOCK = threading.Lock()
 
 

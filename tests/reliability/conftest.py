@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.canaries import SESSION_CANARIES
 from tests.support.sweep import sweep
-from tests.support.workers import ON_THEIR_OWN
+from tests.support.workers import group_of
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,9 +52,9 @@ def sweep_free_guard(request):
     """A file that runs apart from the matrix (tests/support/workers.ON_THEIR_OWN, maybe on
     another xdist worker) must not write what the sweep searches: the sweep of the worker that
     runs the matrix would never see it."""
-    path = Path(request.node.path).resolve().relative_to(HERE.parents[1]).as_posix()
+    path = request.node.nodeid.split("::", 1)[0]
     used = {"sb", "capture_dir"} & set(request.fixturenames)
-    if path in ON_THEIR_OWN and used:
+    if used and group_of(request.node.nodeid) != "tests/reliability":
         pytest.fail(f"{path} uses {sorted(used)}: it feeds the canary sweep, so it must stay "
                     "with the matrix (remove it from tests/support/workers.ON_THEIR_OWN)")
 
