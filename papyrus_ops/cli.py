@@ -17,10 +17,20 @@ from papyrus_ops import quick_exit  # first: its exit handler must run after eve
 # answer within `server.ephemeral.startup_timeout_seconds` (20 s by default): on a CI machine
 # with both cores busy and a fresh PREFECT_HOME (migrations) that was missed once in this suite
 # (tests/reliability/test_deploy_lease.py, under stress-ng). A slow start is not a failed deploy.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+ENV_DEFAULTS = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
 
-from papyrus_ops.commands import register_all
-from papyrus_ops.runner import fail
+
+def apply_env_defaults() -> None:
+    """Before Prefect reads its settings: at import, and in each call of the warm interpreter
+    (papyrus_ops.warm), whose environment is the call's."""
+    for name, value in ENV_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+apply_env_defaults()
+
+from papyrus_ops.commands import register_all  # noqa: E402 - after the defaults
+from papyrus_ops.runner import fail  # noqa: E402
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(no_args_is_help=True, help="The embedded default (moto + PostgreSQL).")

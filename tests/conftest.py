@@ -29,6 +29,9 @@ os.environ.update({
     # A CLI call without PREFECT_API_URL starts the checkout's resident Prefect server: the
     # session's own, in its tmp root, stopped when the session ends (`_stop_cli_server`).
     "PAPYRUS_PREFECT_CLI_DIR": str(_TMP / "cli-prefect"),
+    # and forks its child from the session's warm interpreter (papyrus_ops.warm), also stopped
+    # when the session ends.
+    "PAPYRUS_CLI_WARM_DIR": str(_TMP / "cli-warm"),
 })
 
 
@@ -49,7 +52,9 @@ def pytest_xdist_make_scheduler(config, log):
 def _stop_cli_server():
     yield
     from papyrus_ops.prefect_local import resident
+    from papyrus_ops.warm import server as warm_server
 
+    warm_server.stop(_TMP / "cli-warm")
     resident.stop()
 
 

@@ -1,4 +1,4 @@
-"""Bad input through the real CLI (`python -m papyrus_ops.cli ...` subprocesses on the session
+"""Bad input through the real CLI (`python -m papyrus_ops ...` subprocesses on the session
 sandbox): each case prints exactly one line on stderr (`papyrus-ops: error: ...`), nothing on
 stdout (with --json: the bad-input result, `ground.result`'s dict, and nothing else), exits 2,
 makes no mutating AWS call (the fault layer's recorder), writes no evidence, and never shows the
@@ -79,7 +79,7 @@ CASES = [
     ("deploy-timeout-inf", ["deploy", "--image", "latest", "--timeout", "inf"],
      "--timeout must be"),
 ]
-# The installed console script too (the rest run as `python -m papyrus_ops.cli`).
+# The installed console script too (the rest run as `python -m papyrus_ops`).
 SCRIPT_CASES = {"evidence-env-script"}
 
 

@@ -25,11 +25,12 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: object, timeout: float = 300, env: dict[str, str] | None = None,
             script: bool = False, capture_dir: Path | None = None) -> subprocess.CompletedProcess:
-    """`python -m papyrus_ops.cli ...` (or, with `script`, the installed `papyrus-ops` console
-    script) in the repository root, output captured. `env` replaces `cli_env()` whole. With
+    """`python -m papyrus_ops ...` (or, with `script`, the installed `papyrus-ops` console
+    script; both through the session's warm interpreter, papyrus_ops.warm) in the repository
+    root, output captured. `env` replaces `cli_env()` whole. With
     `capture_dir`, the command, exit code, stdout and stderr are also kept there as a file
     (`cli-*.txt`) for the canary sweep."""
-    argv = [str(SCRIPT)] if script else [sys.executable, "-m", "papyrus_ops.cli"]
+    argv = [str(SCRIPT)] if script else [sys.executable, "-m", "papyrus_ops"]
     words = [str(a) for a in args]
     r = subprocess.run([*argv, *words], capture_output=True, text=True, timeout=timeout,
                        env=cli_env() if env is None else env, cwd=ROOT)
