@@ -3,22 +3,28 @@
 A. `papyrus-ops preflight --env local --json` on the bench's sandbox (a clean one: every check
    passes), as a person or CI runs it, each call a new process. The tax of a call is its wall
    time minus the flow's own time (the result's `seconds`: from the flow body's start to its
-   result) — imports, the Prefect API, the flow engine, the exit. Four ways, interleaved, each
+   result) — imports, the Prefect API, the flow engine, the exit. Five ways, interleaved, each
    call started on a quiet machine (`bench.common.settle`: under 15% busy over half a second,
    so a call does not share the cores with what the previous variant left running, such as
-   a temporary server shutting down):
-   * before: no PREFECT_API_URL and `PAPYRUS_PREFECT_SERVER=temporary` — Prefect's temporary
-     server for every call (what every call paid until now); a first call beforehand creates
-     its database, so the figures are of later calls;
-   * after: no PREFECT_API_URL — the checkout's resident server; its first call (which starts
-     it) reported apart, then the later calls;
+   a temporary server shutting down or a warm interpreter importing):
+   * before: no PREFECT_API_URL and `PAPYRUS_PREFECT_SERVER=temporary`, no warm interpreter —
+     Prefect's temporary server for every call (what every call paid at first); a first call
+     beforehand creates its database, so the figures are of later calls;
+   * after: `papyrus-ops` as it is, no PREFECT_API_URL — the checkout's resident server and
+     its warm interpreter (`papyrus_ops.warm`: the call is a child forked from a process that
+     imported the CLI once); the first call (which starts both) reported apart, then the later
+     calls;
+   * cold interpreter: the resident server as "after", `PAPYRUS_CLI_WARM=0` — every call
+     imports Prefect, boto3 and the flows itself (what "after" measured before the warm
+     interpreter);
    * reference: PREFECT_API_URL of a server already up (what `papyrus-ops prefect up` or
-     Prefect Cloud gives);
-   * before the cuts: the resident server as "after", with the start-up cuts of issue #19's
-     point 2 undone in that child only (`_BEFORE_CUTS`): no `.pyc` for the dependencies or the
-     checkout when PYTHONDONTWRITEBYTECODE is set (as uv installed them before `make` asked for
-     bytecode, so every call compiled them again), FastAPI imported to store the flow run's
-     parameters, and the resident server's health check through an httpx client.
+     Prefect Cloud gives), the warm interpreter on (its own, started by a first call);
+   * before the cuts: the cold interpreter on the resident server, with the start-up cuts of
+     issue #19's point 2 undone in that child only (`_BEFORE_CUTS`): no `.pyc` for the
+     dependencies or the checkout when PYTHONDONTWRITEBYTECODE is set (as uv installed them
+     before `make` asked for bytecode, so every call compiled them again), FastAPI imported to
+     store the flow run's parameters, and the resident server's health check through an httpx
+     client.
 B. Cold start: `git clone` of this checkout's HEAD into a temporary folder, then `make demo`
    there (the venv, the install and the README's main job) with an empty package cache
    (`UV_CACHE_DIR` new, `PIP_NO_CACHE_DIR=1`), and `NO_UV=1 make demo` (pip) as the before
@@ -96,22 +102,27 @@ def cli_tax(sb, prefect_url: str, runs: int = 3) -> dict:
     base = {k: v for k, v in clean_env({**sb.env(), "PAPYRUS_SANDBOX_DIR": str(sb.state_dir),
                                        "PAPYRUS_EVIDENCE_ROOT": str(TMP / "evidence")}).items()
             if k not in ("PREFECT_API_URL", "PAPYRUS_PREFECT_SERVER")}
-    resident_dir = TMP / "cli-server"
-    shutil.rmtree(resident_dir, ignore_errors=True)
+    resident_dir, warm_dir = TMP / "cli-server", TMP / "cli-warm"
+    for folder in (resident_dir, warm_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+    base["PAPYRUS_CLI_WARM_DIR"] = str(warm_dir)
+    cold = {"PAPYRUS_CLI_WARM": "0"}
     envs = {
-        "before": {**base, "PAPYRUS_PREFECT_SERVER": "temporary",
+        "before": {**base, **cold, "PAPYRUS_PREFECT_SERVER": "temporary",
                    "PREFECT_HOME": str(TMP / "cli-temporary-home")},
         "after": {**base, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
+        "cold_interpreter": {**base, **cold, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
         "reference": {**base, "PREFECT_API_URL": prefect_url},
-        "before_cuts": {**base, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
+        "before_cuts": {**base, **cold, "PAPYRUS_PREFECT_CLI_DIR": str(resident_dir)},
     }
     data: dict = {"command": "papyrus-ops preflight --env local --json", "runs": runs,
                   "dont_write_bytecode": bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))}
     try:
         data["before_first"] = _preflight(envs["before"])
         data["after_first"] = _preflight(envs["after"])
+        data["reference_first"] = _preflight(envs["reference"])  # starts its warm interpreter
         log(f"cli tax: first calls: temporary {data['before_first']}, resident "
-            f"{data['after_first']}")
+            f"{data['after_first']}, reference {data['reference_first']}")
         rows: dict[str, list] = {k: [] for k in envs}
         for i in range(runs):
             for name, env in envs.items():
@@ -124,7 +135,9 @@ def cli_tax(sb, prefect_url: str, runs: int = 3) -> dict:
                        for name, rs in rows.items()}
     finally:
         from papyrus_ops.prefect_local import resident
+        from papyrus_ops.warm import server as warm_server
 
+        warm_server.stop(warm_dir)
         resident.stop(resident_dir)
     return data
 
@@ -194,9 +207,11 @@ def goal_rows(d: dict) -> list[list]:
     if agg.get("after"):
         tax = agg["after"]["tax_s"]
         rows.append(["6", f"the CLI's Prefect tax on a later call ≤ {TAX_GOAL_S:.0f} s",
-                     f"{st(tax, 2, 's')} (resident server); before (a temporary server per "
-                     f"call) {st(agg['before']['tax_s'], 1, 's')}; with an API already up "
-                     f"{st(agg['reference']['tax_s'], 2, 's')}"
+                     f"{st(tax, 2, 's')} (resident server, warm interpreter); before (a "
+                     f"temporary server per call) {st(agg['before']['tax_s'], 1, 's')}"
+                     + (f"; cold interpreter {st(agg['cold_interpreter']['tax_s'], 2, 's')}"
+                        if agg.get("cold_interpreter") else "")
+                     + f"; with an API already up {st(agg['reference']['tax_s'], 2, 's')}"
                      + (f"; before the start-up cuts {st(agg['before_cuts']['tax_s'], 2, 's')}"
                         if agg.get("before_cuts") else ""),
                      met(med(tax) is not None and tax["max"] <= TAX_GOAL_S)])
@@ -219,17 +234,20 @@ def section(d: dict) -> str:
     lines = [SECTION, "", __doc__.split("\n\n", 1)[1].strip(), ""]
     if agg:
         names = {"before": "before: Prefect's temporary server per call",
-                 "after": "after: the checkout's resident server (later calls)",
-                 "reference": "reference: PREFECT_API_URL of a server already up",
-                 "before_cuts": "before the cuts: resident server, no .pyc, FastAPI, httpx "
-                                "health check"}
+                 "after": "after: the checkout's resident server and warm interpreter "
+                          "(later calls)",
+                 "cold_interpreter": "cold interpreter: resident server, PAPYRUS_CLI_WARM=0",
+                 "reference": "reference: PREFECT_API_URL of a server already up (warm)",
+                 "before_cuts": "before the cuts: resident server, cold interpreter, no .pyc, "
+                                "FastAPI, httpx health check"}
         rows = [[names[k], st(agg[k]["seconds"], 2, "s"), st(agg[k]["flow_s"], 2, "s"),
                  st(agg[k]["tax_s"], 2, "s")] for k in names if k in agg]
         first = [["first call, temporary server (creates its database)",
                   tax["before_first"]["seconds"], tax["before_first"]["flow_s"],
                   tax["before_first"]["tax_s"]],
-                 ["first call, resident server (starts it)", tax["after_first"]["seconds"],
-                  tax["after_first"]["flow_s"], tax["after_first"]["tax_s"]]]
+                 ["first call, resident server (starts it and the warm interpreter)",
+                  tax["after_first"]["seconds"], tax["after_first"]["flow_s"],
+                  tax["after_first"]["tax_s"]]]
         pyc = ("set, as in this machine's shells" if tax.get("dont_write_bytecode")
                else "not set (Python writes the .pyc itself, so the bytecode cut changes "
                "nothing here)")
@@ -240,10 +258,21 @@ def section(d: dict) -> str:
     if d.get("measured"):
         lines += [f"Measured {d['measured']['at']}, load average {d['measured']['load']}.", ""]
     if agg:
-        lines += ["What is left of the tax once no server has to start is the same with any "
-                  "API (the reference row): importing Prefect itself (its settings, client "
-                  "and context modules build their pydantic models at import; `python -X "
-                  "importtime`) and the flow engine's calls around the body. The cuts: the "
+        lines += ["Once no server has to start, what was left of a cold call's tax was "
+                  "the same with any API: importing Prefect itself (its settings, client and "
+                  "context modules build their pydantic models at import; `python -X "
+                  "importtime`), boto3 and the flows, about 1.2 s of CPU here, then the flow "
+                  "engine's calls around the body. The warm interpreter (`papyrus_ops.warm`) "
+                  "takes the imports out of every call after the first: the call connects "
+                  "to a process of this checkout that imported them once and forks a child "
+                  "for it, which takes the call's stdin, stdout, stderr, folder, umask, "
+                  "argv and environment, reloads Prefect's settings from them and runs the "
+                  "CLI; signals are relayed and the exit status is the child's. It serves "
+                  "only calls that would import the same code the same way (the socket's "
+                  "name hashes the interpreter, the source files' mtimes and the "
+                  "import-time environment) and stops after 10 idle minutes. What is left is "
+                  "the client's own start-up, the fork, the settings reload and the flow "
+                  "engine's API calls. Earlier cuts: the "
                   "venv and the checkout are compiled to bytecode at install (uv, unlike pip, "
                   "does not by default, and with PYTHONDONTWRITEBYTECODE no call ever wrote a "
                   "`.pyc`, so each compiled Prefect, boto3 and the flows again); a flow run's "

@@ -27,7 +27,10 @@ BAD = ["preflight", "--env", "no-such-env", "--json"]
 
 @pytest.fixture
 def warm_dir(tmp_path):
-    where = tmp_path / "warm"
+    # Deeper than an AF_UNIX address may be (107 bytes) on purpose, as a deep checkout can be:
+    # the socket is then bound and reached through the folder's fd (warm.short_path).
+    where = tmp_path / ("warm-" + "d" * 100)
+    assert len(str(warm.socket_path(where, "0" * 64))) > 107
     yield where
     warm_server.stop(where)
 
@@ -115,41 +118,42 @@ def _hanging_call(env) -> subprocess.Popen:
 
 
 def test_signals_reach_the_call_and_it_dies_with_its_caller(warm_dir, sandbox, prefect_server):
-    hole = _blackhole()
-    hole.settimeout(120)
-    held = []
+    env = cli_env(PAPYRUS_CLI_WARM_DIR=str(warm_dir))
+    _warmed(warm_dir, env)
+    zygote = _server_pid(warm_dir)
+    holes, held = [], []
+
+    def call_inside_the_flow() -> tuple[subprocess.Popen, int]:
+        # A black hole of its own per call: a call may open several connections, and one
+        # still queued from an earlier call must not pass for this call's first request.
+        hole = _blackhole()
+        hole.settimeout(120)
+        holes.append(hole)
+        proc = _hanging_call({**env, "AWS_ENDPOINT_URL":
+                              f"http://127.0.0.1:{hole.getsockname()[1]}"})
+        held.append(hole.accept()[0])  # its first AWS request: it is in the flow, waiting
+        (child,) = _children(zygote)
+        return proc, child
+
     try:
-        env = cli_env(PAPYRUS_CLI_WARM_DIR=str(warm_dir),
-                      AWS_ENDPOINT_URL=f"http://127.0.0.1:{hole.getsockname()[1]}")
-        _warmed(warm_dir, env)
-        zygote = _server_pid(warm_dir)
-
-        def inside_the_flow() -> int:
-            held.append(hole.accept()[0])  # its first AWS request: it is in the flow, waiting
-            (child,) = _children(zygote)
-            return child
-
         # A signal to the caller reaches the call (SIGHUP: the terminal closed; neither Python
         # nor Prefect handles it, so a cold call dies of it at once), and the caller ends as
         # the call did: killed by the same signal.
-        proc = _hanging_call(env)
-        child = inside_the_flow()
+        proc, child = call_inside_the_flow()
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=60) == -signal.SIGHUP
         wait_until(lambda: not Path(f"/proc/{child}").exists(), timeout=30, what="child gone")
 
         # The caller killed outright: its call does not outlive it.
-        proc = _hanging_call(env)
-        child = inside_the_flow()
+        proc, child = call_inside_the_flow()
         proc.kill()
         proc.wait(timeout=30)
         wait_until(lambda: not Path(f"/proc/{child}").exists(), timeout=30, what="child gone")
         assert not _children(zygote)
         assert _log(warm_dir).count("(preflight): signal 9") == 1  # the server's view of it
     finally:
-        for conn in held:
+        for conn in held + holes:
             conn.close()
-        hole.close()
 
 
 def test_it_serves_only_calls_that_import_the_same_way(monkeypatch, tmp_path):

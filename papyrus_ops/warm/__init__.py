@@ -49,7 +49,7 @@ IMPORT_TIME = {"PAPYRUS_DEPLOYMENTS_DIR", "PAPYRUS_AWS_RETRY_MODE", "PAPYRUS_AWS
                "PAPYRUS_CLI_WARM_DIR", "PAPYRUS_CLI_WARM_IDLE_SECONDS"}
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
            signal.SIGUSR2)
-SOCKET_PATH_MAX = 100  # AF_UNIX paths are at most 107 bytes on Linux
+SOCKET_PATH_MAX = 100  # AF_UNIX addresses are at most 107 bytes on Linux (`short_path`)
 
 
 def enabled(env: dict[str, str] | None = None) -> bool:
@@ -119,10 +119,26 @@ def read_line(sock: socket.socket, buf: bytearray) -> str | None:
     return line.decode()
 
 
+@contextlib.contextmanager
+def short_path(path: Path):
+    """`path` as bind() and connect() can take it: an AF_UNIX address is at most 107 bytes, and
+    a checkout or tmp folder can be deeper than that. A longer one goes through the folder's
+    fd (/proc/self/fd/N/name), which names the same file."""
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
 def _connect(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        with short_path(path) as address:
+            sock.connect(address)
     except OSError:
         sock.close()
         return None
@@ -206,15 +222,13 @@ def main() -> None:  # pragma: no cover - the console entry; tests run it as a p
     if enabled():
         where = folder()
         k = key()
-        path = socket_path(where, k)
-        if len(str(path)) <= SOCKET_PATH_MAX:
-            sock = _connect(path)
-            if sock is not None:
-                run_warm(sock)
-                sock.close()
-            else:
-                with contextlib.suppress(OSError):
-                    start_server(where, k)
+        sock = _connect(socket_path(where, k))
+        if sock is not None:
+            run_warm(sock)
+            sock.close()
+        else:
+            with contextlib.suppress(OSError):
+                start_server(where, k)
     from papyrus_ops.cli import main as cold
 
     cold()

@@ -145,7 +145,8 @@ class Server:
         path = warm.socket_path(self.where, self.key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(tmp))
+        with warm.short_path(tmp) as address:
+            self.listener.bind(address)
         os.chmod(tmp, 0o600)
         self.listener.listen(16)
         os.replace(tmp, path)  # a stale socket of a dead server is replaced in one step
