@@ -111,10 +111,29 @@ def _blackhole() -> socket.socket:
     return s
 
 
-def _hanging_call(env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "papyrus_ops", "preflight", "--env", "local",
-                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT)
+# Starts argv[2:] with SIGHUP set as argv[1] says, whatever this process has (under nohup, as
+# CI may run the suite, it is ignored; a shell in a terminal has the default).
+_WITH_SIGHUP = ("import os, signal, sys; signal.signal(signal.SIGHUP, getattr(signal, "
+                "sys.argv[1])); os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def _hanging_call(env, sighup: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _WITH_SIGHUP, sighup, sys.executable, "-m",
+                             "papyrus_ops", "preflight", "--env", "local", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT)
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    """SigIgn (ignored) or SigCgt (caught) of a process, as a bit mask."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def _has(mask: int, sig: int) -> bool:
+    return bool(mask >> (sig - 1) & 1)
 
 
 def test_signals_reach_the_call_and_it_dies_with_its_caller(warm_dir, sandbox, prefect_server):
@@ -123,14 +142,14 @@ def test_signals_reach_the_call_and_it_dies_with_its_caller(warm_dir, sandbox, p
     zygote = _server_pid(warm_dir)
     holes, held = [], []
 
-    def call_inside_the_flow() -> tuple[subprocess.Popen, int]:
+    def call_inside_the_flow(sighup: str) -> tuple[subprocess.Popen, int]:
         # A black hole of its own per call: a call may open several connections, and one
         # still queued from an earlier call must not pass for this call's first request.
         hole = _blackhole()
         hole.settimeout(120)
         holes.append(hole)
         proc = _hanging_call({**env, "AWS_ENDPOINT_URL":
-                              f"http://127.0.0.1:{hole.getsockname()[1]}"})
+                              f"http://127.0.0.1:{hole.getsockname()[1]}"}, sighup)
         held.append(hole.accept()[0])  # its first AWS request: it is in the flow, waiting
         (child,) = _children(zygote)
         return proc, child
@@ -139,13 +158,19 @@ def test_signals_reach_the_call_and_it_dies_with_its_caller(warm_dir, sandbox, p
         # A signal to the caller reaches the call (SIGHUP: the terminal closed; neither Python
         # nor Prefect handles it, so a cold call dies of it at once), and the caller ends as
         # the call did: killed by the same signal.
-        proc, child = call_inside_the_flow()
+        proc, child = call_inside_the_flow("SIG_DFL")
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(timeout=60) == -signal.SIGHUP
         wait_until(lambda: not Path(f"/proc/{child}").exists(), timeout=30, what="child gone")
 
-        # The caller killed outright: its call does not outlive it.
-        proc, child = call_inside_the_flow()
+        # A caller that ignores SIGHUP (nohup) neither relays it nor lets its call take it:
+        # the call ignores it as a cold process would have inherited. Then, killed outright,
+        # the caller does not leave its call behind.
+        proc, child = call_inside_the_flow("SIG_IGN")
+        assert _has(_signal_mask(proc.pid, "SigIgn"), signal.SIGHUP)
+        assert not _has(_signal_mask(proc.pid, "SigCgt"), signal.SIGHUP)
+        assert _has(_signal_mask(child, "SigIgn"), signal.SIGHUP)
+        assert not _has(_signal_mask(child, "SigIgn"), signal.SIGTERM)
         proc.kill()
         proc.wait(timeout=30)
         wait_until(lambda: not Path(f"/proc/{child}").exists(), timeout=30, what="child gone")

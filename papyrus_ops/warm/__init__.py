@@ -160,10 +160,13 @@ def run_warm(sock: socket.socket) -> bool:
     """Have the warm interpreter run this call. False when it did not start it (nothing ran:
     the caller runs the call itself); otherwise this process exits as the child did."""
     buf = bytearray()
+    # A signal this process ignores (nohup's SIGHUP, SIGINT for a shell's background job) is
+    # ignored by the call too, as a cold process inherits it; the others are relayed.
+    ignored = [int(sig) for sig in RELAYED if signal.getsignal(sig) == signal.SIG_IGN]
     try:
         sock.settimeout(10)
         send_request(sock, {"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd(),
-                            "umask": _umask()})
+                            "umask": _umask(), "ignored": ignored})
         started = read_line(sock, buf)
     except OSError:
         return False
@@ -180,7 +183,8 @@ def run_warm(sock: socket.socket) -> bool:
             sock.sendall(f"kill {sig}\n".encode())
 
     for sig in RELAYED:
-        signal.signal(sig, relay)
+        if sig not in ignored:
+            signal.signal(sig, relay)
     try:
         status = read_line(sock, buf)
     except OSError:

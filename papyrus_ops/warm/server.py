@@ -67,9 +67,14 @@ def _become_the_call(request: dict, fds: list[int], go: int, inherited: list[int
             with contextlib.suppress(OSError):
                 os.close(fd)
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGPIPE else signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # The dispositions a cold call would start with: the caller's ignored signals stay
+        # ignored (the server's own, inherited from whoever started it, do not count).
+        ignored = set(request.get("ignored", ()))
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as every Python process has it
+        for sig in warm.RELAYED:
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else
+                          signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         os.setpgid(0, 0)
         if os.read(go, 1) != b"g":
             os._exit(0)  # the caller went away (or ran the call itself) before it began
