@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import signal
 import socket
@@ -245,3 +246,39 @@ def test_it_stops_when_idle_and_a_stale_socket_is_replaced(warm_dir):
     assert _call(env, *BAD).returncode == 2
     wait_until(lambda: _log(warm_dir).count(" warm: serving ") == 2, timeout=120,
                what="a new server in the stale socket's place")
+
+
+def test_a_new_server_waits_for_the_call_that_started_it(warm_dir):
+    """The first call runs cold, often while it starts the resident Prefect server: the server
+    it starts neither binds nor imports until that call has ended, so it takes no core from it."""
+    env = cli_env(PAPYRUS_CLI_WARM_DIR=str(warm_dir))
+    warm_dir.mkdir(mode=0o700)
+    # The key as a call computes it (this process's sys.path is pytest's, not a call's).
+    key = subprocess.run([sys.executable, "-c", "from papyrus_ops import warm; print(warm.key())"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    caller = subprocess.Popen(["sleep", "120"])  # stands in for the call: ends when we say
+    with (warm_dir / "server.log").open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "papyrus_ops.warm.server", str(warm_dir), key.strip(),
+             str(caller.pid)], env=env, cwd=ROOT, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: any("pidfd" in _link(fd) for fd in Path(f"/proc/{server.pid}/fd")
+                               .iterdir()), timeout=60, what="the server waiting on the call")
+        assert not list(warm_dir.glob("*.sock")) and not list(warm_dir.glob("*.lock"))
+        assert "prefect" not in Path(f"/proc/{server.pid}/maps").read_text()  # nothing imported
+        caller.kill()
+        caller.wait()
+        wait_until(lambda: " warm: serving " in _log(warm_dir), timeout=120,
+                   what="the server once the call ended")
+    finally:
+        caller.kill()
+        caller.wait()
+        warm_server.stop(warm_dir)
+        server.wait(timeout=30)
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""

@@ -211,11 +211,13 @@ def socket_path(where: Path, k: str) -> Path:
 
 def start_server(where: Path, k: str) -> None:
     """Start a warm interpreter for key `k` in the background (it takes `<k>.lock`, so two
-    calls starting one at once leave one)."""
+    calls starting one at once leave one). It waits for this call to end before it imports, so
+    the first call does not share the cores with it (see `server.main`)."""
     where.mkdir(parents=True, exist_ok=True, mode=0o700)
     log = open(where / "server.log", "ab")  # noqa: SIM115 - handed to the child
     try:
-        subprocess.Popen([sys.executable, "-m", "papyrus_ops.warm.server", str(where), k],
+        subprocess.Popen([sys.executable, "-m", "papyrus_ops.warm.server", str(where), k,
+                          str(os.getpid())],
                          cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                          start_new_session=True)
     finally:

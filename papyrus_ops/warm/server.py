@@ -1,6 +1,6 @@
 """The warm interpreter: the CLI imported once, a forked child per call (see `papyrus_ops.warm`).
 
-    python -m papyrus_ops.warm.server <folder> <key>
+    python -m papyrus_ops.warm.server <folder> <key> [<pid of the call that starts it>]
 
 One process per key, single-threaded (a fork copies only the forking thread, so no other thread
 may exist): a select loop over its socket, its calls' connections and SIGCHLD. A call sends its
@@ -35,6 +35,8 @@ from papyrus_ops import warm
 # What a call would import anyway; the botocore models of the services the flows call.
 PRELOAD = ("papyrus_ops.cli", "prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
            "prefect.task_runners", "prefect.events.clients", "prefect.client.orchestration")
+# The longest a new server waits for the call that started it to end before it imports anyway.
+AFTER_TIMEOUT = 120.0
 SERVICES = ("ecs", "ec2", "s3", "secretsmanager", "kms", "sts", "ecr", "cloudtrail", "rds",
             "elbv2", "logs", "iam", "cloudwatch")
 
@@ -337,11 +339,30 @@ def stop(where: Path) -> list[int]:
     return stopped
 
 
-def main(where: Path, key: str) -> None:
+def wait_for_exit(pid: int, timeout: float) -> None:
+    """Until process `pid` has ended, at most `timeout` seconds."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        with selectors.DefaultSelector() as sel:  # a pidfd turns readable when the process ends
+            sel.register(fd, selectors.EVENT_READ)
+            sel.select(timeout)
+    finally:
+        os.close(fd)
+
+
+def main(where: Path, key: str, after: int | None = None) -> None:
     where.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = dict(os.environ)  # the key is of the caller's environment, before the imports' defaults
     if warm.key(env) != key:
         return
+    if after:
+        # The call that started us runs cold meanwhile, often while it starts the resident
+        # Prefect server: on two cores our imports would slow it down. Calls until then run
+        # cold too (no socket yet), as they would without us.
+        wait_for_exit(after, AFTER_TIMEOUT)
     server = Server(where, key)
     if not server.bind():
         return
@@ -361,4 +382,4 @@ def main(where: Path, key: str) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover - the server process
-    main(Path(sys.argv[1]), sys.argv[2])
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
