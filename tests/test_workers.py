@@ -1,5 +1,5 @@
 """How `make test` splits the suite over xdist workers (tests/support/workers.py): a file stays
-whole, tests/reliability stays whole, and the e2e files then reliability are handed out first."""
+whole, tests/e2e and tests/reliability each stay whole, and the long groups are handed out first."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from types import SimpleNamespace
 from tests.support.workers import group_of, make_scheduler, order_items
 
 
-def test_a_file_is_one_unit_and_reliability_is_one_unit():
+def test_a_file_is_one_unit_and_two_folders_are_one_unit_each():
     assert group_of("tests/deploy/test_image_ref.py::test_accepted_forms[papyrus@sha256:ab]") \
         == "tests/deploy/test_image_ref.py"
     assert group_of("service/tests/test_papyrus_db.py::test_x") \
         == "service/tests/test_papyrus_db.py"
-    # each e2e file starts its own stack on its worker: a unit of its own
-    assert group_of("tests/e2e/test_ecs_worker.py::test_a") == "tests/e2e/test_ecs_worker.py"
+    assert group_of("tests/e2e/test_ecs_worker.py::test_a") == "tests/e2e"
     assert group_of("tests/reliability/test_deploy_lease.py::test_b[1]") == "tests/reliability"
     assert group_of("tests/e2e_other/test_x.py::t") == "tests/e2e_other/test_x.py"
     # a reliability file that feeds nothing to the canary sweep is a unit of its own
@@ -48,9 +47,7 @@ class _Config:
 def test_the_scheduler_groups_by_our_unit_only_for_loadfile():
     assert make_scheduler(_Config("load"), None) is None
     sched = make_scheduler(_Config("loadfile"), None)
-    assert sched._split_scope("tests/e2e/test_approval_ui.py::test_x") \
-        == "tests/e2e/test_approval_ui.py"
-    assert sched._split_scope("tests/reliability/test_r.py::test_x") == "tests/reliability"
+    assert sched._split_scope("tests/e2e/test_approval_ui.py::test_x") == "tests/e2e"
     assert sched._split_scope("tests/cloudtrail/test_cloudtrail_core.py::test_y") \
         == "tests/cloudtrail/test_cloudtrail_core.py"
 
@@ -59,11 +56,9 @@ def test_workers_hand_out_e2e_then_reliability_first_and_keep_pytest_order_insid
     items = [SimpleNamespace(nodeid=n) for n in (
         "tests/alerts/test_alerts.py::a", "tests/reliability/test_r.py::r1",
         "tests/e2e/test_e.py::e1", "tests/reliability/test_r.py::r2", "tests/e2e/test_e.py::e2",
-        "tests/e2e/test_f.py::f1", "tests/reliability/test_properties.py::p",
         "tests/zz/test_z.py::z")]
     in_process = list(items)
     order_items(_Config("no"), in_process)
     assert in_process == items  # not a worker: pytest's own order
     order_items(_Config("no", worker=True), items)
-    # a reliability file on its own is an ordinary unit, handed out in pytest's order
-    assert [i.nodeid.split("::")[1] for i in items] == ["e1", "e2", "f1", "r1", "r2", "a", "p", "z"]
+    assert [i.nodeid.split("::")[1] for i in items] == ["e1", "e2", "r1", "r2", "a", "z"]

@@ -1,8 +1,6 @@
 """The e2e session's one local Prefect: `papyrus-ops prefect up --ecs --register` against the
-session sandbox (tests/conftest.py), shared by the e2e modules of the session and stopped at its
-end (tests/e2e/test_prefect_deployments.py's last test also proves `down` itself, so that file
-runs after the others: pytest's order, and tests/support/workers.py's under xdist, where each
-e2e file is a unit and the worker that takes one starts a stack of its own)."""
+session sandbox (tests/conftest.py), shared by every e2e module and stopped at the end of the
+session (tests/e2e/test_prefect_deployments.py's last test also proves `down` itself)."""
 
 from __future__ import annotations
 

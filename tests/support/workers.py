@@ -6,27 +6,20 @@ stay on one worker is what shares session state on purpose:
 - a test file: its tests build on one another in definition order (plan, apply, re-plan);
 - tests/reliability: its canary sweep, at the end of the session, searches everything the whole
   matrix wrote — in that worker's sandbox, so the matrix runs in one;
+- tests/e2e: one `papyrus-ops prefect up --ecs` stack per session (tests/e2e/conftest.py), which
+  would otherwise start once on each worker.
 xdist's `loadfile` keeps only files together, and its `loadgroup` marks do nothing with pytest 9
 (xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads), so `make_scheduler` gives
-xdist a loadfile scheduler whose unit is the group below. The long units go first
+xdist a loadfile scheduler whose unit is the group below. The two long groups go first
 (`order_items`, in the workers, where the items are collected; `--no-loadscope-reorder` keeps
-that order), so none is what a worker starts last while the others idle. Without xdist
+that order), so neither is what a worker starts last while the other idles. Without xdist
 nothing changes.
-
-tests/e2e is not one unit: each of its files is, and the worker that takes one starts its own
-`papyrus-ops prefect up --ecs` stack (tests/e2e/conftest.py, once per session). A stack costs
-about a minute; the three files together were ten minutes of one worker, the longest path of the
-whole suite. They go first, in pytest's order, so on any one worker test_prefect_deployments.py
-(whose last test proves `prefect down` on the stack) comes after the other e2e files.
 """
 
 from __future__ import annotations
 
-# Folders that are one unit each.
-WHOLE = ("tests/reliability",)
-
-# What workers hand out first, longest first: the e2e files (a unit each), then reliability.
-FIRST = ("tests/e2e/", "tests/reliability/")
+# Folders that are one unit each, longest first.
+WHOLE = ("tests/e2e", "tests/reliability")
 
 # Files of a WHOLE folder that share nothing with it — neither the canary sandbox (`sb`) nor the
 # capture folder the sweep searches — so they are units of their own and the longest group is
@@ -53,10 +46,7 @@ def group_of(nodeid: str) -> str:
 
 def _rank(item) -> int:
     group = group_of(item.nodeid)
-    for rank, prefix in enumerate(FIRST):
-        if (group + "/").startswith(prefix) and group not in ON_THEIR_OWN:
-            return rank
-    return len(FIRST)
+    return WHOLE.index(group) if group in WHOLE else len(WHOLE)
 
 
 def order_items(config, items) -> None:
