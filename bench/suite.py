@@ -167,8 +167,17 @@ process's CPU time sampled from /proc; the sampler's own load included):
 * So 6:00 on 2 cores needs the CPU below ~650 s as well as full cores: a third less work for
   the same coverage. What would take it there, not done: flow runs and CLI calls that do not
   import Prefect afresh (a pre-imported interpreter that forks per call: about 1 s of CPU per
-  call), the Prefect servers on the session's PostgreSQL instead of SQLite (their largest
-  share), one browser for the UI tests instead of one per test.
+  call: done since, `papyrus_ops.warm`, and the tests' CLI calls go through it), the Prefect
+  servers on the session's PostgreSQL instead of SQLite (their largest share), one browser
+  for the UI tests instead of one per test.
+* 2026-12-03: the same suite (with the warm interpreter's 7 tests) took 11:42 (966 s of CPU)
+  on a fresh clone at 1f7a409 in the morning, and 12:32–13:59 in the rows above in the
+  afternoon; a fresh clone of 0ca0b48 (the rows' code without the warm server's wait for its
+  first call) took 14:50 (1,230 s of CPU) right after them, so the spread is the machine's,
+  not the change's. tests/e2e run alone and serially takes 5:58 (idle); in the suite it takes
+  about twice that, sharing the cores. Splitting it into three units, each starting its own
+  stack, made the suite slower (15:10, load 7, each stack's start 90–119 s): the bound is
+  the CPU, not the longest unit.
 * Found on the way: every new botocore session read and decoded endpoints.json and its
   service's model again (`ground.aws.botocore_session` now shares one loader per process);
   two tests that failed only on a slow machine (a minute boundary crossed between two clock
