@@ -6,6 +6,7 @@ per-service `AWS_ENDPOINT_URL_<SERVICE>`) variables, which is how the sandbox is
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from functools import lru_cache
@@ -85,10 +86,44 @@ def botocore_session(session_vars: dict | None = None) -> botocore.session.Sessi
     return core
 
 
+# Assumed-role credentials, shared by every client of a process that would assume the same
+# role from the same source: {context: botocore's assume-role cache}.
+_ASSUMED: dict[tuple, dict] = {}
+
+
+def _file_digest(path: str | None) -> str:
+    try:
+        with open(os.path.expanduser(path or ""), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def share_assumed_roles(core: botocore.session.Session) -> None:
+    """Let `core` reuse the role credentials another session of this process assumed.
+
+    Every client has a session of its own, and botocore's assume-role provider caches per
+    session, so each client of a profile with `role_arn` called STS AssumeRole again — six for
+    one archive run, each building an STS client first (docs/benchmarks.md §2). awscli shares
+    them through `~/.aws/cli/cache`; this is the same cache (botocore's own expiry checks
+    included), in memory only, so no credential reaches the disk. botocore keys its entries by
+    the AssumeRole arguments alone, so the cache is kept per source: endpoint, profile, the
+    config and credentials files' contents, and a key id from the environment."""
+    profile = core.get_config_variable("profile") or "default"
+    context = (os.environ.get("AWS_ENDPOINT_URL"), profile,
+               _file_digest(core.get_config_variable("config_file")),
+               _file_digest(core.get_config_variable("credentials_file")),
+               os.environ.get("AWS_ACCESS_KEY_ID"))
+    provider = core.get_component("credential_provider").get_provider("assume-role")
+    if provider is not None:
+        provider.cache = _ASSUMED.setdefault(context, {})
+
+
 @lru_cache(maxsize=64)
 def _cached(service: str, region: str, endpoint: str | None, raw_timestamps: bool = False):
     # The endpoint is part of the key so a sandbox restarted on another port gets new clients.
     core = botocore_session()
+    share_assumed_roles(core)
     if raw_timestamps:
         # What awscli does: the parser factory belongs to the session, so only this client's
         # timestamps stay as sent (JSON protocols: epoch seconds) instead of becoming datetimes

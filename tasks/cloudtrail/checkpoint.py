@@ -25,11 +25,10 @@ def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds:
                    now: dt.datetime | None = None,
                    passes: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """A fresh run's checkpoint. Its slices are [since, until, region, event source] (source
-    None: every event): each time slice once per pass, time slices oldest first, so the
-    oldest events of every region are fetched before they age out of the 90 days."""
+    None: every event), oldest first across the passes (`plan_pass_slices`), so the oldest
+    events of every region are fetched before they age out of the 90 days."""
     now = now or dt.datetime.now(UTC)
     passes = [dict(p) for p in passes] if passes else [{"region": "", "source": None}]
-    slices = plan_slices(window.since, window.until, slice_seconds)
     return {
         "version": 2,
         "env": env,
@@ -43,8 +42,7 @@ def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds:
         "notes": list(window.notes),
         "names": names.to_dict(),
         "slice_seconds": slice_seconds,
-        "slices": [[fmt(a), fmt(b), p["region"], p["source"]] for a, b in slices
-                   for p in passes],
+        "slices": plan_pass_slices(window, slice_seconds, passes),
         "started_at": fmt(now.replace(microsecond=0)),
         "stamp": stamp(now),
         "attempts": 1,
@@ -54,6 +52,23 @@ def new_checkpoint(env: str, window: Window, names: PapyrusNames, slice_seconds:
         "first_event_time": None,
         "last_event_time": None,
     }
+
+
+def plan_pass_slices(window: Window, slice_seconds: float,
+                     passes: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """[since, until, region, source] for every pass, ordered by start (then pass order).
+
+    The unfiltered pass is cut into `slice_seconds` slices. A filtered pass — a global
+    service's event source in us-east-1 — is one slice over the whole window: its events are
+    that one service's (IAM's, STS's global endpoint's), few next to the region's, and a slice
+    that holds none still costs a LookupEvents call (0.5 s of the API's 2 requests/s) and a
+    task run. A slice resumes from its cursor, so a long one loses nothing when interrupted."""
+    out = []
+    for order, p in enumerate(passes):
+        span = slice_seconds if p["source"] is None else max(slice_seconds, window.seconds)
+        out += [(a, order, b, p) for a, b in plan_slices(window.since, window.until, span)]
+    out.sort(key=lambda s: (s[0], s[1]))
+    return [[fmt(a), fmt(b), p["region"], p["source"]] for a, _, b, p in out]
 
 
 def request_key(window: Window, slice_seconds: float, names: PapyrusNames,

@@ -103,6 +103,27 @@ def test_a_us_east_1_account_reads_its_region_once():
     assert [p["source"] for p in plan_passes("us-west-2")] == [None, *GLOBAL_EVENT_SOURCES]
 
 
+def test_a_global_pass_is_one_slice_and_the_plan_stays_oldest_first():
+    from tasks.cloudtrail.checkpoint import plan_pass_slices
+    from tasks.cloudtrail.window import fmt, resolve_window
+
+    now = dt.datetime(2026, 9, 23, tzinfo=dt.UTC)
+    window = resolve_window(None, "2026-09-01T00:00:00Z", "2026-09-22T12:00:00Z", now=now)
+    plan = plan_pass_slices(window, 7 * 86400, plan_passes("us-west-2"))
+    region = [s for s in plan if s[3] is None]
+    assert [s[:2] for s in region] == [
+        ["2026-09-01T00:00:00Z", "2026-09-08T00:00:00Z"],
+        ["2026-09-08T00:00:00Z", "2026-09-15T00:00:00Z"],
+        ["2026-09-15T00:00:00Z", "2026-09-22T00:00:00Z"],
+        ["2026-09-22T00:00:00Z", "2026-09-22T12:00:00Z"]]
+    # Each global source: the whole window in us-east-1, right after the first region slice.
+    whole = [fmt(window.since), fmt(window.until)]
+    assert plan[1:3] == [[*whole, EAST, src] for src in GLOBAL_EVENT_SOURCES]
+    assert [s[0] for s in plan] == sorted(s[0] for s in plan)
+    # Slices longer than the window: one per pass, as before.
+    assert len(plan_pass_slices(window, 90 * 86400, plan_passes("us-west-2"))) == 3
+
+
 def test_an_event_delivered_after_the_boundary_is_archived_by_the_next_run_once(ct_server,
                                                                                ct_env):
     import sandbox.cloudtrail as ct

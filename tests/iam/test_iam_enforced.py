@@ -166,6 +166,37 @@ def test_flows_run_as_the_flow_run_role(sandbox):
     assert is_deterministic(e.value)
 
 
+def test_a_process_assumes_the_flow_run_role_once_for_all_its_clients(sandbox, monkeypatch):
+    """Every ground.aws client has a session of its own; the assumed role's credentials are
+    shared (as awscli's cache shares them), so four clients cost one AssumeRole, and a profile
+    with other source credentials (another account's config file) does not get them."""
+    from ground import aws
+
+    aws._cached.cache_clear()
+    aws._ASSUMED.clear()
+    n = len(sandbox.faults.served())
+    try:
+        aws.client("ec2", "us-west-2").describe_security_groups()
+        bucket = sandbox.settings.evidence_bucket
+        aws.client("s3", "us-west-2").list_objects_v2(Bucket=bucket, MaxKeys=1)
+        aws.client("cloudtrail", "us-west-2").lookup_events(MaxResults=1)
+        aws.client("cloudtrail", "us-east-1").lookup_events(MaxResults=1)
+        assert calls_of(sandbox, "AssumeRole", n) == 1
+        # The same profile name from another config file: its own AssumeRole.
+        import os
+        import shutil
+
+        other = Path(os.environ["AWS_CONFIG_FILE"]).with_name("config-other")
+        shutil.copy(os.environ["AWS_CONFIG_FILE"], other)
+        other.write_text(other.read_text() + "\n")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(other))
+        aws._cached.cache_clear()
+        aws.client("s3", "us-west-2").list_objects_v2(Bucket=bucket, MaxKeys=1)
+        assert calls_of(sandbox, "AssumeRole", n) == 2
+    finally:
+        aws._cached.cache_clear()
+
+
 def test_the_flow_run_role_reads_global_service_events_in_us_east_1(sandbox):
     """The archive calls LookupEvents in the region and in us-east-1 (IAM's events are only
     there): the policy's LookupEvents statement (no resource type, no region) covers both,
