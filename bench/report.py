@@ -93,6 +93,9 @@ def _archive_numbers(d: dict) -> dict:
             out["flow_rss_lo"] = lo["flow"][0]["maxrss_mb"]
             out["flow_rss_hi"] = hi["flow"][0]["maxrss_mb"]
             out["flow_s_hi"] = hi["flow"][0]["seconds"]
+        if "flow_warm_agg" in hi and "flow_warm_agg" in lo:
+            out["warm_s_hi"] = med(hi["flow_warm_agg"]["seconds"])
+            out["warm_s_lo"] = med(lo["flow_warm_agg"]["seconds"])
         if "before_agg" in hi and "before_agg" in lo:
             out["before_s_hi"] = med(hi["before_agg"]["seconds"])
             out["before_s_lo"] = med(lo["before_agg"]["seconds"])
@@ -126,9 +129,16 @@ def goals_archive(d: dict) -> list[list]:
                      met(ok)])
         r_hi = n["core_s_hi"] / n["cli_s_hi"]
         r_lo = n["core_s_lo"] / n["cli_s_lo"]
-        txt = (f"{int(n['lo']) // 1000}k: {num(n['core_s_lo'])} s vs {num(n['cli_s_lo'])} s "
-               f"({num(r_lo, 2)}×); {int(n['hi']) // 1000}k: {num(n['core_s_hi'])} s vs "
-               f"{num(n['cli_s_hi'])} s ({num(r_hi, 2)}×)")
+        txt = (f"core {int(n['lo']) // 1000}k: {num(n['core_s_lo'])} s vs "
+               f"{num(n['cli_s_lo'])} s ({num(r_lo, 2)}×); {int(n['hi']) // 1000}k: "
+               f"{num(n['core_s_hi'])} s vs {num(n['cli_s_hi'])} s ({num(r_hi, 2)}×)")
+        if "warm_s_hi" in n:
+            # The goal is the command a user runs (a later call: Prefect already imported),
+            # which does more than the pipeline: us-east-1's global passes, evidence, upload.
+            r_lo, r_hi = n["warm_s_lo"] / n["cli_s_lo"], n["warm_s_hi"] / n["cli_s_hi"]
+            txt = (f"`papyrus-ops cloudtrail-archive`, later call: {int(n['lo']) // 1000}k "
+                   f"{num(n['warm_s_lo'])} s ({num(r_lo, 2)}×), {int(n['hi']) // 1000}k "
+                   f"{num(n['warm_s_hi'])} s ({num(r_hi, 2)}×); " + txt)
         if "before_s_hi" in n:
             txt += (f"; before the change (same run) {num(n['before_s_lo'])} s "
                     f"({num(n['before_s_lo'] / n['cli_s_lo'], 2)}×) and "
@@ -274,7 +284,10 @@ def section_archive(d: dict) -> str:
              "child process, client limiter at 1000 requests/s. *ours (flow)*: `papyrus-ops "
              "cloudtrail-archive --since … --until … --max-rps 1000 --no-resume` — the whole "
              "flow as a user runs it (Prefect flow run on the bench's Prefect API, both gzip "
-             "files, evidence bundle with manifest, S3 upload, state). *CLI*: `aws cloudtrail "
+             "files, evidence bundle with manifest, S3 upload, state), once in a cold interpreter "
+             "(`PAPYRUS_CLI_WARM=0`: its peak RSS is its own) and in every round as a later "
+             "call (through the warm interpreter, the way a user's second call runs). "
+             "*CLI*: `aws cloudtrail "
              "lookup-events --start-time … --end-time … --output json | jq -c '.Events[]' | "
              "gzip > x.gz`. Peak RSS is each process's own (GNU time `%M`), the CLI's is the "
              "sum of aws + jq + gzip; events/s is events ÷ wall time of the whole command. "
@@ -290,7 +303,14 @@ def section_archive(d: dict) -> str:
                          ", ".join(sorted({str(r["events"]) for r in runs}))])
         row("ours (core)", e["core_agg"], e["core"])
         if e.get("flow"):
-            row("ours (flow, `papyrus-ops cloudtrail-archive`)", e["flow_agg"], e["flow"])
+            row("ours (flow, `papyrus-ops cloudtrail-archive`, cold interpreter)",
+                e["flow_agg"], e["flow"])
+        if e.get("flow_warm"):
+            w = e["flow_warm_agg"]
+            rows.append(["ours (flow, `papyrus-ops cloudtrail-archive`, later call) ²",
+                         len(e["flow_warm"]), st(w["seconds"], 1, "s"),
+                         st(w["events_per_s_wall"], 0), "– ²", "–",
+                         ", ".join(sorted({str(r["events"]) for r in e["flow_warm"]}))])
         if e.get("before"):
             row("ours (core) before the change ¹", e["before_agg"], e["before"])
         ca = e["cli_agg"]
@@ -301,6 +321,18 @@ def section_archive(d: dict) -> str:
                             "events"], rows))
         core = e["core"][0]
         hw = core.get("hwm_mb") or {}
+        if e.get("flow_warm"):
+            fw = e["flow_warm_first"] or {}
+            lines += ["", f"² Through the warm interpreter (`papyrus_ops.warm`), as every call "
+                      "after a machine's first runs: the call is a child forked from a process "
+                      "that imported Prefect and the flows once, so its peak RSS is not the "
+                      "caller's to measure (the cold row has it). The flow's own time (its "
+                      f"result's `seconds`): "
+                      f"{st(common.stats(r['flow_s'] for r in e['flow_warm']), 2, 's')}"
+                      f". The first call (it starts the warm interpreter, and runs cold): "
+                      f"{num(fw.get('seconds'), 1)} s, not counted. It reads three passes "
+                      "(the region, then us-east-1 for IAM and STS) where the pipeline reads "
+                      "one, and publishes the bundle."]
         lines += ["", f"ours (core), one run: {core['api_calls']} LookupEvents calls "
                   f"({core['slices']} slices), Python start-up + imports {num(core['import_s'])} s, "
                   f"setup {num(core['setup_s'])} s, archiving {num(core['archive_s'])} s; peak RSS "

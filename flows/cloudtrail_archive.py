@@ -2,8 +2,8 @@
 
     window (incremental: from the last end minus the overlap) -> Papyrus identifiers
     -> passes (the region; us-east-1 per global event source) -> checkpoint (resume or start)
-    -> slices, oldest first, each once per pass -> evidence bundle (both files, summary,
-    manifest; uploaded) -> archive state (with the ids archived in the overlap tail)
+    -> slices, oldest first (weekly for the region, one per global pass) -> evidence bundle
+    (both files, summary, manifest; uploaded) -> archive state (the ids archived in the tail)
 
 Ordering, gating and evidence only: LookupEvents, the filter, the gzip streaming and the
 checkpoint live in `tasks.cloudtrail*`. See docs/cloudtrail.md.

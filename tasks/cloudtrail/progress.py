@@ -71,7 +71,7 @@ def done_seconds(cp: Mapping[str, Any], current: tuple[float, float] | None = No
                  frontier: float | None = None) -> float:
     """Seconds of the window archived: completed slices plus the part of the current slice
     above the frontier (the stream goes newest first inside a slice), divided by the number
-    of passes (each time slice is read once per region / event source)."""
+    of passes (each pass covers the whole window once, in slices of its own length)."""
     total = sum(epoch(s["until"]) - epoch(s["since"]) for s in cp.get("completed", []))
     if current is not None and frontier is not None:
         start, end = current
