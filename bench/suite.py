@@ -171,13 +171,20 @@ process's CPU time sampled from /proc; the sampler's own load included):
   servers on the session's PostgreSQL instead of SQLite (their largest share), one browser
   for the UI tests instead of one per test.
 * 2026-12-03: the same suite (with the warm interpreter's 7 tests) took 11:42 (966 s of CPU)
-  on a fresh clone at 1f7a409 in the morning, and 12:32–13:59 in the rows above in the
+  on a fresh clone at 1f7a409 in the morning, and 12:32–13:59 in three runs at 902769e in the
   afternoon; a fresh clone of 0ca0b48 (the rows' code without the warm server's wait for its
   first call) took 14:50 (1,230 s of CPU) right after them, so the spread is the machine's,
   not the change's. tests/e2e run alone and serially takes 5:58 (idle); in the suite it takes
   about twice that, sharing the cores. Splitting it into three units, each starting its own
   stack, made the suite slower (15:10, load 7, each stack's start 90–119 s): the bound is
   the CPU, not the longest unit.
+* 2026-12-03, evening (the rows above, 8:05): mostly the machine, not the code. Back to back
+  on fresh clones, idle: bbaa2b4 (the afternoon runs' code) 8:42 of pytest, 727 s of CPU for
+  `make test`; 607df22 8:20, 693 s — what this session changed is about 4%, within the spread.
+  That change: one AssumeRole per process instead of one per client
+  (`ground.aws.share_assumed_roles`; each had deep-copied the session's event hooks for its
+  STS client, and the sandbox authorises each call as AWS would). The same code took 10:09
+  (887 s) at 88a6eea an hour earlier, and 12:39 beside `stress-ng --cpu 2`, green.
 * Found on the way: every new botocore session read and decoded endpoints.json and its
   service's model again (`ground.aws.botocore_session` now shares one loader per process);
   two tests that failed only on a slow machine (a minute boundary crossed between two clock
