@@ -22,8 +22,6 @@ from bench.common import OUT, ROOT, TMP, log
 BENCHES = ("verdict", "archive", "service", "overhead", "bad_input", "startup", "blue_green")
 # Run only by name: three fresh-clone `make test` runs, about an hour on 2 cores.
 BY_NAME = ("suite",)
-# Benchmarks that rewrite only their own section of docs/benchmarks.md (bench.in_place).
-IN_PLACE = ("startup", "blue_green", "suite")
 
 
 def _setup() -> None:
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         # Also after a failure: the benchmarks that finished keep their machine record.
         _save_meta(meta, [n for n in selected if any(t.startswith(n) for t in timings)],
                    timings, t_all)
-    if set(selected) - set(IN_PLACE):
+    if set(selected) - set(report.IN_PLACE):
         path = report.write(quick=a.quick)
     else:
         path = report.OUT / "benchmarks-quick.md" if a.quick else report.DOC

@@ -18,7 +18,8 @@ from bench.in_place import keep_sections
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTIONS = (("1", "verdict"), ("2", "archive"), ("3", "service"), ("4", "overhead"),
             ("5", "bad_input"), ("6", "startup"), ("7", "blue_green"), ("8", "suite"))
-IN_PLACE_NAMES = ("startup", "blue_green", "suite")  # bench.__main__.IN_PLACE
+# The benchmarks that rewrite their own section in place (bench.in_place.update_in_place).
+IN_PLACE = ("startup", "blue_green", "suite")
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -302,19 +303,16 @@ def section_archive(d: dict) -> str:
 
         def row(label, agg, runs, extra=""):
             rows.append([label, len(runs), st(agg["seconds"], 1, "s"),
-                         st(agg["events_per_s_wall"], 0), st(agg["maxrss_mb"], 0, "MB") + extra,
+                         st(agg["events_per_s_wall"], 0), st(agg.get("maxrss_mb"), 0, "MB") + extra,
                          st(agg.get("cpu_s"), 1, "s"),
                          ", ".join(sorted({str(r["events"]) for r in runs}))])
         row("ours (core)", e["core_agg"], e["core"])
         if e.get("flow"):
             row("ours (flow, `papyrus-ops cloudtrail-archive`, cold interpreter)",
                 e["flow_agg"], e["flow"])
-        if e.get("flow_warm"):
-            w = e["flow_warm_agg"]
-            rows.append(["ours (flow, `papyrus-ops cloudtrail-archive`, later call) ²",
-                         len(e["flow_warm"]), st(w["seconds"], 1, "s"),
-                         st(w["events_per_s_wall"], 0), "– ²", "–",
-                         ", ".join(sorted({str(r["events"]) for r in e["flow_warm"]}))])
+        if e.get("flow_warm"):  # no peak RSS or CPU: the forked child's, not seen here
+            row("ours (flow, `papyrus-ops cloudtrail-archive`, later call) ²",
+                e["flow_warm_agg"], e["flow_warm"], " ²")
         if e.get("before"):
             row("ours (core) before the change ¹", e["before_agg"], e["before"])
         ca = e["cli_agg"]
@@ -622,9 +620,9 @@ def write(quick: bool = False) -> Path:
         # What this machine has no raw results for, and the sections their own benchmarks
         # rewrite in place, stay as the report has them (run alone, `archive` used to leave
         # every other section "not run yet" and drop §6–§8).
-        keep = [num for num, name in SECTIONS if name in IN_PLACE_NAMES or not common.load(name)]
+        keep = [num for num, name in SECTIONS if name in IN_PLACE or not common.load(name)]
         text = keep_sections(DOC.read_text(), text, keep)
-        kept = [num for num, name in SECTIONS if name not in IN_PLACE_NAMES and num in keep]
+        kept = [num for num, name in SECTIONS if name not in IN_PLACE and num in keep]
         if kept:
             note = (f"§{', §'.join(kept)}: as the report had them, from earlier runs whose raw "
                     "results are not on this machine (they are git-ignored).")

@@ -103,7 +103,7 @@ def share_assumed_roles(core: botocore.session.Session) -> None:
     """Let `core` reuse the role credentials another session of this process assumed.
 
     Every client has a session of its own, and botocore's assume-role provider caches per
-    session, so each client of a profile with `role_arn` called STS AssumeRole again — six for
+    session, so each client of a profile with `role_arn` called STS AssumeRole again — five for
     one archive run, each building an STS client first (docs/benchmarks.md §2). awscli shares
     them through `~/.aws/cli/cache`; this is the same cache (botocore's own expiry checks
     included), in memory only, so no credential reaches the disk. botocore keys its entries by

@@ -80,3 +80,19 @@ def test_sections_without_raw_results_stay_as_the_report_had_them():
 
 def test_nothing_to_keep_leaves_the_new_report():
     assert keep_sections(OLD, NEW, []) == NEW
+
+
+def test_an_in_place_update_touches_only_its_goal_rows(tmp_path):
+    """§3's table has rows for 8 connections ("| 8 | /healthz …"): updating §8 in place must
+    not take them for §8's goal rows (it did, and §3 lost them)."""
+    from bench.in_place import update_in_place
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(OLD.replace("old verdict table", "| 8 | /healthz | 2,415 |")
+                   .replace("| 6 | CLI tax", "| 8 | suite | 12:49 | **missed** |\n| 6 | CLI tax"))
+    update_in_place(doc, "8", "## 8. The suite", "## 8. The suite\n\nnew suite\n",
+                    [["8", "suite", "8:05", "**missed**"]])
+    out = doc.read_text()
+    assert "| 8 | /healthz | 2,415 |" in out
+    assert "12:49" not in out and "| 8 | suite | 8:05 | **missed** |" in out
+    assert out.index("## 6. Start-up") < out.index("## 8. The suite") < out.index("## Findings")
