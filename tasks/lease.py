@@ -309,19 +309,39 @@ class Keeper:
     def check(self, before: str = "") -> None:
         """`LeaseLost` (naming what happened, and the step not taken) once the lease is lost."""
         with self._lock:
-            if self.lost is None and self.clock() >= self._deadline():
-                self.lost = (f"not renewed for {self.clock() - self.held['confirmed_at']:.0f}s"
-                             f" (TTL {self.ttl:.0f}s)")
+            expired = self.lost is None and self.clock() >= self._deadline()
+            since = self.clock() - self.held["confirmed_at"]
+        if expired:
+            self._lose(self._now_held_by(f"not renewed for {since:.0f}s (TTL {self.ttl:.0f}s)"),
+                       quiet=True)
+        with self._lock:
             lost = self.lost
         if lost:
             raise LeaseLost(f"deploy lease on {self.s.cluster}/{self.s.service} lost ({lost})"
                             + (f": stopped before {before}" if before else ""))
 
-    def _lose(self, why: str) -> None:
+    def _lose(self, why: str, quiet: bool = False) -> None:
         with self._lock:
-            if self.lost is None:
-                self.lost = why
-        self.log.error("deploy lease lost: %s; the deploy changes nothing more", why)
+            if self.lost is not None:
+                return
+            self.lost = why
+        if not quiet:
+            self.log.error("deploy lease lost: %s; the deploy changes nothing more", why)
+
+    def _now_held_by(self, why: str) -> str:
+        """`why`, and who holds the lease now if someone else does: an expiry on our side is
+        often a taker's doing (it judged us expired, or an operator replaced the object), and
+        the operator reading the verdict wants the name. One read, best effort — on a slow or
+        unreachable S3 the reason stays what we know."""
+        try:
+            current = read_lease(self.s3, self.s)
+        except (ClientError, BotoCoreError):
+            return why
+        if current is None:
+            return why + "; the lease object is gone"
+        if current["body"].get("lease_id") != self.held["lease_id"]:
+            return why + "; now taken by " + describe_holder(current["body"])
+        return why
 
     # -- renewal -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -331,7 +351,7 @@ class Keeper:
             if self.lost:
                 return
             if self.clock() >= self._deadline():
-                self._lose(f"not renewed within {self.ttl * 5 / 6:.0f}s")
+                self._lose(self._now_held_by(f"not renewed within {self.ttl * 5 / 6:.0f}s"))
                 return
             try:
                 if not self.renew():

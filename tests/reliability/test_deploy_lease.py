@@ -148,6 +148,27 @@ def test_a_lost_answer_to_the_take_is_recognised_by_its_lease_id_and_released_on
     assert keeper.release() is False or current(sb) is None  # a second release changes nothing
 
 
+def test_a_lease_that_expired_on_our_side_names_whoever_holds_it_now(lease_env):
+    """The renewal thread starved past 5/6 of a TTL (a busy machine) while someone replaced the
+    object: `check()` says lost for the expiry, and names the new holder — the operator reading
+    the verdict learns who took it, as when a renewal finds the theft itself."""
+    sb = lease_env
+    s = load_env("local")
+    now = [time.monotonic()]
+    held = lease.take.fn(flow_s3(sb), s, "id-starved", {"host": "here"}, wait_seconds=2)
+    keeper = lease.Keeper(flow_s3(sb), s, held, clock=lambda: now[0])  # never started
+    write_dead_holder(sb, ttl=3600, flow_run_name="deploy local thief", host="laptop-3")
+    keeper.check(before="the next step")  # within the TTL: still ours to act on
+    now[0] = held["confirmed_at"] + s.lease_ttl_seconds
+    with pytest.raises(lease.LeaseLost) as lost:
+        keeper.check(before="the next step")
+    why = str(lost.value)
+    assert "not renewed for 3s (TTL 3s); now taken by flow run 'deploy local thief'" in why, why
+    assert "laptop-3" in why and why.endswith("stopped before the next step"), why
+    assert keeper.release() is False
+    assert current(sb)["body"]["owner"]["flow_run_name"] == "deploy local thief"
+
+
 def test_renewals_that_cannot_reach_s3_give_the_lease_up_before_it_can_expire(lease_env):
     """S3 answers every PutObject with 503 after the take: the holder's `check()` says lost
     5/6 of a TTL after its last confirmed write (by then nobody else could take it yet: that
