@@ -65,6 +65,16 @@ def _as_sent(value):
 
 _LOADERS: dict[str | None, botocore.loaders.Loader] = {}
 _LOADERS_LOCK = threading.Lock()
+_CREATE_LOADER = botocore.loaders.create_loader
+
+
+def _shared_loader(data_path: str | None = None) -> botocore.loaders.Loader:
+    """This process's one loader for `data_path` (botocore's `create_loader`, made once)."""
+    with _LOADERS_LOCK:
+        loader = _LOADERS.get(data_path)
+        if loader is None:
+            loader = _LOADERS[data_path] = _CREATE_LOADER(data_path)
+        return loader
 
 
 def botocore_session(session_vars: dict | None = None) -> botocore.session.Session:
@@ -77,13 +87,18 @@ def botocore_session(session_vars: dict | None = None) -> botocore.session.Sessi
     made once per call (docs/benchmarks.md §6, §8). The files never change while a process runs;
     what a session resolves from its environment (profile, credentials, region) stays its own."""
     core = botocore.session.get_session(session_vars)
-    data_path = core.get_config_variable("data_path")
-    with _LOADERS_LOCK:
-        loader = _LOADERS.get(data_path)
-        if loader is None:
-            loader = _LOADERS[data_path] = core.get_component("data_loader")
-    core.register_component("data_loader", loader)
+    core.register_component("data_loader", _shared_loader(core.get_config_variable("data_path")))
     return core
+
+
+def share_data_loaders() -> None:
+    """Every botocore session this process makes from now on — `boto3.Session()`, boto3's
+    default session, the ones moto builds for itself — shares the loader of its data path, as
+    `botocore_session` does for ours. For processes that make sessions they do not own (the
+    sandbox: moto, its seeding, the tests' arranging clients): loading endpoints.json and the
+    service models again per session was about 3% of the suite's CPU (docs/benchmarks.md §8).
+    Idempotent."""
+    botocore.session.create_loader = _shared_loader
 
 
 # Assumed-role credentials, shared by every client of a process that would assume the same

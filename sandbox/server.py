@@ -22,12 +22,13 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from moto.backends import list_of_moto_modules
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
 from ground import iam as iam_files
-from ground.aws import botocore_session
+from ground.aws import botocore_session, share_data_loaders
 from ground.envfile import write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
@@ -59,6 +60,27 @@ class _QuietLostResponses(logging.Filter):
         return not isinstance(exc, ResponseLost)
 
 
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, with the backend of a Host header looked up once: moto lists its own
+    package folder (an os.listdir and a stat per entry, ~150) and then tries every backend's URL
+    patterns on each request, and the answer for a host never changes while the server runs —
+    it was ~5% of the suite's CPU in the test processes (docs/benchmarks.md §8)."""
+
+    def __init__(self, create_app) -> None:
+        super().__init__(create_app)
+        self._modules = frozenset(list_of_moto_modules())
+        self._backends: dict[str, object] = {}
+
+    def get_backend_for_host(self, host):
+        if host is None or host == "moto_api" or host in self._modules:
+            return host
+        if host not in self._backends:  # called under the dispatcher's own lock
+            self._backends[host] = next(
+                (backend for backend, pattern in self.backend_url_patterns
+                 if pattern.match(f"http://{host}")), None)
+        return self._backends[host]
+
+
 class _FaultyMotoServer(ThreadedMotoServer):
     """moto's threaded server with our recording/fault WSGI layer in front."""
 
@@ -69,7 +91,7 @@ class _FaultyMotoServer(ThreadedMotoServer):
 
     def _server_entry(self) -> None:
         app = self.faults.wrap(self.enforcer.wrap(s3_policy.wrap(
-            s3_conditional.wrap(DomainDispatcherApplication(create_backend_app)))))
+            s3_conditional.wrap(_Dispatcher(create_backend_app)))))
         werkzeug_log = logging.getLogger("werkzeug")
         werkzeug_log.setLevel(logging.ERROR)  # no request lines on stderr
         if not any(isinstance(f, _QuietLostResponses) for f in werkzeug_log.filters):
@@ -201,6 +223,7 @@ class Sandbox:
         # is most of EC2's first-request cost (~1 s of the sandbox's start).
         os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         iam.install()
+        share_data_loaders()  # moto's sessions, the seeding's and the tests' arranging clients
         self._moto = _FaultyMotoServer(self.faults, free_port(), self.iam)
         self._moto.start()
         host, port = self._moto.get_host_and_port()

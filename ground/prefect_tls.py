@@ -1,0 +1,61 @@
+"""One verified TLS context per CA file for every Prefect client of a process.
+
+Each `get_client()` — every flow run's engine, each task's concurrency release, every poll a
+caller makes — builds its TLS context anew: `ssl.create_default_context(cafile=…)` loads and
+parses the whole CA bundle (certifi's, or PREFECT_API_SSL_CERT_FILE), about 16 ms of CPU
+each here, even when the API is plain http:// and TLS is never used. In the suite that was the
+largest single cost in the test processes after the requests themselves (docs/benchmarks.md
+§8). An SSLContext is made to be shared by many connections, and Prefect never changes the
+verified one after making it; httpcore sets the ALPN protocols on it before each TLS connect,
+the same list for every client of a process (PREFECT_API_ENABLE_HTTP2 is one setting).
+
+Only that call is shared: `create_default_context` with nothing but `cafile` (the verified
+path), keyed by the file's path and modification time so a replaced bundle is read again. The
+insecure path (PREFECT_API_TLS_INSECURE_SKIP_VERIFY) calls it without arguments and then
+changes the context, so it still gets its own; nothing outside Prefect's client module is
+touched.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+
+_CONTEXTS: dict[tuple[str, float], ssl.SSLContext] = {}
+_LOCK = threading.Lock()
+
+
+def _verified_context(cafile: str) -> ssl.SSLContext:
+    try:
+        mtime = os.stat(cafile).st_mtime
+    except OSError:
+        return ssl.create_default_context(cafile=cafile)  # its own error, as before
+    key = (cafile, mtime)
+    with _LOCK:
+        ctx = _CONTEXTS.get(key)
+        if ctx is None:
+            ctx = _CONTEXTS[key] = ssl.create_default_context(cafile=cafile)
+        return ctx
+
+
+class _SSL:
+    """The `ssl` module as Prefect's client module sees it: itself, but for that one call."""
+
+    def __getattr__(self, name: str):
+        return getattr(ssl, name)
+
+    @staticmethod
+    def create_default_context(purpose=ssl.Purpose.SERVER_AUTH, *, cafile=None, capath=None,
+                               cadata=None) -> ssl.SSLContext:
+        if cafile and capath is None and cadata is None and purpose == ssl.Purpose.SERVER_AUTH:
+            return _verified_context(os.fspath(cafile))
+        return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+
+
+def share_api_tls_context() -> None:
+    """Install it in Prefect's client module (idempotent)."""
+    import prefect.client.orchestration as orchestration
+
+    if not isinstance(orchestration.ssl, _SSL):
+        orchestration.ssl = _SSL()
