@@ -2,12 +2,13 @@
 
 Each `get_client()` — every flow run's engine, each task's concurrency release, every poll a
 caller makes — builds its TLS context anew: `ssl.create_default_context(cafile=…)` loads and
-parses the whole CA bundle (certifi's, or PREFECT_API_SSL_CERT_FILE), about 16 ms of CPU
-each here, even when the API is plain http:// and TLS is never used. In the suite that was the
-largest single cost in the test processes after the requests themselves (docs/benchmarks.md
-§8). An SSLContext is made to be shared by many connections, and Prefect never changes the
-verified one after making it; httpcore sets the ALPN protocols on it before each TLS connect,
-the same list for every client of a process (PREFECT_API_ENABLE_HTTP2 is one setting).
+parses the whole CA bundle (certifi's, or PREFECT_API_SSL_CERT_FILE): 20 ms of CPU per
+client with it, 0.6 ms without, even when the API is plain http:// and TLS is never used. In
+the suite it was 58 s of the four workers' py-spy samples, the largest single leaf
+(docs/benchmarks.md §8). An SSLContext is made to be shared by many connections, and Prefect
+never changes the verified one after making it; httpcore sets the ALPN protocols on it before
+each TLS connect, the same list for every client of a process (PREFECT_API_ENABLE_HTTP2 is one
+setting).
 
 Only that call is shared: `create_default_context` with nothing but `cafile` (the verified
 path), keyed by the file's path and modification time so a replaced bundle is read again. The

@@ -63,8 +63,8 @@ class _QuietLostResponses(logging.Filter):
 class _Dispatcher(DomainDispatcherApplication):
     """moto's dispatcher, with the backend of a Host header looked up once: moto lists its own
     package folder (an os.listdir and a stat per entry, ~150) and then tries every backend's URL
-    patterns on each request, and the answer for a host never changes while the server runs —
-    it was ~5% of the suite's CPU in the test processes (docs/benchmarks.md §8)."""
+    patterns on each request, and the answer for a host never changes while the server runs
+    (py-spy on the suite's four workers: 25 s of their samples; docs/benchmarks.md §8)."""
 
     def __init__(self, create_app) -> None:
         super().__init__(create_app)
