@@ -178,13 +178,31 @@ process's CPU time sampled from /proc; the sampler's own load included):
   about twice that, sharing the cores. Splitting it into three units, each starting its own
   stack, made the suite slower (15:10, load 7, each stack's start 90–119 s): the bound is
   the CPU, not the longest unit.
-* 2026-12-03, evening (the rows above, 8:05): mostly the machine, not the code. Back to back
+* 2026-12-03, evening (8:05, 7:59–9:14, at 607df22): mostly the machine, not the code. Back to back
   on fresh clones, idle: bbaa2b4 (the afternoon runs' code) 8:42 of pytest, 727 s of CPU for
   `make test`; 607df22 8:20, 693 s — what this session changed is about 4%, within the spread.
   That change: one AssumeRole per process instead of one per client
   (`ground.aws.share_assumed_roles`; each had deep-copied the session's event hooks for its
   STS client, and the sandbox authorises each call as AWS would). The same code took 10:09
   (887 s) at 88a6eea an hour earlier, and 12:39 beside `stress-ng --cpu 2`, green.
+* 2026-12-03, night (the rows above, 7:51 at 91091f6): py-spy on the four workers through a
+  whole run (25 Hz) and the /proc sampler. The largest leaves in the test processes were
+  `ssl.create_default_context` — Prefect builds a TLS context from certifi's bundle for every
+  client (each flow run's engine, each poll of a test helper): 58 s of samples, 20 ms of CPU
+  per client, though every API here is plain http — then botocore decoding endpoints.json
+  and service models again for the sessions moto and the tests make (35 s), and moto listing
+  its own package folder on every request to match the Host header (25 s). Now: one verified
+  context per CA file (`ground.prefect_tls`, installed by the flows package; 0.6 ms per
+  client), one data loader for every botocore session of a sandbox process
+  (`ground.aws.share_data_loaders`), the Host's backend looked up once (`sandbox.server.
+  _Dispatcher`); each tested against what it replaces. Back to back in the checkout, the
+  sampler running: the workers' CPU 298 s → 237 s, pytest 8:40 → 8:10. By process after
+  it: Prefect servers 226 s (a quarter of their busy samples in the task-run recorder, which
+  writes each task-run event in a transaction of its own: its batch size defaults to 1),
+  Chromium 70 s, service tasks 59 s, warm CLI children 45 s, the e2e pool's flow-run
+  processes 39 s, CLI processes 27 s — and the VM's own kdamond and process_api threads
+  178 s, 17% of the run's CPU, which no change here controls. The goal stays missed: the
+  cores are busy through the run, so 6:00 needs about a third less work again.
 * Found on the way: every new botocore session read and decoded endpoints.json and its
   service's model again (`ground.aws.botocore_session` now shares one loader per process);
   two tests that failed only on a slow machine (a minute boundary crossed between two clock
