@@ -178,8 +178,8 @@ process's CPU time sampled from /proc; the sampler's own load included):
   about twice that, sharing the cores. Splitting it into three units, each starting its own
   stack, made the suite slower (15:10, load 7, each stack's start 90–119 s): the bound is
   the CPU, not the longest unit.
-* 2026-12-03, evening (8:05, 7:59–9:14, at 607df22): mostly the machine, not the code. Back to back
-  on fresh clones, idle: bbaa2b4 (the afternoon runs' code) 8:42 of pytest, 727 s of CPU for
+* 2026-12-03, evening (8:05, 7:59–9:14, at 607df22): mostly the machine, not the code. Back to
+  back on fresh clones, idle: bbaa2b4 (the afternoon runs' code) 8:42 of pytest, 727 s of CPU for
   `make test`; 607df22 8:20, 693 s — what this session changed is about 4%, within the spread.
   That change: one AssumeRole per process instead of one per client
   (`ground.aws.share_assumed_roles`; each had deep-copied the session's event hooks for its
@@ -202,7 +202,8 @@ process's CPU time sampled from /proc; the sampler's own load included):
   Chromium 70 s, service tasks 59 s, warm CLI children 45 s, the e2e pool's flow-run
   processes 39 s, CLI processes 27 s — and the VM's own kdamond and process_api threads
   178 s, 17% of the run's CPU, which no change here controls. The goal stays missed: the
-  cores are busy through the run, so 6:00 needs about a third less work again.
+  cores are busy through the run, so 6:00 needs about a third less work again. Beside
+  `stress-ng --cpu 2` a fresh clone of 15584b9 took 11:20, green (12:39 at 607df22).
 * Found on the way: every new botocore session read and decoded endpoints.json and its
   service's model again (`ground.aws.botocore_session` now shares one loader per process);
   two tests that failed only on a slow machine (a minute boundary crossed between two clock
