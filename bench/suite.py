@@ -198,7 +198,8 @@ process's CPU time sampled from /proc; the sampler's own load included):
   _Dispatcher`); each tested against what it replaces. Back to back in the checkout, the
   sampler running: the workers' CPU 298 s → 237 s, pytest 8:40 → 8:10. By process after
   it: Prefect servers 226 s (a quarter of their busy samples in the task-run recorder, which
-  writes each task-run event in a transaction of its own: its batch size defaults to 1),
+  writes each task-run event in a transaction of its own: its batch size defaults to 1;
+  batches of 50 flushed every 0.5 s made the servers' CPU 692 s and pytest 11:39 — reverted),
   Chromium 70 s, service tasks 59 s, warm CLI children 45 s, the e2e pool's flow-run
   processes 39 s, CLI processes 27 s — and the VM's own kdamond and process_api threads
   178 s, 17% of the run's CPU, which no change here controls. The goal stays missed: the
