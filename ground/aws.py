@@ -97,8 +97,7 @@ def share_data_loaders() -> None:
     `botocore_session` does for ours. For processes that make sessions they do not own (the
     sandbox: moto, its seeding, the tests' arranging clients): loading endpoints.json and the
     service models again per session was 35 s of the suite's four workers' samples in py-spy
-    (docs/benchmarks.md §8).
-    Idempotent."""
+    (docs/benchmarks.md §8). Idempotent."""
     botocore.session.create_loader = _shared_loader
 
 

@@ -277,6 +277,16 @@ def _held(s, lease_id, owner, etag, sent, acquired_at, start, clock, took_over) 
             "waited_seconds": round(clock() - start, 3), "took_over": took_over}
 
 
+def _loss(current: dict | None, lease_id: str) -> str | None:
+    """How a holder lost its lease, from the object S3 has now (`read_lease`): "deleted",
+    "taken by <holder>", or None while it is still the holder's own."""
+    if current is None:
+        return "deleted"
+    if current["body"].get("lease_id") == lease_id:
+        return None
+    return "taken by " + describe_holder(current["body"])
+
+
 class Keeper:
     """Renews a held lease every TTL/3 in a daemon thread until `stop()`. Once the lease is
     lost (taken, deleted, or not confirmed within 5/6 of a TTL), `check()` raises `LeaseLost`
@@ -309,12 +319,11 @@ class Keeper:
     def check(self, before: str = "") -> None:
         """`LeaseLost` (naming what happened, and the step not taken) once the lease is lost."""
         with self._lock:
-            expired = self.lost is None and self.clock() >= self._deadline()
-            since = self.clock() - self.held["confirmed_at"]
-        if expired:
+            lost, since = self.lost, self.clock() - self.held["confirmed_at"]
+            expired = lost is None and self.clock() >= self._deadline()
+        if expired:  # the read for the holder's name happens outside the lock
             self._lose(self._now_held_by(f"not renewed for {since:.0f}s (TTL {self.ttl:.0f}s)"),
                        quiet=True)
-        with self._lock:
             lost = self.lost
         if lost:
             raise LeaseLost(f"deploy lease on {self.s.cluster}/{self.s.service} lost ({lost})"
@@ -334,14 +343,10 @@ class Keeper:
         the operator reading the verdict wants the name. One read, best effort — on a slow or
         unreachable S3 the reason stays what we know."""
         try:
-            current = read_lease(self.s3, self.s)
+            loss = _loss(read_lease(self.s3, self.s), self.held["lease_id"])
         except (ClientError, BotoCoreError):
             return why
-        if current is None:
-            return why + "; the lease object is gone"
-        if current["body"].get("lease_id") != self.held["lease_id"]:
-            return why + "; now taken by " + describe_holder(current["body"])
-        return why
+        return why if loss is None else f"{why}; now {loss}"
 
     # -- renewal -----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -381,13 +386,13 @@ class Keeper:
             if not (_precondition_failed(e) or _missing(e)):
                 raise
             current = read_lease(self.s3, self.s)
-            if current is not None and current["body"].get("lease_id") == h["lease_id"]:
+            why = _loss(current, h["lease_id"])
+            if why is None:
                 # Our previous renewal was applied but its answer was lost: adopt its ETag and
                 # renew again (its send time is unknown, so confirmed_at stays as it was).
                 with self._lock:
                     h["etag"] = current["etag"]
                 return False
-            why = ("taken by " + describe_holder(current["body"])) if current else "deleted"
             self._lose(why)
             raise LeaseLost(why) from None
         with self._lock:
