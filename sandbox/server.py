@@ -126,6 +126,7 @@ class Sandbox:
     principals: dict = field(default_factory=dict)  # key -> ground.iam.Principal (as created)
     _admin: dict[str, str] = field(default_factory=lambda: dict(CREDENTIALS))
     _admin_session: tuple | None = None
+    _admin_clients: dict = field(default_factory=dict)  # service -> (made for, client)
     _operator: dict[str, str] = field(default_factory=dict)
     ops_image_uri: str = ""  # the flow-run image (`papyrus-ops`, this checkout), repo@sha256:
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,7 +134,22 @@ class Sandbox:
     # -- clients ----------------------------------------------------------------------------
     def client(self, service: str):
         """A management client (seeding, tests arranging a scenario): the sandbox's admin user,
-        allowed everything. Flows never get these credentials."""
+        allowed everything. Flows never get these credentials. One per service while the admin
+        keys stay the same, as boto3's clients are made to be shared between threads: the
+        tests' helpers ask for one on every poll, and building it (its service model, the
+        endpoint resolution, the copy of the session's event hooks) cost more CPU than the
+        call it makes (docs/benchmarks.md §8). Whoever registers handlers on one unregisters
+        them (tests/monitoring does so on the flows' own cached clients)."""
+        made_for = (tuple(sorted(self._admin.items())), self.endpoint, self.settings.region)
+        with self._lock:
+            cached = self._admin_clients.get(service)
+            if cached is not None and cached[0] == made_for:
+                return cached[1]
+            made = self._new_client(service)
+            self._admin_clients[service] = (made_for, made)
+            return made
+
+    def _new_client(self, service: str):
         if self._admin_session is None or self._admin_session[0] != self._admin:
             # Its own botocore session, blind to AWS_PROFILE / AWS_CONFIG_FILE (which point at
             # the flow-run role once `env()` is applied) and to a shell's keys.

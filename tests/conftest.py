@@ -9,9 +9,11 @@ sweep runs when the session's fixtures are torn down, after every test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -68,10 +70,19 @@ def tmp_root() -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One Prefect API for the whole session; subprocesses reach it through PREFECT_API_URL."""
-    from prefect.testing.utilities import prefect_test_harness
+    """One Prefect API for the whole session; subprocesses reach it through PREFECT_API_URL.
+    Prefect's own test harness, on a database seeded migrated (papyrus_ops.prefect_local.seed):
+    the harness names its database `prefect-test.db` in a folder it makes with `mkdtemp`, so
+    it is handed a folder that holds one already."""
+    from prefect.testing import utilities
 
-    with prefect_test_harness(server_startup_timeout=180):
+    from papyrus_ops.prefect_local.seed import seed
+
+    folder = tempfile.mkdtemp(prefix="prefect-harness-")  # removed by the harness at exit
+    seed(Path(folder) / "prefect-test.db")
+    with contextlib.ExitStack() as stack:
+        with mock.patch.object(utilities, "mkdtemp", return_value=folder):
+            stack.enter_context(utilities.prefect_test_harness(server_startup_timeout=180))
         from prefect.settings import PREFECT_API_URL
 
         url = PREFECT_API_URL.value()

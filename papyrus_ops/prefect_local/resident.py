@@ -36,10 +36,12 @@ from papyrus_ops.prefect_local.processes import (
     _spawn,
     _wait_http,
     base_env,
+    http_ok,
     is_same_process,
     start_time,
     stop_tree,
 )
+from papyrus_ops.prefect_local.seed import seed
 
 DEFAULT_DIR = ROOT / ".prefect" / "cli-server"
 IDLE_SECONDS = 600.0
@@ -96,27 +98,16 @@ def read_info(folder: Path | None = None) -> dict | None:
 
 
 def _healthy(api_url: str) -> bool:
-    """Does the server answer its health check? Asked with the standard library on every CLI
-    call: an httpx client builds an SSL context from certifi's bundle first (even for this
-    http:// loopback URL), 0.1 s of the call on 2 busy cores."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    url = urlsplit(f"{api_url}/health")
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=2)
-    try:
-        conn.request("GET", url.path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    """Does the server answer its health check? Asked on every CLI call (`http_ok`: no TLS
+    context for a loopback URL)."""
+    return http_ok(f"{api_url}/health")
 
 
 def _start(folder: Path, timeout: float) -> dict:
     port = _free_port()
     api_url = f"http://{HOST}:{port}/api"
     log = folder / "server.log"
+    seed(folder / "home" / "prefect.db")  # a new folder's database: migrated, not migrating
     server = _spawn(
         [_prefect_exe(), "server", "start", "--host", HOST, "--port", str(port),
          "--analytics-off"],

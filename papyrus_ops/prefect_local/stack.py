@@ -27,6 +27,7 @@ from papyrus_ops.prefect_local.processes import (
     start_time,
     stop_tree,
 )
+from papyrus_ops.prefect_local.seed import seed
 from papyrus_ops.prefect_local.state import (
     DEFAULT_STATE,
     PROCESSES,
@@ -111,6 +112,8 @@ def up(state: Path = DEFAULT_STATE, port: int = DEFAULT_PORT,
         info["logs"]["postgres"] = str(Path(info["postgres"]["base_dir"]) / "postgres.log")
         _write_state(state, info)
         database["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
+    else:
+        seed(server_home / "prefect.db")
     try:
         server = _spawn(
             [_prefect_exe(), "server", "start", "--host", HOST, "--port", str(port),

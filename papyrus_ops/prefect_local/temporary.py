@@ -18,6 +18,7 @@ from papyrus_ops.prefect_local.processes import (
     start_time,
     stop_tree,
 )
+from papyrus_ops.prefect_local.seed import seed
 
 
 class TemporaryServer:
@@ -35,6 +36,8 @@ class TemporaryServer:
         self.api_url = f"http://{HOST}:{port}/api"
         home = {"PREFECT_HOME": os.environ["PREFECT_HOME"]} if os.environ.get("PREFECT_HOME") \
             else {}
+        # Prefect's temporary server's database, PREFECT_HOME/prefect.db: migrated if new.
+        seed(Path(home.get("PREFECT_HOME") or Path.home() / ".prefect") / "prefect.db")
         self.proc = _spawn(
             [_prefect_exe(), "server", "start", "--host", HOST, "--port", str(port),
              "--analytics-off", "--no-ui"],

@@ -36,3 +36,17 @@ def test_every_session_of_the_sandbox_process_shares_one_data_loader(sandbox):
     assert "ecs" in a.get_available_services()
     ecs = b.client("ecs", region_name="us-west-2", endpoint_url=sandbox.env()["AWS_ENDPOINT_URL"])
     assert ecs.meta.service_model.service_name == "ecs"
+
+
+def test_the_admin_client_of_a_service_is_made_once_and_again_for_new_keys(sandbox, monkeypatch):
+    """`Sandbox.client`: one client per service while the admin keys and endpoint stay; they
+    answer as a new one would; new admin keys get a new client."""
+    ecs = sandbox.client("ecs")
+    assert sandbox.client("ecs") is ecs
+    assert sandbox.client("s3") is not ecs
+    assert ecs.list_clusters()["clusterArns"] == \
+        sandbox._new_client("ecs").list_clusters()["clusterArns"]
+    monkeypatch.setattr(sandbox, "_admin", {**sandbox._admin, "AWS_SECRET_ACCESS_KEY": "rotated"})
+    rotated = sandbox.client("ecs")
+    assert rotated is not ecs
+    assert rotated._request_signer._credentials.secret_key == "rotated"
