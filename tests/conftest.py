@@ -79,7 +79,7 @@ def prefect_server():
     from papyrus_ops.prefect_local.seed import seed
 
     folder = tempfile.mkdtemp(prefix="prefect-harness-")  # removed by the harness at exit
-    seed(Path(folder) / "prefect-test.db")
+    seed(Path(folder) / "prefect-test.db", build=True)
     with contextlib.ExitStack() as stack:
         with mock.patch.object(utilities, "mkdtemp", return_value=folder):
             stack.enter_context(utilities.prefect_test_harness(server_startup_timeout=180))

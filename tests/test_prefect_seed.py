@@ -46,7 +46,9 @@ def test_a_seeded_database_is_at_the_installed_prefects_head_and_later_ones_are_
         tmp_path, monkeypatch):
     monkeypatch.setenv(seed.CACHE_VARIABLE, str(tmp_path / "cache"))
     first = tmp_path / "a" / "prefect.db"
-    assert seed.seed(first)
+    assert not seed.seed(first)  # a CLI's server: no template, no build, Prefect migrates
+    assert not first.exists() and not seed.template_path().exists()
+    assert seed.seed(first, build=True)
     assert alembic_version(first) == head_revision()
     assert {"flow_run", "task_run", "deployment", "events", "automation"} <= set(tables(first))
     assert seed.template_path().parent == tmp_path / "cache" / "prefect-sqlite"
@@ -66,7 +68,7 @@ def test_an_existing_database_is_never_replaced(tmp_path, monkeypatch):
     monkeypatch.setattr(seed, "_build", lambda t: t.write_bytes(b"template"))
     db = tmp_path / "prefect.db"
     db.write_bytes(b"a server's own history")
-    assert not seed.seed(db)
+    assert not seed.seed(db, build=True)
     assert db.read_bytes() == b"a server's own history"
 
 
@@ -82,7 +84,7 @@ def test_servers_starting_at_once_build_the_template_once(tmp_path, monkeypatch)
     monkeypatch.setattr(seed, "_build", slow_build)
     results = {}
     callers = [threading.Thread(target=lambda i=i: results.update(
-        {i: seed.seed(tmp_path / f"s{i}" / "prefect.db")})) for i in range(4)]
+        {i: seed.seed(tmp_path / f"s{i}" / "prefect.db", build=True)})) for i in range(4)]
     for t in callers:
         t.start()
     for t in callers:
@@ -97,14 +99,14 @@ def test_without_a_usable_cache_the_server_migrates_as_before(tmp_path, monkeypa
     not_a_folder.write_text("")
     monkeypatch.setenv(seed.CACHE_VARIABLE, str(not_a_folder))
     db = tmp_path / "prefect.db"
-    assert not seed.seed(db)
+    assert not seed.seed(db, build=True)
     assert not db.exists()
 
 
 def test_a_failed_upgrade_leaves_no_template(tmp_path, monkeypatch):
     monkeypatch.setenv(seed.CACHE_VARIABLE, str(tmp_path / "cache"))
     monkeypatch.setattr(seed, "_prefect_exe", lambda: "false")  # the upgrade exits 1
-    assert not seed.seed(tmp_path / "prefect.db")
+    assert not seed.seed(tmp_path / "prefect.db", build=True)
     assert not (tmp_path / "prefect.db").exists()
     assert not seed.template_path().exists()
     assert not list(seed.template_path().parent.glob("prefect-template-*"))

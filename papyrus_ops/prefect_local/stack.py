@@ -26,6 +26,7 @@ from papyrus_ops.prefect_local.processes import (
     base_env,
     start_time,
     stop_tree,
+    stop_trees,
 )
 from papyrus_ops.prefect_local.seed import seed
 from papyrus_ops.prefect_local.state import (
@@ -38,6 +39,7 @@ from papyrus_ops.prefect_local.state import (
 from papyrus_ops.prefect_local.worker import POOL, _spawn_worker, _wait_worker
 
 ECS_WAIT = {"pool": ECS_POOL, "name": ECS_WORKER_NAME}
+WORKERS = ("ecs_worker", "worker")
 
 DEFAULT_PORT = 4200
 
@@ -169,12 +171,13 @@ def down(state: Path = DEFAULT_STATE) -> list[int]:
     info = read_state(state)
     if not info:
         return []
-    stopped: list[int] = []
-    for name in PROCESSES:
-        proc = info.get(name) or {}
-        if name == "postgres" and proc.get("pid"):
-            stopped += _stop_postgres(proc)
-        elif proc.get("pid"):
-            stopped += stop_tree(int(proc["pid"]), proc.get("start"))
+    # The workers together (their grace periods overlap), then the server, then its database.
+    running = {n: info[n] for n in PROCESSES if (info.get(n) or {}).get("pid")}
+    stopped = stop_trees([(int(p["pid"]), p.get("start")) for n, p in running.items()
+                          if n in WORKERS])
+    if "server" in running:
+        stopped += stop_tree(int(running["server"]["pid"]), running["server"].get("start"))
+    if "postgres" in running:
+        stopped += _stop_postgres(running["postgres"])
     state_file(state).unlink(missing_ok=True)
     return stopped
