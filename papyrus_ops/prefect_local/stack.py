@@ -40,6 +40,7 @@ from papyrus_ops.prefect_local.worker import POOL, _spawn_worker, _wait_worker
 
 ECS_WAIT = {"pool": ECS_POOL, "name": ECS_WORKER_NAME}
 WORKERS = ("ecs_worker", "worker")
+WORKER_GRACE = 5.0
 
 DEFAULT_PORT = 4200
 
@@ -171,10 +172,12 @@ def down(state: Path = DEFAULT_STATE) -> list[int]:
     info = read_state(state)
     if not info:
         return []
-    # The workers together (their grace periods overlap), then the server, then its database.
+    # The workers together, then the server, then its database. A worker's first SIGTERM only
+    # stops it taking runs: it then waits for the runs it watches (its flow-run processes,
+    # signalled with it, or an ECS task), which `down` ends anyway; hence a short grace.
     running = {n: info[n] for n in PROCESSES if (info.get(n) or {}).get("pid")}
     stopped = stop_trees([(int(p["pid"]), p.get("start")) for n, p in running.items()
-                          if n in WORKERS])
+                          if n in WORKERS], timeout=WORKER_GRACE)
     if "server" in running:
         stopped += stop_tree(int(running["server"]["pid"]), running["server"].get("start"))
     if "postgres" in running:
