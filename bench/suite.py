@@ -4,10 +4,12 @@ Each variant clones HEAD into a temporary folder, builds the venv there (`make .
 this machine's package cache warm, timed apart as "setup") and runs `make test` (ruff, then
 pytest), exactly what `.ci/run` does. The pytest wall time is the one pytest prints itself
 ("N passed … in S s"); "whole" is the `make test` command. Variants, one after the other in one
-run (each takes the machine alone; the load average is recorded around each):
+run (each takes the machine alone; the load average is recorded around each; each with an
+empty cache, so it builds its own migrated Prefect database as CI would):
 * now: `make test` — four pytest-xdist workers on the 2 cores (much of the suite waits on
   rollouts, health checks and a browser), each a whole session with its own sandbox and
   Prefect server (tests/support/workers.py), the venv compiled to bytecode at install;
+* before: 4 workers at the commit before 2026-12-04's cuts (`START_COMMIT`), in the same run;
 * 2 workers: `make test TEST_WORKERS=2` — what `make test` ran before;
 * one process: `make test TEST_WORKERS=0` — the same suite in a single pytest process;
 * before: one process and no `.pyc` in the clone (its venv's and its packages' `__pycache__`
@@ -16,7 +18,7 @@ run (each takes the machine alone; the load average is recorded around each):
   writing any, so every subprocess — each CLI call, Prefect server, flow run and service task —
   compiled Prefect, boto3, moto and Flask from source again.
 
-`python -m bench suite [--suite-variants now,two,serial,before] [--suite-runs N]`; rewrites only
+`python -m bench suite [--suite-variants now,start,two,serial,before] [--suite-runs N]`; rewrites only
 §8 of the report.
 """
 
@@ -32,8 +34,13 @@ from pathlib import Path
 
 from bench.common import ROOT, TMP, fresh_shell_env, load, loadavg, log, save, utc_now
 
+# The last commit before 2026-12-04's cuts (seeded Prefect databases, shared admin clients and
+# TLS contexts, `prefect down`'s workers together, the e2e archive's pace): `start` runs it.
+START_COMMIT = "1542d07"
 VARIANTS = {
     "now": {"name": "now: 4 workers, bytecode", "make": ["TEST_WORKERS=4"], "pyc": True},
+    "start": {"name": f"before: 4 workers at {START_COMMIT}", "make": ["TEST_WORKERS=4"],
+              "pyc": True, "commit": START_COMMIT},
     "two": {"name": "2 workers, bytecode", "make": ["TEST_WORKERS=2"], "pyc": True},
     "serial": {"name": "one process, bytecode", "make": ["TEST_WORKERS=0"], "pyc": True},
     "before": {"name": "before: one process, no bytecode", "make": ["TEST_WORKERS=0"],
@@ -69,6 +76,11 @@ def run_variant(key: str, keep_log: Path) -> dict:
     shutil.rmtree(where, ignore_errors=True)
     env = fresh_shell_env()
     subprocess.run(["git", "clone", "-q", str(ROOT), str(where)], check=True, env=env)
+    if v.get("commit"):
+        subprocess.run(["git", "checkout", "-q", v["commit"]], cwd=where, check=True, env=env)
+    # As on a CI machine: no migrated Prefect database from an earlier run to copy
+    # (papyrus_ops.prefect_local.seed); the suite builds its own once.
+    env["PAPYRUS_CACHE_DIR"] = str(where / ".bench-cache")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, env=env,
                             capture_output=True, text=True).stdout.strip()
     t0 = time.monotonic()

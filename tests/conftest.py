@@ -10,6 +10,7 @@ sweep runs when the session's fixtures are torn down, after every test.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import tempfile
 from pathlib import Path
@@ -25,8 +26,10 @@ os.environ.update({
     "PREFECT_HOME": str(_TMP / "prefect-home"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
-    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # Logs reach the API in Prefect's own batches (every 2 s; the tests that read them drain
+    # the log worker first): batches of 0.3 s were 23 s of the suite's CPU, each a request and
+    # a transaction on the session's server (docs/benchmarks.md §8).
     "PAPYRUS_EVIDENCE_ROOT": str(_TMP / "evidence"),
     # A CLI call without PREFECT_API_URL starts the checkout's resident Prefect server: the
     # session's own, in its tmp root, stopped when the session ends (`_stop_cli_server`).
@@ -35,6 +38,14 @@ os.environ.update({
     # when the session ends.
     "PAPYRUS_CLI_WARM_DIR": str(_TMP / "cli-warm"),
 })
+
+
+def pytest_collection_finish(session):
+    # What collection imported (Prefect, moto, botocore's models, the flows: most of a worker's
+    # ~800k objects) lives to the end of the session: frozen, out of the collector's sight, so
+    # neither a full collection during the run nor the two pytest makes as each worker's
+    # session ends walks it again. Garbage made later is collected as before.
+    gc.freeze()
 
 
 def pytest_collection_modifyitems(config, items):
