@@ -21,10 +21,18 @@ def read_env_file(path: Path | str) -> dict[str, str]:
     return pairs
 
 
-def write_env_file(path: Path | str, pairs: dict[str, str]) -> Path:
+def write_atomically(path: Path | str, text: str) -> Path:
+    """Replace `path` in one step: a reader sees the old file or the new one, never a partial
+    write (`Path.write_text` truncates first, so a reader can catch an empty file)."""
     p = Path(path)
-    p.write_text("".join(f"{k}={v}\n" for k, v in pairs.items()))
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
     return p
+
+
+def write_env_file(path: Path | str, pairs: dict[str, str]) -> Path:
+    return write_atomically(path, "".join(f"{k}={v}\n" for k, v in pairs.items()))
 
 
 def apply_env_file(path: Path | str | None) -> dict[str, str]:

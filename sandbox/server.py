@@ -29,7 +29,7 @@ from werkzeug.serving import make_server
 
 from ground import iam as iam_files
 from ground.aws import botocore_session, share_data_loaders
-from ground.envfile import write_env_file
+from ground.envfile import write_atomically, write_env_file
 from ground.render import task_definition_vars
 from ground.settings import Settings, load_env
 from sandbox import iam, image, s3_conditional, s3_policy, seed
@@ -446,7 +446,10 @@ class Sandbox:
 
     def write_env_file(self) -> Path:
         path = write_env_file(self.state_dir / "env", self.env())
-        (self.state_dir / "sandbox.json").write_text(json.dumps({
+        # Atomically, as the env file: `sandbox serve` rewrites both every second, and an `up`
+        # or `down` that read a half-written sandbox.json took the sandbox for stopped (a
+        # second one started beside it; `down` left it running).
+        write_atomically(self.state_dir / "sandbox.json", json.dumps({
             "endpoint": self.endpoint, "pid": os.getpid(), "postgres_port": self.pg.port,
             "rds_endpoint": self.rds_endpoint, "image": self.seeded.image_uri,
             "children": self.child_pids(),
