@@ -43,8 +43,9 @@ demo: $(STAMP)
 
 # Four workers, each a whole session with its own sandbox and Prefect server; a test file (and
 # tests/e2e, tests/reliability whole) stays on one worker (tests/support/workers.py). Four on 2
-# cores, because much of the suite waits (ECS rollouts, health checks, a browser): 10:38 (median
-# of three) against two workers' 14:29 on a fresh clone (docs/benchmarks.md §8). 0: one process.
+# cores, because much of the suite waits (ECS rollouts, health checks, a browser): 5:59 (median
+# of three, 2026-12-04; two workers took 14:29 and five 7:19 when last measured) on a fresh
+# clone (docs/benchmarks.md §8). 0: one process.
 TEST_WORKERS ?= 4
 
 test: $(STAMP) browser

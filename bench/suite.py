@@ -217,6 +217,42 @@ process's CPU time sampled from /proc; the sampler's own load included):
   178 s, 17% of the run's CPU, which no change here controls. The goal stays missed: the
   cores are busy through the run, so 6:00 needs about a third less work again. Beside
   `stress-ng --cpu 2` a fresh clone of 15584b9 took 11:20, green (12:39 at 607df22).
+* 2026-12-04 (a fresh VM: the kdamond threads of the night before took 6 s, not 178 s). At
+  1542d07, in a fresh clone with the /proc sampler and a per-test timeline: pytest 7:09 and
+  6:56, about 700 s of CPU with the cores 84–87% busy; the four workers ended within 10 s of
+  each other (tests/e2e 325 s and tests/reliability 336 s the longest units). py-spy (25 Hz) on
+  the workers and the Prefect servers, then five cuts, each measured in the next run:
+  (1) a Prefect server on a new SQLite file runs Prefect's migrations before it answers —
+  8.8 s of CPU, 3.4 s on a migrated copy — and ten of them start in a run: a template is now
+  built once per Prefect version (`prefect server database upgrade`, under a lock, so the
+  four workers build it once) and copied (`papyrus_ops.prefect_local.seed`): the harness's
+  start 11.1 s → 5.8 s; the CLI's resident, temporary and sqlite-stack servers copy it when
+  it exists and never build it (a first call stays what Prefect makes it); (2) `Sandbox.
+  client` built a boto3 client per call and the tests' helpers poll through it (27 s of the
+  workers' samples): one per service and admin key now; (3) `httpx.get` parses certifi's
+  bundle into a new TLS context per call, http:// or not: the servers' health polls
+  (`_wait_http`, now the standard library) and the deploy probes (one context per process and
+  trust setting, tested against an https service); (4) `prefect down` stopped the stack's two
+  workers one after the other, each waiting out the 20 s grace (a worker's first SIGTERM
+  waits for the runs it watches, which `down` ends anyway): 41 s of the e2e suite's last
+  test, now 5 s for both at once; (5) the e2e ECS-pool archive paced LookupEvents at 2/s
+  over the session's 3,000 events (30 of its 41 s; at 20/s now, as the demo runs — the
+  pacing is tests/cloudtrail's subject). Then the tests' logs in Prefect's own 2 s batches
+  instead of 0.3 s (23 s of CPU: each batch a request and a transaction) and the objects
+  collection imported frozen out of the garbage collector (each worker's 26 full collections
+  took 3–5.6 s, the two at its session's end 1.7 s each). Runs in the checkout as they went
+  in: 6:40 (671 s of CPU), 6:18 (644 s), 6:00 (632 s), 6:03 (609 s); tests/e2e 255 s. The
+  bench at c9ff7ee: 6:00, 6:28 and 6:05, the 6:28 red — the sandbox daemon rewrote its state
+  files every second by truncating them, and a `sandbox up` that read a half-written
+  sandbox.json took the sandbox for stopped and started a second one, which `down` then left
+  running (`ground.envfile.write_atomically` since, tested with a torn writer); 1542d07 in
+  the same bench session 6:28. The rows above (2354e93): 5:59, 5:53, 6:13. Tried and not kept: five
+  workers (7:19: tests/e2e became the longest unit, 420 s), three (slower than four), the
+  services an idle server runs switched off (1.70% → 1.67% of a core: not where it goes).
+  Left, by process in the last run: test workers 163 s, Prefect servers 143 s (in their
+  SQLite thread, which py-spy cannot attribute to a request, and the task-run recorder), CLI
+  processes and warm children 65 s, service tasks 35 s, Chromium ~30 s; collection takes the
+  first 12 s of every run (four workers importing and rewriting the same 110 test files).
 * Found on the way: every new botocore session read and decoded endpoints.json and its
   service's model again (`ground.aws.botocore_session` now shares one loader per process);
   two tests that failed only on a slow machine (a minute boundary crossed between two clock
