@@ -37,6 +37,26 @@ def _recorders(ui: str, tmp_path: Path):
 
 
 
+def _submitted_run_id(client, api: str, dep_id, run_name: str) -> str:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
+
+    from tests.support.waiting import wait_until
+
+    def found():
+        with client(api) as c:
+            runs = c.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name])),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])))
+        return str(runs[0].id) if len(runs) == 1 else None
+
+    return wait_until(found, 60, 0.5, f"the flow run {run_name!r} the form created")
+
+
 def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, pool: str,
                       image: str, digest: str, run_name: str, wait_terminal, client):
     """Run `deploy/<deployment>` from the UI's custom-run form with `image`; returns
@@ -98,9 +118,13 @@ def custom_deploy_run(ui: str, api: str, tmp_path: Path, *, deployment: str, poo
             # Back on the deployment's page (a toast says "scheduled to start now", briefly),
             # the new run is listed: open it.
             page.wait_for_url(re.compile(r".*/deployments/deployment/[0-9a-f-]+(\?.*)?$"))
-            page.get_by_role("link", name=run_name).first.click()
-            page.wait_for_url("**/runs/flow-run/**")
-            run_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+            # The page lists the run (its "Next Run" card while Scheduled, the run list once it
+            # started); open it by its id. Clicking the first link with the run's name raced
+            # the page's refresh on a loaded machine: the run had already completed, the card
+            # was going, and the click on it navigated nowhere.
+            run_id = _submitted_run_id(client, api, dep_id, run_name)
+            expect(page.locator(f"a[href*='/runs/flow-run/{run_id}']").first).to_be_visible()
+            page.goto(f"{ui}/runs/flow-run/{run_id}")
 
             run = wait_terminal(api, run_id)
             assert run.state.type.value == "COMPLETED", run.state.message
