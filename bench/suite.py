@@ -246,7 +246,10 @@ process's CPU time sampled from /proc; the sampler's own load included):
   files every second by truncating them, and a `sandbox up` that read a half-written
   sandbox.json took the sandbox for stopped and started a second one, which `down` then left
   running (`ground.envfile.write_atomically` since, tested with a torn writer); 1542d07 in
-  the same bench session 6:28. The rows above (2354e93): 5:59, 5:53, 6:13. Tried and not kept: five
+  the same bench session 6:28. The rows above (2354e93): 5:59, 5:53, 6:13. Beside `stress-ng
+  --cpu 2`, fresh clones: 8:39 at 2354e93 with one UI test red (it clicked the first link
+  named after its run, the stale "Next Run" card of a run already completed: now it opens
+  the run by the id the API gives), 8:49 at 80693f7, green. Tried and not kept: five
   workers (7:19: tests/e2e became the longest unit, 420 s), three (slower than four), the
   services an idle server runs switched off (1.70% → 1.67% of a core: not where it goes).
   Left, by process in the last run: test workers 163 s, Prefect servers 143 s (in their
