@@ -249,7 +249,8 @@ process's CPU time sampled from /proc; the sampler's own load included):
   the same bench session 6:28. The rows above (2354e93): 5:59, 5:53, 6:13. Beside `stress-ng
   --cpu 2`, fresh clones: 8:39 at 2354e93 with one UI test red (it clicked the first link
   named after its run, the stale "Next Run" card of a run already completed: now it opens
-  the run by the id the API gives), 8:49 at 80693f7, green. Tried and not kept: five
+  the run by the id the API gives), 8:49 at 80693f7, green; idle right after, 80693f7: 6:21
+  (so the median holds with about a second to spare, not more). Tried and not kept: five
   workers (7:19: tests/e2e became the longest unit, 420 s), three (slower than four), the
   services an idle server runs switched off (1.70% → 1.67% of a core: not where it goes).
   Left, by process in the last run: test workers 163 s, Prefect servers 143 s (in their
