@@ -126,7 +126,7 @@ class Sandbox:
     principals: dict = field(default_factory=dict)  # key -> ground.iam.Principal (as created)
     _admin: dict[str, str] = field(default_factory=lambda: dict(CREDENTIALS))
     _admin_session: tuple | None = None
-    _admin_clients: dict = field(default_factory=dict)  # service -> (made for, client)
+    _admin_clients: dict = field(default_factory=dict)  # (service, keys, endpoint) -> client
     _operator: dict[str, str] = field(default_factory=dict)
     ops_image_uri: str = ""  # the flow-run image (`papyrus-ops`, this checkout), repo@sha256:
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -140,14 +140,11 @@ class Sandbox:
         endpoint resolution, the copy of the session's event hooks) cost more CPU than the
         call it makes (docs/benchmarks.md §8). Whoever registers handlers on one unregisters
         them (tests/monitoring does so on the flows' own cached clients)."""
-        made_for = (tuple(sorted(self._admin.items())), self.endpoint, self.settings.region)
+        key = (service, tuple(sorted(self._admin.items())), self.endpoint)
         with self._lock:
-            cached = self._admin_clients.get(service)
-            if cached is not None and cached[0] == made_for:
-                return cached[1]
-            made = self._new_client(service)
-            self._admin_clients[service] = (made_for, made)
-            return made
+            if key not in self._admin_clients:
+                self._admin_clients[key] = self._new_client(service)
+            return self._admin_clients[key]
 
     def _new_client(self, service: str):
         if self._admin_session is None or self._admin_session[0] != self._admin:

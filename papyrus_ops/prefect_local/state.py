@@ -10,7 +10,7 @@ from ground.settings import ROOT
 from papyrus_ops.prefect_local.processes import PrefectLocalError, is_same_process
 
 DEFAULT_STATE = Path(os.environ.get("PAPYRUS_PREFECT_DIR", ROOT / ".prefect"))
-PROCESSES = ("ecs_worker", "worker", "server", "postgres")  # `down`: the workers, then in turn
+PROCESSES = ("ecs_worker", "worker", "server", "postgres")  # `down`: workers together, then in turn
 OPTIONAL = ("ecs_worker", "postgres")  # only there when `up` started them
 
 
