@@ -72,7 +72,7 @@ def main() -> None:
     from ground.settings import load_env
     from tasks.cloudtrail.checkpoint import prepare_archive
     from tasks.cloudtrail.names import resolve_papyrus_names
-    from tasks.cloudtrail.slices import archive_slice
+    from tasks.cloudtrail.slices import archive_slice, lookahead_for
     from tasks.cloudtrail.window import resolve_window
 
     t_imported = time.monotonic()
@@ -88,8 +88,11 @@ def main() -> None:
     hwm_setup = _hwm_mb()
     t_first = time.monotonic()
     t_first_wall = time.time()
+    # As the flow runs them: one prefetch thread across the slices (not in the before variant).
+    ahead = None if a.before else lookahead_for(cp, {s[2]: ct for s in cp["slices"]}, a.max_rps)
     entries = [archive_slice.fn(ct, a.work, i, names, max_rps=a.max_rps, log_every=10**9,
-                                region=settings.region, run_started=time.time())
+                                region=settings.region, run_started=time.time(),
+                                lookahead=ahead)
                for i in range(len(cp["slices"]))]
     t_end = time.monotonic()
     print(json.dumps({

@@ -35,7 +35,7 @@ from tasks.cloudtrail.names import resolve_papyrus_names
 from tasks.cloudtrail.progress import PROGRESS_KEY, done_seconds
 from tasks.cloudtrail.publish import publish_archive
 from tasks.cloudtrail.regions import plan_passes
-from tasks.cloudtrail.slices import archive_slice
+from tasks.cloudtrail.slices import archive_slice, lookahead_for
 from tasks.cloudtrail.state import (
     read_archive_state,
     state_summary,
@@ -181,20 +181,27 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
                  f"cloudtrail: {window.mode} archive of {cp['window']['since']} .. "
                  f"{cp['window']['until']}: {base_events} events so far")
         done = {s["index"] for s in cp["completed"]}
-        for index in range(len(cp["slices"])):
-            if index in done:
-                continue
-            region = cp["slices"][index][2]
-            try:
-                archive_slice(cloudtrail[region], str(work.root), index, names,
-                              max_rps=max_rps, checkpoint_every=checkpoint_every,
-                              log_every=log_every, region=region, run_started=started,
-                              base_events=base_events, base_fraction=base_fraction)
-            except Exception as exc:
-                raise ArchiveIncompleteError(
-                    f"slice {index + 1}/{len(cp['slices'])} failed ({type(exc).__name__}: "
-                    f"{exc}); the checkpoint in {work.root} is kept: rerun the same request "
-                    "to resume") from exc
+        # One prefetch thread across the slices: the next slice's first page is on its way
+        # while this slice's task run ends (docs/benchmarks.md §2).
+        lookahead = lookahead_for(cp, cloudtrail, max_rps)
+        try:
+            for index in range(len(cp["slices"])):
+                if index in done:
+                    continue
+                region = cp["slices"][index][2]
+                try:
+                    archive_slice(cloudtrail[region], str(work.root), index, names,
+                                  max_rps=max_rps, checkpoint_every=checkpoint_every,
+                                  log_every=log_every, region=region, run_started=started,
+                                  base_events=base_events, base_fraction=base_fraction,
+                                  lookahead=lookahead)
+                except Exception as exc:
+                    raise ArchiveIncompleteError(
+                        f"slice {index + 1}/{len(cp['slices'])} failed ({type(exc).__name__}: "
+                        f"{exc}); the checkpoint in {work.root} is kept: rerun the same "
+                        "request to resume") from exc
+        finally:
+            lookahead.close()
         published = publish_archive(settings, str(work.root), s3=s3,
                                      kms=client("kms", settings.region))
         summary = published["summary"]

@@ -13,8 +13,10 @@ setting).
 Only that call is shared: `create_default_context` with nothing but `cafile` (the verified
 path), keyed by the file's path and modification time so a replaced bundle is read again. The
 insecure path (PREFECT_API_TLS_INSECURE_SKIP_VERIFY) calls it without arguments and then
-changes the context, so it still gets its own; nothing outside Prefect's client module is
-touched.
+changes the context, so it still gets its own. Two Prefect modules make that call: the client
+(`prefect.client.orchestration`, every `get_client()`) and the events client's server-version
+check (`prefect._internal.version_checking`, once per events worker — 26 ms of each CLI call,
+docs/benchmarks.md §2); nothing else is touched.
 """
 
 from __future__ import annotations
@@ -54,9 +56,24 @@ class _SSL:
         return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
 
 
-def share_api_tls_context() -> None:
-    """Install it in Prefect's client module (idempotent)."""
-    import prefect.client.orchestration as orchestration
+MODULES = ("prefect.client.orchestration", "prefect._internal.version_checking")
 
-    if not isinstance(orchestration.ssl, _SSL):
-        orchestration.ssl = _SSL()
+
+def share_api_tls_context() -> None:
+    """Install it in the Prefect modules that build the verified context (idempotent)."""
+    import importlib
+
+    for name in MODULES:
+        module = importlib.import_module(name)
+        if not isinstance(module.ssl, _SSL):
+            module.ssl = _SSL()
+
+
+def prime() -> None:
+    """Build the verified context now, from the file Prefect's client would read
+    (PREFECT_API_SSL_CERT_FILE, which SSL_CERT_FILE also sets, else certifi's bundle): a
+    process that forks workers (`papyrus_ops.warm.server`) gives every child the one it read."""
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    _verified_context(os.fspath(PREFECT_API_SSL_CERT_FILE.value() or certifi.where()))

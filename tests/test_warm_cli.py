@@ -282,3 +282,33 @@ def _link(fd: Path) -> str:
         return os.readlink(fd)
     except OSError:
         return ""
+
+
+_RELOAD = r"""
+import json, logging, os, sys
+from papyrus_ops.warm import server
+server.preload()
+from prefect.logging import configuration
+loads = []
+own = configuration.load_logging_config
+configuration.load_logging_config = lambda path: loads.append(path) or own(path)
+server._reload_prefect()  # a call with the server's own inputs: its configuration, not loaded
+first = {"loads": len(loads), "level": logging.getLogger("prefect").level}
+os.chdir(sys.argv[1])  # a call from a folder whose prefect.toml sets the level
+server._reload_prefect()
+print(json.dumps({"first": first, "there": {"loads": len(loads),
+                                            "level": logging.getLogger("prefect").level}}))
+"""
+
+
+def test_a_call_reuses_the_servers_logging_configuration_only_when_loaded_the_same(tmp_path):
+    """`_reload_prefect` configures logging for each call; it skips loading the configuration
+    (every setting rendered into Prefect's template) only when the call's settings, file and
+    PREFECT_LOGGING_* variables are the server's: a folder's prefect.toml is still obeyed."""
+    (tmp_path / "prefect.toml").write_text('[logging]\nlevel = "WARNING"\n')
+    r = subprocess.run([sys.executable, "-c", _RELOAD, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT,
+                       env={k: v for k, v in cli_env().items() if k != "PREFECT_LOGGING_LEVEL"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"first": {"loads": 0, "level": 20}, "there": {"loads": 1, "level": 30}}, out

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import os
 import selectors
@@ -33,8 +34,16 @@ from pathlib import Path
 from papyrus_ops import warm
 
 # What a call would import anyway; the botocore models of the services the flows call.
+# The second line: what a flow run imports only when it runs (Flow.__call__ imports the
+# visualization module and graphviz, the first anyio Event its asyncio backend, boto3's S3
+# client its transfer methods, rich's first log line its emoji table, `run_flow` the resident
+# server's modules): found by diffing `sys.modules` after `preload()` with the end of a
+# `cloudtrail-archive` call — 70 modules, ~0.07 s of every call's CPU (docs/benchmarks.md §2).
 PRELOAD = ("papyrus_ops.cli", "prefect.flow_engine", "prefect.task_engine", "prefect.artifacts",
-           "prefect.task_runners", "prefect.events.clients", "prefect.client.orchestration")
+           "prefect.task_runners", "prefect.events.clients", "prefect.client.orchestration",
+           "prefect.utilities.visualization", "anyio._backends._asyncio", "boto3.s3.inject",
+           "boto3.s3.transfer", "rich._emoji_codes", "encodings.idna", "stringprep",
+           "typer._click.decorators", "papyrus_ops.prefect_local.resident")
 # The longest a new server waits for the call that started it to end before it imports anyway.
 AFTER_TIMEOUT = 120.0
 SERVICES = ("ecs", "ec2", "s3", "secretsmanager", "kms", "sts", "ecr", "cloudtrail", "rds",
@@ -57,6 +66,19 @@ def preload() -> None:
     for service in SERVICES:  # models, endpoints and partitions into the shared loader
         core.create_client(service, region_name="us-east-1", aws_access_key_id="warm",
                            aws_secret_access_key="warm")  # noqa: S106 - no call is made
+    from ground import prefect_tls
+
+    prefect_tls.prime()  # the CA bundle read once, not by each call's first Prefect client
+    # The settings as a call reads them (its environment has the CLI's defaults, which Prefect
+    # may have been imported before), and the logging configuration loaded from them.
+    import prefect.context
+
+    prefect.context.refresh_global_settings_context()
+    _LOGGING.update(_logging_inputs(), config=_load_logging_config())
+    # What the imports made stays as it is in every child: their collector never walks it, so
+    # it does not dirty (copy on write) the pages every forked call shares with this process.
+    gc.collect()
+    gc.freeze()
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -113,18 +135,65 @@ def _become_the_call(request: dict, fds: list[int], go: int, inherited: list[int
     os._exit(code)
 
 
+# The server's logging configuration as Prefect loads it, with what it was loaded from.
+_LOGGING: dict = {}
+
+
+def _logging_file() -> Path:
+    from prefect.logging.configuration import DEFAULT_LOGGING_SETTINGS_PATH
+    from prefect.settings import PREFECT_LOGGING_SETTINGS_PATH
+
+    path = PREFECT_LOGGING_SETTINGS_PATH.value()
+    return path if path.exists() else DEFAULT_LOGGING_SETTINGS_PATH
+
+
+def _logging_inputs() -> dict:
+    """What `prefect.logging.configuration.load_logging_config` reads: every setting (it
+    substitutes them all into the file), the file, and the PREFECT_LOGGING_* variables."""
+    from prefect.settings import get_current_settings
+
+    path = _logging_file()
+    st = path.stat()
+    return {"settings": get_current_settings(), "file": (str(path), st.st_mtime_ns, st.st_size),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_LOGGING_")}}
+
+
+def _load_logging_config() -> dict:
+    from prefect.logging import configuration
+
+    return configuration.load_logging_config(_logging_file())
+
+
 def _reload_prefect() -> None:
     """Prefect read its settings (and set up logging from them) when the server imported it,
-    from the server's environment and folder; read them again from this call's."""
+    from the server's environment and folder; read them again from this call's.
+
+    Logging is configured anew (its handlers take this call's stderr and terminal), but from
+    the configuration the server loaded, when that was loaded from the same inputs: loading
+    it renders every setting into the file's template, 50 ms of each call
+    (docs/benchmarks.md §2). Settings compare field by field; any difference (another
+    folder's prefect.toml, a profile edited since) loads it again, as Prefect would."""
     from papyrus_ops import cli
 
     cli.apply_env_defaults()
+    import copy
+
     import prefect.context
     from prefect.logging import configuration
 
     prefect.context.refresh_global_settings_context()
     configuration.PROCESS_LOGGING_CONFIG.clear()
-    configuration.setup_logging(incremental=False)
+    inputs = _logging_inputs()
+    if _LOGGING and all(_LOGGING[k] == v for k, v in inputs.items()):
+        loaded = copy.deepcopy(_LOGGING["config"])
+        own = configuration.load_logging_config
+        configuration.load_logging_config = lambda _path: loaded
+        try:
+            configuration.setup_logging(incremental=False)
+        finally:
+            configuration.load_logging_config = own
+    else:
+        configuration.setup_logging(incremental=False)
 
 
 # -- the server --------------------------------------------------------------------------------

@@ -128,45 +128,87 @@ def prefetch_pages(produce: Callable[[dict[str, int]], Iterator[Any]], stats: di
     back in order on the caller's thread, so restarts, retries and checkpoints see exactly
     what they would without the thread; a prefetched page not yet written is simply fetched
     again on resume."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    return Lookahead([(None, produce)], depth).pages(None, stats)
 
-    def put(item: tuple[str, Any, dict[str, int]]) -> bool:
-        while not stop.is_set():
+
+class Lookahead:
+    """`prefetch_pages` over several queries in a row: one thread runs them one after the
+    other, so the first page of the next query (the next slice) is in flight while the caller
+    still finishes this one — its last page, its checkpoint, the end of its task run and the
+    start of the next (about 11 ms per slice boundary at 10,000 events, in which no request
+    was in flight: docs/benchmarks.md §2).
+
+    queries: [(key, produce)], in the order they are consumed; `pages(key, stats)` yields
+    the pages of one, in order, with its counters added to `stats` as each page is taken.
+    Only what comes next can be taken (`takes(key)`): a caller that needs anything else — a
+    query restarted at a frontier, a retried slice — runs its own, and the lookahead is
+    closed for good once a query fails or its consumer stops before its end (a page fetched
+    ahead and never taken is fetched again by whoever runs that query, as on a resume)."""
+
+    def __init__(self, queries: list[tuple[Any, Callable[[dict[str, int]], Iterator[Any]]]],
+                 depth: int = 2):
+        self._queries = list(queries)
+        self._next = 0
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def takes(self, key: Any) -> bool:
+        return (not self._stop.is_set() and self._next < len(self._queries)
+                and self._queries[self._next][0] == key)
+
+    def close(self) -> None:
+        self._stop.set()  # a producer mid-request finishes that request, then exits
+
+    def _put(self, item: tuple[str, Any, dict[str, int]]) -> bool:
+        while not self._stop.is_set():
             try:
-                q.put(item, timeout=0.2)
+                self._q.put(item, timeout=0.2)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def run() -> None:
-        own: dict[str, int] = {}
+    def _run(self) -> None:
+        for _key, produce in self._queries:
+            own: dict[str, int] = {}
 
-        def delta() -> dict[str, int]:
-            out = dict(own)
-            own.clear()
-            return out
+            def delta(own: dict[str, int] = own) -> dict[str, int]:
+                out = dict(own)
+                own.clear()
+                return out
 
-        try:
-            for item in produce(own):
-                if not put(("page", item, delta())):
-                    return  # the consumer is gone
-            put(("end", None, delta()))
-        except BaseException as exc:  # noqa: BLE001 - handed over to the consumer
-            put(("error", exc, delta()))
-
-    threading.Thread(target=run, name="cloudtrail-prefetch", daemon=True).start()
-    try:
-        while True:
-            kind, value, counters = q.get()
-            for k, v in counters.items():
-                stats[k] = stats.get(k, 0) + v
-            if kind == "page":
-                yield value
-            elif kind == "end":
+            try:
+                for item in produce(own):
+                    if not self._put(("page", item, delta())):
+                        return  # the consumer is gone
+                if not self._put(("end", None, delta())):
+                    return
+            except BaseException as exc:  # noqa: BLE001 - handed over to the consumer
+                self._put(("error", exc, delta()))
                 return
-            else:
-                raise value
-    finally:
-        stop.set()  # a producer mid-request finishes that request, then exits
+
+    def pages(self, key: Any, stats: dict[str, int]) -> Iterator[Any]:
+        if not self.takes(key):
+            raise RuntimeError(f"the lookahead does not hold {key!r} next")
+        self._next += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="cloudtrail-prefetch",
+                                            daemon=True)
+            self._thread.start()
+        finished = False
+        try:
+            while True:
+                kind, value, counters = self._q.get()
+                for k, v in counters.items():
+                    stats[k] = stats.get(k, 0) + v
+                if kind == "page":
+                    yield value
+                elif kind == "end":
+                    finished = True
+                    return
+                else:
+                    raise value
+        finally:
+            if not finished:
+                self.close()

@@ -18,14 +18,23 @@ def _logger():
 
 
 PROGRESS_KEY = "cloudtrail-archive-progress"
+_LAST_REPORT: dict[tuple[str, float], float] = {}  # (key, run started) -> clock of the last
 
 
 class Progress:
-    """A log line and the Prefect progress artifact every `every` pages."""
+    """A log line and the Prefect progress artifact every `every` pages, at most one per
+    `min_seconds`: at the API's 2 requests/s 20 pages are 10 s, but against the sandbox (or a
+    resumed run skipping ahead) they can be a tenth of a second, and each report is a log line
+    and an artifact update on the API — a report a second is what a person can read. The last
+    report's time is the run's (each slice's task makes its own Progress; `started` is the
+    run's start, the same for all of them)."""
 
     def __init__(self, cp: Mapping[str, Any], every: int, *, started: float, base_events: int,
-                 base_fraction: float, key: str = PROGRESS_KEY):
+                 base_fraction: float, key: str = PROGRESS_KEY, min_seconds: float = 1.0,
+                 clock=time.monotonic):
         self.every = max(1, int(every))
+        self.min_seconds = min_seconds
+        self.clock = clock
         self.since = epoch(cp["window"]["since"])
         self.until = epoch(cp["window"]["until"])
         self.span = max(1.0, self.until - self.since)
@@ -34,16 +43,30 @@ class Progress:
         self.base_fraction = base_fraction
         self.key = key
         self.pages = 0
+        self._run = (key, started)
+
+    @property
+    def reported(self) -> float | None:
+        return _LAST_REPORT.get(self._run)
+
+    @reported.setter
+    def reported(self, when: float) -> None:
+        if self._run not in _LAST_REPORT:
+            _LAST_REPORT.clear()  # one run at a time per process: only its entry is kept
+        _LAST_REPORT[self._run] = when
 
     def fraction(self, done_seconds: float) -> float:
         return max(0.0, min(1.0, done_seconds / self.span))
 
     def update(self, pages: int, events: int, papyrus: int, done_seconds: float, label: str,
                force: bool = False) -> dict[str, Any]:
-        """Report when the run's page count `pages` is a multiple of `every` (or forced)."""
+        """Report when the run's page count `pages` is a multiple of `every` and the last
+        report is `min_seconds` old (or when forced)."""
         self.pages = pages
-        if not force and pages % self.every:
+        if not force and (pages % self.every or (
+                self.reported is not None and self.clock() - self.reported < self.min_seconds)):
             return {}
+        self.reported = self.clock()
         frac = self.fraction(done_seconds)
         elapsed = max(1e-6, time.time() - self.started)
         rate = max(0, events - self.base_events) / elapsed

@@ -18,6 +18,7 @@ from tasks.cloudtrail import LOGGER
 from tasks.cloudtrail.pacing import RateLimiter, shared_limiter
 from tasks.cloudtrail.paging import (
     PAGE_SIZE,
+    Lookahead,
     error_code,
     lookup_pages,
     prefetch_pages,
@@ -38,6 +39,48 @@ def _bump(totals: dict[str, Any], key: str, n: int) -> None:
     totals[key] = int(totals.get(key, 0)) + n
 
 
+def _cursor(cp: dict[str, Any], index: int) -> dict[str, Any] | None:
+    cursor = cp.get("cursor")
+    return cursor if cursor is not None and cursor.get("index") == index else None
+
+
+def slice_query(cp: dict[str, Any], index: int
+                ) -> tuple[dt.datetime, dt.datetime, tuple[str, str] | None]:
+    """The LookupEvents query of slice `index`: StartTime, EndTime (at the cursor's frontier
+    when the slice was interrupted) and its one LookupAttribute (a global pass filters on
+    its event source)."""
+    since_s, until_s, _region, source = cp["slices"][index]
+    cursor = _cursor(cp, index)
+    ceiling = cursor["time"] if cursor and cursor.get("time") is not None else None
+    end = epoch(until_s) if ceiling is None else ceiling
+    return (dt.datetime.fromtimestamp(math.floor(epoch(since_s)), UTC),
+            dt.datetime.fromtimestamp(math.ceil(end), UTC),
+            None if source is None else ("EventSource", source))
+
+
+def lookahead_for(cp: dict[str, Any], clients: dict[str, Any], max_rps: float | None, *,
+                  page_size: int = PAGE_SIZE, patience_seconds: float = 900.0) -> Lookahead:
+    """One prefetch thread for every slice still to archive, in order (`paging.Lookahead`):
+    each slice's first page is fetched while the slice before it ends. clients: the
+    CloudTrail client per region; each region's requests wait for its shared limiter, as the
+    slices' own do."""
+    done = {s["index"] for s in cp["completed"]}
+    queries = []
+    for index in range(len(cp["slices"])):
+        if index in done:
+            continue
+        region = cp["slices"][index][2]
+        start, end, attribute = slice_query(cp, index)
+
+        def produce(own, client=clients[region], start=start, end=end, attribute=attribute,
+                    limiter=shared_limiter(region, max_rps)):
+            return lookup_pages(client, start, end, limiter, own, page_size=page_size,
+                                patience_seconds=patience_seconds, attribute=attribute)
+
+        queries.append(((index, start, end, attribute), produce))
+    return Lookahead(queries)
+
+
 def archive_slice_core(
     client: Any,
     work: WorkDir,
@@ -51,12 +94,15 @@ def archive_slice_core(
     patience_seconds: float = 900.0,
     redact: Callable[[str], str] | None = None,
     compresslevel: int = 1,  # work files, written once: level 6 cost ~16% of a run's CPU
+    lookahead: Lookahead | None = None,
 ) -> dict[str, Any]:
     """Archive slice `index` of the checkpointed run in `work`; returns the slice's entry.
 
     Resumes from the checkpoint's cursor when the slice was interrupted: both files are first
     truncated back to the checkpoint (dropping a partial gzip member), then the query restarts
     with EndTime at the cursor's frontier and skips what the cursor says is written.
+    lookahead: the run's (`lookahead_for`); its pages are taken when it holds exactly this
+    slice's query next, else the slice fetches its own.
     """
     cp = work.load()
     if cp is None:
@@ -68,16 +114,13 @@ def archive_slice_core(
         raise RuntimeError(f"slice {index} out of order (next is {len(cp['completed'])})")
     since_s, until_s, region, source = cp["slices"][index]
     start, end = epoch(since_s), epoch(until_s)
-    # One LookupAttribute per call: a global-service pass filters on its event source.
-    attribute = None if source is None else ("EventSource", source)
+    query_start, query_end, attribute = slice_query(cp, index)
     # Incremental overlap: events before the last archive's end that it (or one before it)
     # already holds are skipped; a late one, not among them, is archived now.
     previous_until = epoch(cp["previous_until"]) if cp.get("previous_until") else None
     prior = work.prior_ids() if previous_until is not None and start < previous_until \
         else frozenset()
-    cursor = cp.get("cursor")
-    if cursor is not None and cursor.get("index") != index:
-        cursor = None
+    cursor = _cursor(cp, index)
     work.truncate(cp)
 
     ceiling = cursor["time"] if cursor and cursor.get("time") is not None else None
@@ -88,8 +131,6 @@ def archive_slice_core(
                         "already_archived")}
     totals = cp.setdefault("totals", {})
     stats: dict[str, int] = {}
-    query_start = dt.datetime.fromtimestamp(math.floor(start), UTC)
-    query_end = dt.datetime.fromtimestamp(math.ceil(end if ceiling is None else ceiling), UTC)
     first, last = cp.get("first_event_time"), cp.get("last_event_time")
     slice_first: float | None = cursor.get("first") if cursor else None
     slice_last: float | None = cursor.get("last") if cursor else None
@@ -134,11 +175,15 @@ def archive_slice_core(
         q_end = query_end
         while True:
             try:
-                yield from prefetch_pages(
-                    lambda own, q_end=q_end: lookup_pages(
-                        client, query_start, q_end, limiter, own, page_size=page_size,
-                        patience_seconds=patience_seconds, attribute=attribute),
-                    stats)
+                key = (index, query_start, q_end, attribute)
+                if lookahead is not None and lookahead.takes(key):
+                    yield from lookahead.pages(key, stats)
+                else:
+                    yield from prefetch_pages(
+                        lambda own, q_end=q_end: lookup_pages(
+                            client, query_start, q_end, limiter, own, page_size=page_size,
+                            patience_seconds=patience_seconds, attribute=attribute),
+                        stats)
                 return
             except ClientError as exc:
                 if error_code(exc) != "InvalidNextTokenException" or restarts >= 3:
@@ -220,8 +265,10 @@ def archive_slice(client: Any, work_root: str, index: int, names: dict[str, Any]
                   *, max_rps: float | None = None, checkpoint_every: int = 20,
                   log_every: int = 20, region: str = "", run_started: float = 0.0,
                   base_events: int = 0, base_fraction: float = 0.0,
-                  patience_seconds: float = 900.0) -> dict[str, Any]:
-    """Archive one slice (see `archive_slice_core`); a retry resumes from the checkpoint."""
+                  patience_seconds: float = 900.0,
+                  lookahead: Lookahead | None = None) -> dict[str, Any]:
+    """Archive one slice (see `archive_slice_core`); a retry resumes from the checkpoint (and
+    fetches its own pages: the lookahead is past it)."""
     from ground.redact import REDACTOR
 
     work = WorkDir(work_root)
@@ -236,4 +283,4 @@ def archive_slice(client: Any, work_root: str, index: int, names: dict[str, Any]
     return archive_slice_core(
         client, work, index, flt, shared_limiter(region, max_rps),
         checkpoint_every=checkpoint_every, progress=progress,
-        patience_seconds=patience_seconds, redact=redact)
+        patience_seconds=patience_seconds, redact=redact, lookahead=lookahead)

@@ -253,3 +253,59 @@ def test_event_time_as_sent_or_as_a_datetime_gives_the_same_line():
         assert json.loads(line) == rec == event_record(api)
         assert rec["EventTime"] == dt.datetime.fromtimestamp(
             api["EventTime"], dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_documents_parse_as_json_would_for_every_input():
+    """`records._loads` (orjson first) gives json.loads's answer, including what orjson alone
+    refuses — but for integers beyond 64 bits, which come back as equal floats; what json
+    refuses too stays a string in the record, as before."""
+    from tasks.cloudtrail.records import _loads, _parsed, event_line
+
+    docs = [json.dumps(e["CloudTrailEvent"]) if not isinstance(e["CloudTrailEvent"], str)
+            else e["CloudTrailEvent"] for e in history(20).lookup(max_results=20)["Events"]]
+    docs += ['{"a": NaN, "b": Infinity, "c": -Infinity}', '{"big": 9223372036854775807}',
+             '{"s": "\\ud800 lone"}', '{"dup": 1, "dup": 2}', '{"f": 1e400, "g": 0.1}',
+             '{"u": "\\u00e9t\\u00e9 \u65e5\u672c"}', '[1, 2, {"x": null}]', '"text"', '7']
+    for doc in docs:
+        expected = json.loads(doc)
+        got = _loads(doc)
+        assert type(got) is type(expected)
+        assert json.dumps(got, sort_keys=True) == json.dumps(expected, sort_keys=True), doc
+    huge = '{"big": 123456789012345678901234567890, "name": "papyrus-db"}'
+    assert _loads(huge) == {"big": float(json.loads(huge)["big"]), "name": "papyrus-db"}
+    for bad in ('{"a": 1', "not json", '{"a": 1} trailing', "{'a': 1}", ""):
+        assert _parsed(bad) == bad
+        api = {"EventId": "x", "EventTime": 1.7e9, "CloudTrailEvent": bad}
+        rec, line = event_line(api)
+        assert rec["CloudTrailEvent"] == bad and json.loads(line)["CloudTrailEvent"] == bad
+
+
+def test_progress_reports_every_n_pages_at_most_once_a_second_across_slices(monkeypatch):
+    """A report (log line + artifact) every `every` pages, but not within `min_seconds` of the
+    run's last one — a slice's new Progress included; a forced report always goes out."""
+    from tasks.cloudtrail import progress as prog
+
+    now = [100.0]
+    sent = []
+    monkeypatch.setattr("artifacts.prefect_artifacts.progress",
+                        lambda key, frac, line: sent.append(line))
+    cp = {"window": {"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"}}
+
+    def make():
+        return prog.Progress(cp, 5, started=1.0, base_events=0, base_fraction=0.0,
+                             clock=lambda: now[0])
+
+    first = make()
+    reports = [bool(first.update(n, n * 50, 0, 3600.0, "s1")) for n in range(1, 11)]
+    assert reports == [False] * 4 + [True] + [False] * 5  # page 10: 0 s after the one at 5
+    now[0] += 1.0
+    second = make()  # the next slice's task
+    assert not second.update(11, 550, 0, 3600.0, "s2")
+    assert second.update(15, 750, 0, 3600.0, "s2")
+    now[0] += 0.5
+    assert not second.update(20, 1000, 0, 3600.0, "s2")
+    assert second.update(20, 1000, 0, 3600.0, "s2", force=True)
+    assert len(sent) == 3
+    other = prog.Progress(cp, 5, started=2.0, base_events=0, base_fraction=0.0,
+                          clock=lambda: now[0])  # another run: its own clock of reports
+    assert other.update(5, 250, 0, 3600.0, "r2")
