@@ -21,6 +21,7 @@ from tasks.cloudtrail.slices import archive_slice_core
 from tasks.cloudtrail.store import WorkDir
 from tasks.cloudtrail.window import resolve_window
 from tests.support.cloudtrail import EXTRA_NAMES, FakeCloudTrail, ids_of, papyrus_names, read_lines
+from tests.support.waiting import wait_until
 
 SETTINGS = load_env("local")
 NAMES = names_from_settings(SETTINGS, EXTRA_NAMES)
@@ -233,6 +234,60 @@ def test_prefetch_pages_stops_the_producer_when_the_consumer_stops():
             break
     time.sleep(0.5)
     # At most `depth` pages (plus the one being put) beyond what was consumed, then it exits.
+    assert len(produced) <= 3 + 1 + 2 + 1
+
+
+def test_lookahead_fetches_the_next_query_while_this_one_ends_and_only_in_order():
+    """`Lookahead`: one thread runs the queries in a row, so the next query's first page is
+    fetched before its consumer asks; each query's pages and counters reach its own
+    consumer; only the next query can be taken, and a failed one closes it for the rest."""
+    from tasks.cloudtrail.paging import Lookahead
+
+    started = {}
+
+    def query(key, n, fail=False):
+        def produce(own):
+            started[key] = threading.Event()
+            started[key].set()
+            for i in range(n):
+                own["calls"] = own.get("calls", 0) + 1
+                yield f"{key}{i}"
+            if fail:
+                raise RuntimeError(f"{key} failed")
+        return key, produce
+
+    ahead = Lookahead([query("a", 2), query("b", 3), query("c", 1, fail=True), query("d", 1)])
+    assert not ahead.takes("b") and ahead.takes("a")
+    stats_a = {}
+    assert list(ahead.pages("a", stats_a)) == ["a0", "a1"] and stats_a == {"calls": 2}
+    # "a" is done: "b" is already under way before anyone asks for it.
+    wait_until(lambda: "b" in started, timeout=5, what="the next query's first request")
+    with pytest.raises(RuntimeError, match="does not hold"):
+        next(ahead.pages("c", {}))
+    stats_b = {}
+    assert list(ahead.pages("b", stats_b)) == ["b0", "b1", "b2"] and stats_b == {"calls": 3}
+    with pytest.raises(RuntimeError, match="c failed"):
+        list(ahead.pages("c", {}))
+    assert not ahead.takes("d")  # closed: whoever archives "d" runs its own query
+    assert "d" not in started
+
+
+def test_lookahead_closes_when_a_consumer_stops_early():
+    from tasks.cloudtrail.paging import Lookahead
+
+    produced = []
+
+    def produce(own):
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    ahead = Lookahead([("x", produce), ("y", produce)], depth=2)
+    for page in ahead.pages("x", {}):
+        if page == 3:
+            break
+    assert not ahead.takes("y")
+    time.sleep(0.5)
     assert len(produced) <= 3 + 1 + 2 + 1
 
 
