@@ -18,6 +18,7 @@ when nothing is new).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -183,8 +184,7 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
         done = {s["index"] for s in cp["completed"]}
         # One prefetch thread across the slices: the next slice's first page is on its way
         # while this slice's task run ends (docs/benchmarks.md §2).
-        lookahead = lookahead_for(cp, cloudtrail, max_rps)
-        try:
+        with contextlib.closing(lookahead_for(cp, cloudtrail, max_rps)) as lookahead:
             for index in range(len(cp["slices"])):
                 if index in done:
                     continue
@@ -200,8 +200,6 @@ def _archive(logger, env, days, since, until, incremental, max_rps, slice_hours,
                         f"slice {index + 1}/{len(cp['slices'])} failed ({type(exc).__name__}: "
                         f"{exc}); the checkpoint in {work.root} is kept: rerun the same "
                         "request to resume") from exc
-        finally:
-            lookahead.close()
         published = publish_archive(settings, str(work.root), s3=s3,
                                      kms=client("kms", settings.region))
         summary = published["summary"]

@@ -286,23 +286,23 @@ def _link(fd: Path) -> str:
 
 _RELOAD = r"""
 import json, logging, os, sys
-from papyrus_ops.warm import server
+from papyrus_ops.warm import prefect_reload, server
 server.preload()
 from prefect.logging import configuration
 loads = []
 own = configuration.load_logging_config
 configuration.load_logging_config = lambda path: loads.append(path) or own(path)
-server._reload_prefect()  # a call with the server's own inputs: its configuration, not loaded
+prefect_reload.reload()  # a call with the server's own inputs: its configuration, not loaded
 first = {"loads": len(loads), "level": logging.getLogger("prefect").level}
 os.chdir(sys.argv[1])  # a call from a folder whose prefect.toml sets the level
-server._reload_prefect()
+prefect_reload.reload()
 print(json.dumps({"first": first, "there": {"loads": len(loads),
                                             "level": logging.getLogger("prefect").level}}))
 """
 
 
 def test_a_call_reuses_the_servers_logging_configuration_only_when_loaded_the_same(tmp_path):
-    """`_reload_prefect` configures logging for each call; it skips loading the configuration
+    """`prefect_reload.reload` configures logging for each call; it skips loading the configuration
     (every setting rendered into Prefect's template) only when the call's settings, file and
     PREFECT_LOGGING_* variables are the server's: a folder's prefect.toml is still obeyed."""
     (tmp_path / "prefect.toml").write_text('[logging]\nlevel = "WARNING"\n')

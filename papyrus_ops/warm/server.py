@@ -32,6 +32,7 @@ import traceback
 from pathlib import Path
 
 from papyrus_ops import warm
+from papyrus_ops.warm import prefect_reload
 
 # What a call would import anyway; the botocore models of the services the flows call.
 # The second line: what a flow run imports only when it runs (Flow.__call__ imports the
@@ -69,12 +70,7 @@ def preload() -> None:
     from ground import prefect_tls
 
     prefect_tls.prime()  # the CA bundle read once, not by each call's first Prefect client
-    # The settings as a call reads them (its environment has the CLI's defaults, which Prefect
-    # may have been imported before), and the logging configuration loaded from them.
-    import prefect.context
-
-    prefect.context.refresh_global_settings_context()
-    _LOGGING.update(_logging_inputs(), config=_load_logging_config())
+    prefect_reload.remember()
     # What the imports made stays as it is in every child: their collector never walks it, so
     # it does not dirty (copy on write) the pages every forked call shares with this process.
     gc.collect()
@@ -112,7 +108,7 @@ def _become_the_call(request: dict, fds: list[int], go: int, inherited: list[int
         os.environ.update(request["env"])
         sys.argv = list(request["argv"])
         sys.stdout.reconfigure(line_buffering=os.isatty(1))
-        _reload_prefect()
+        prefect_reload.reload()
         from papyrus_ops import cli
 
         cli.main()  # exits: quick_exit's handler ends the process after the atexit handlers
@@ -133,67 +129,6 @@ def _become_the_call(request: dict, fds: list[int], go: int, inherited: list[int
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(code)
-
-
-# The server's logging configuration as Prefect loads it, with what it was loaded from.
-_LOGGING: dict = {}
-
-
-def _logging_file() -> Path:
-    from prefect.logging.configuration import DEFAULT_LOGGING_SETTINGS_PATH
-    from prefect.settings import PREFECT_LOGGING_SETTINGS_PATH
-
-    path = PREFECT_LOGGING_SETTINGS_PATH.value()
-    return path if path.exists() else DEFAULT_LOGGING_SETTINGS_PATH
-
-
-def _logging_inputs() -> dict:
-    """What `prefect.logging.configuration.load_logging_config` reads: every setting (it
-    substitutes them all into the file), the file, and the PREFECT_LOGGING_* variables."""
-    from prefect.settings import get_current_settings
-
-    path = _logging_file()
-    st = path.stat()
-    return {"settings": get_current_settings(), "file": (str(path), st.st_mtime_ns, st.st_size),
-            "env": {k: v for k, v in os.environ.items() if k.startswith("PREFECT_LOGGING_")}}
-
-
-def _load_logging_config() -> dict:
-    from prefect.logging import configuration
-
-    return configuration.load_logging_config(_logging_file())
-
-
-def _reload_prefect() -> None:
-    """Prefect read its settings (and set up logging from them) when the server imported it,
-    from the server's environment and folder; read them again from this call's.
-
-    Logging is configured anew (its handlers take this call's stderr and terminal), but from
-    the configuration the server loaded, when that was loaded from the same inputs: loading
-    it renders every setting into the file's template, 50 ms of each call
-    (docs/benchmarks.md §2). Settings compare field by field; any difference (another
-    folder's prefect.toml, a profile edited since) loads it again, as Prefect would."""
-    from papyrus_ops import cli
-
-    cli.apply_env_defaults()
-    import copy
-
-    import prefect.context
-    from prefect.logging import configuration
-
-    prefect.context.refresh_global_settings_context()
-    configuration.PROCESS_LOGGING_CONFIG.clear()
-    inputs = _logging_inputs()
-    if _LOGGING and all(_LOGGING[k] == v for k, v in inputs.items()):
-        loaded = copy.deepcopy(_LOGGING["config"])
-        own = configuration.load_logging_config
-        configuration.load_logging_config = lambda _path: loaded
-        try:
-            configuration.setup_logging(incremental=False)
-        finally:
-            configuration.load_logging_config = own
-    else:
-        configuration.setup_logging(incremental=False)
 
 
 # -- the server --------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ def slice_query(cp: dict[str, Any], index: int
             None if source is None else ("EventSource", source))
 
 
+def _pages_of(client: Any, start: dt.datetime, end: dt.datetime, limiter: RateLimiter,
+              attribute: tuple[str, str] | None, page_size: int, patience_seconds: float):
+    """One query's pages, as `prefetch_pages` and `Lookahead` run them (`produce(own)`)."""
+    return lambda own: lookup_pages(client, start, end, limiter, own, page_size=page_size,
+                                    patience_seconds=patience_seconds, attribute=attribute)
+
+
 def lookahead_for(cp: dict[str, Any], clients: dict[str, Any], max_rps: float | None, *,
                   page_size: int = PAGE_SIZE, patience_seconds: float = 900.0) -> Lookahead:
     """One prefetch thread for every slice still to archive, in order (`paging.Lookahead`):
@@ -71,13 +78,9 @@ def lookahead_for(cp: dict[str, Any], clients: dict[str, Any], max_rps: float | 
             continue
         region = cp["slices"][index][2]
         start, end, attribute = slice_query(cp, index)
-
-        def produce(own, client=clients[region], start=start, end=end, attribute=attribute,
-                    limiter=shared_limiter(region, max_rps)):
-            return lookup_pages(client, start, end, limiter, own, page_size=page_size,
-                                patience_seconds=patience_seconds, attribute=attribute)
-
-        queries.append(((index, start, end, attribute), produce))
+        queries.append(((index, start, end, attribute),
+                        _pages_of(clients[region], start, end, shared_limiter(region, max_rps),
+                                  attribute, page_size, patience_seconds)))
     return Lookahead(queries)
 
 
@@ -179,11 +182,9 @@ def archive_slice_core(
                 if lookahead is not None and lookahead.takes(key):
                     yield from lookahead.pages(key, stats)
                 else:
-                    yield from prefetch_pages(
-                        lambda own, q_end=q_end: lookup_pages(
-                            client, query_start, q_end, limiter, own, page_size=page_size,
-                            patience_seconds=patience_seconds, attribute=attribute),
-                        stats)
+                    yield from prefetch_pages(_pages_of(client, query_start, q_end, limiter,
+                                                        attribute, page_size, patience_seconds),
+                                              stats)
                 return
             except ClientError as exc:
                 if error_code(exc) != "InvalidNextTokenException" or restarts >= 3:
